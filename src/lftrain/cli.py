@@ -1,0 +1,108 @@
+"""`lft <command>`: a thin map from subcommands to `lftrain.api` functions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+
+from lftrain.errors import EXIT_CRASH, LftError
+
+EPILOG = """exit codes: 0 success; 1 internal error (a bug: please report it); 2 your input is wrong (recipe, data,
+arguments, model directory: the message names the file, line/row and field); 3 the run directory forbids it
+(a finished run is never overwritten); 130 interrupted."""
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s lft: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import transformers
+
+        # The "classifier weights newly initialised" report is expected when fine-tuning; keep real errors only.
+        transformers.logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lft", description="lftrain: fine-tune pre-trained models from a YAML recipe.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"lftrain {_version()}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="fine-tune as a recipe says (resumes an unfinished run)", epilog=EPILOG,
+                       description="Fine-tune a model as RECIPE says and write a run directory (output.dir): "
+                       "the resolved recipe, manifest, checkpoints, metrics.jsonl and the final model. Running it "
+                       "again on an unfinished run resumes from the newest complete checkpoint.")
+    t.add_argument("recipe", help="recipe YAML file (see docs/recipes.md for every key)")
+    t.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                   help="override recipe keys, e.g. train.lr=1e-4 train.epochs=1 (values are parsed as YAML)")
+    t.add_argument("--new-run", action="store_true",
+                   help="if output.dir holds a run, start a new one beside it (DIR-2, DIR-3, ...) instead")
+    t.add_argument("--allow-recipe-change", action="store_true",
+                   help="resume an unfinished run even though the recipe changed since it started")
+
+    e = sub.add_parser("evaluate", help="metrics of a trained run on a labelled data file", epilog=EPILOG,
+                       description="Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix of "
+                       "a trained run on DATA (same columns as the recipe's training data).")
+    e.add_argument("run", help="run directory written by `lft train`")
+    e.add_argument("--data", required=True, help="labelled data file (CSV/TSV/JSONL/Parquet/saved dataset)")
+    e.add_argument("--encoding", help="text encoding of DATA (default: the recipe's data.encoding)")
+    e.add_argument("--output", help="also write the metrics as JSON to this file")
+
+    r = sub.add_parser("predict", help="labels and class probabilities for new texts", epilog=EPILOG,
+                       description="Predict a label and the class probabilities for every row of INPUT, in input "
+                       "order, as JSON lines: {\"row\": N, \"label\": ..., \"probs\": {label: p, ...}}.")
+    r.add_argument("run", help="run directory written by `lft train`")
+    r.add_argument("--input", required=True, help="data file with the recipe's text column(s); labels not needed")
+    r.add_argument("--output", required=True, help="where to write predictions (JSON lines)")
+    r.add_argument("--encoding", help="text encoding of INPUT (default: the recipe's data.encoding)")
+    return p
+
+
+def _version() -> str:
+    from lftrain import __version__
+
+    return __version__
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from lftrain import api
+
+    if args.command == "train":
+        api.train(args.recipe, args.overrides, new_run=args.new_run, allow_recipe_change=args.allow_recipe_change)
+    elif args.command == "evaluate":
+        api.evaluate(args.run, args.data, encoding=args.encoding, output=args.output)
+    elif args.command == "predict":
+        api.predict(args.run, args.input, args.output, encoding=args.encoding)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    # Overrides may follow flags (`lft train r.yaml --new-run train.lr=1e-4`), which argparse's positional
+    # handling cannot take after an option; collect the stragglers that look like overrides.
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if args.command != "train" or "=" not in a or a.startswith("-")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    _setup_logging(args.verbose)
+    try:
+        return _dispatch(args)
+    except LftError as exc:
+        print(f"lft: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("lft: interrupted; run `lft train` again on the same recipe to resume", file=sys.stderr)
+        return 130
+    except Exception:  # a bug: show everything
+        traceback.print_exc()
+        print("lft: internal error (exit 1). This is a bug in lftrain, not in your input.", file=sys.stderr)
+        return EXIT_CRASH

@@ -1,0 +1,5 @@
+"""Recipe schema, loading, overrides and error messages."""
+
+from lftrain.config.loader import dump_recipe, load_recipe
+
+__all__ = ["dump_recipe", "load_recipe"]

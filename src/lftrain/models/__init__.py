@@ -1,0 +1,1 @@
+"""Loading base models offline and safely, adaptation (which parameters train), fast kernels."""

@@ -1,0 +1,98 @@
+"""Find and vet a base model directory before anything is loaded from it.
+
+Safety rules (see docs/safety.md): safetensors weights are preferred; a pickle-only checkpoint is
+refused unless the recipe allows it, and is then read with `weights_only=True`; a model that ships
+its own Python code (`auto_map`) is refused unless the recipe sets `trust_remote_code: true`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from lftrain.data.paths import package_dir
+from lftrain.errors import ModelLoadError
+
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.bin")
+
+
+def offline() -> None:
+    """Never reach a hub at run time: models and tokenizers come from local files only."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A vetted model directory and how its weights may be read."""
+
+    path: Path
+    safetensors: bool
+    config: dict
+
+
+def resolve_model_dir(spec: str) -> Path:
+    """`pkg:NAME` -> the model folder inside an installed package; otherwise a local directory."""
+    if spec.startswith("pkg:"):
+        name, _, sub = spec[4:].partition("/")
+        root = package_dir(name.replace("-", "_"))
+        candidates = [root / sub] if sub else [root / "model", root]
+        for cand in candidates:
+            if (cand / "config.json").is_file():
+                return cand
+        raise ModelLoadError(f"package '{name}' has no model folder with a config.json (looked in "
+                             f"{', '.join(str(c) for c in candidates)})")
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise ModelLoadError(f"model directory not found: {path.resolve()} (model.path)")
+    return path
+
+
+def vet_model_dir(spec: str, *, allow_pickle: bool, trust_remote_code: bool) -> ModelSource:
+    """Check a model directory against the safety rules; raise ModelLoadError saying what to change."""
+    path = resolve_model_dir(spec)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(f"{path}: no config.json; is this a Hugging Face model directory? (model.path)")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{config_file}: not valid JSON ({exc})") from None
+    if config.get("auto_map") and not trust_remote_code:
+        raise ModelLoadError(
+            f"{path}: the model ships Python code (auto_map: {sorted(config['auto_map'])}), which lftrain does "
+            "not run unless the recipe sets model.trust_remote_code: true")
+    has_safetensors = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
+    has_pickle = any((path / name).is_file() for name in PICKLE_WEIGHTS)
+    if not has_safetensors and not has_pickle:
+        raise ModelLoadError(f"{path}: no weights found (expected model.safetensors)")
+    if not has_safetensors and not allow_pickle:
+        raise ModelLoadError(
+            f"{path}: only pickle weights (pytorch_model.bin), which can run code when loaded; convert them to "
+            "safetensors, or set model.allow_pickle: true to load them with torch.load(weights_only=True)")
+    return ModelSource(path=path, safetensors=has_safetensors, config=config)
+
+
+def load_kwargs(source: ModelSource, trust_remote_code: bool) -> dict:
+    """Keyword arguments for every `from_pretrained` call on a vetted source."""
+    # transformers reads .bin files with torch.load(weights_only=True); use_safetensors pins the choice.
+    return {"local_files_only": True, "trust_remote_code": trust_remote_code,
+            "use_safetensors": source.safetensors}
+
+
+def load_tokenizer(source: ModelSource, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    offline()
+    try:
+        return AutoTokenizer.from_pretrained(source.path, local_files_only=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{source.path}: cannot load the tokenizer: {exc}") from None
+
+
+def model_files(path: Path) -> list[Path]:
+    """Files that define a model (for hashing in the manifest)."""
+    return sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)

@@ -1,0 +1,1 @@
+"""What a run leaves for people: the reproducibility manifest (and, later, reports and cards)."""

@@ -1,0 +1,11 @@
+"""Tasks: what the model predicts (inputs, head, loss, metrics, prediction format), by short name."""
+
+from lftrain.registry import Registry
+
+TASKS: Registry = Registry("task")
+
+from lftrain.tasks import text_classification  # noqa: E402,F401  (registers)
+
+
+def build_task(config):
+    return TASKS.get(config.type)(config)

@@ -1,0 +1,76 @@
+"""Label names and the mapping from raw label values (strings or integers) to class indices."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from lftrain.errors import DataError
+
+
+def _int_like(value: str) -> bool:
+    return value.lstrip("-").isdigit()
+
+
+def label_key(value: Any, table, i: int, column: str) -> str:
+    """Canonical string form of a raw label: 1, 1.0 and "1" are the same label; " pos " is "pos"."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer():
+            return str(int(value))
+        raise DataError(f"label {value!r} is neither a name nor an integer", column=column, **table.where(i))
+    if isinstance(value, str):
+        text = value.strip()
+        if _int_like(text.replace(".0", "", 1)) and text.endswith(".0"):
+            text = text[:-2]  # "1.0" from a spreadsheet export is the integer label 1
+        return text
+    raise DataError(f"label of type {type(value).__name__} is not supported", column=column, **table.where(i))
+
+
+class LabelSet:
+    """Ordered label names. Raw integer labels that are not names index into the list."""
+
+    def __init__(self, names: list[str]) -> None:
+        if len(set(names)) != len(names):
+            raise DataError(f"task.labels lists a label twice: {names}")
+        if len(names) < 2:
+            raise DataError(f"classification needs at least 2 labels, found {names}")
+        self.names = list(names)
+        self._index = {n: i for i, n in enumerate(self.names)}
+        self._ints_are_indices = not any(_int_like(n) for n in self.names)
+
+    @classmethod
+    def from_config_or_data(cls, configured: list[str] | None, raw: list[str]) -> LabelSet:
+        if configured:
+            return cls([str(x) for x in configured])
+        found = set(raw)
+        if all(_int_like(v) for v in found):
+            return cls(sorted(found, key=int))
+        return cls(sorted(found))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def lookup(self, raw: str) -> int | None:
+        if raw in self._index:
+            return self._index[raw]
+        if self._ints_are_indices and _int_like(raw) and 0 <= int(raw) < len(self.names):
+            return int(raw)
+        return None
+
+    def index(self, raw: str, ex, i: int) -> int:
+        idx = self.lookup(raw)
+        if idx is None:
+            file, row, line = ex.where[i]
+            raise DataError(f"unknown label '{raw}' (labels: {', '.join(self.names)}); add it to task.labels "
+                            "or set data.unknown_labels: drop", file=file, row=row, line=line)
+        return idx
+
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.names))
+
+    def label2id(self) -> dict[str, int]:
+        return dict(self._index)

@@ -1,0 +1,161 @@
+"""Text classification of single texts or text pairs, with any `AutoModelForSequenceClassification`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from lftrain.config.base import Section
+from lftrain.data.examples import Examples, clean_text
+from lftrain.data.readers import Table, is_missing
+from lftrain.errors import DataError, InputError
+from lftrain.tasks import TASKS
+from lftrain.tasks.labels import LabelSet, label_key
+
+
+@TASKS.register("text-classification")
+class TextClassification:
+    """Predict one label per text (or text pair). Loss: cross-entropy; one loss unit per example."""
+
+    class Config(Section):
+        type: Literal["text-classification"] = "text-classification"
+        text: str = "text"
+        """Column holding the text."""
+        text_pair: str | None = None
+        """Column holding the second text of a pair (for pair tasks such as NLI or paraphrase)."""
+        label: str = "label"
+        """Column holding the label (a name such as `positive`, or an integer)."""
+        labels: list[str] | None = None
+        """Label names in class-index order. Default: the sorted labels found in the training data.
+        Integer labels in the data are read as indices into this list when they are not names themselves."""
+        max_length: int = Field(128, gt=0)
+        """Tokens per example; longer texts are truncated."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.labels: LabelSet | None = None
+
+    # ---- data -------------------------------------------------------------------------------------------
+    def text_columns(self) -> list[str]:
+        return [self.config.text] + ([self.config.text_pair] if self.config.text_pair else [])
+
+    def extract(self, table: Table, *, normalize: bool, with_labels: bool = True) -> Examples:
+        """Validate every row of `table`; raise DataError naming file, row/line and column on the first bad one."""
+        needed = self.text_columns() + ([self.config.label] if with_labels else [])
+        missing = [c for c in needed if c not in table.columns]
+        if missing:
+            field = "task.label" if missing[0] == self.config.label else "task.text/text_pair"
+            raise DataError(f"no column '{missing[0]}' (columns: {', '.join(table.columns)}); set {field}",
+                            file=table.file, line=1 if table.lines and table.lines[0] else None)
+        fields: dict[str, list[Any]] = {"text": [], "label": []}
+        if self.config.text_pair:
+            fields["text_pair"] = []
+        for i, row in enumerate(table.rows):
+            for col, key in zip(self.text_columns(), ("text", "text_pair")):
+                value = row.get(col)
+                if is_missing(value):
+                    raise DataError("empty text", column=col, **table.where(i))
+                fields[key].append(clean_text(value, normalize))
+            label = row.get(self.config.label) if with_labels else None
+            if with_labels and is_missing(label):
+                raise DataError("missing label", column=self.config.label, **table.where(i))
+            fields["label"].append(None if label is None else label_key(label, table, i, self.config.label))
+        return Examples(table.file, fields, [(table.file, table.row_numbers[i], table.lines[i])
+                                             for i in range(len(table.rows))])
+
+    def dedupe_key(self, ex: Examples, i: int) -> tuple:
+        return tuple(ex.fields[k][i] for k in ("text", "text_pair") if k in ex.fields)
+
+    def fit_labels(self, train: Examples) -> LabelSet:
+        self.labels = LabelSet.from_config_or_data(self.config.labels, train.fields["label"])
+        return self.labels
+
+    # ---- model ----------------------------------------------------------------------------------------
+    def load_model(self, source, *, trust_remote_code: bool, attention: str):
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        from lftrain.models.loading import load_kwargs
+
+        assert self.labels is not None
+        try:
+            return AutoModelForSequenceClassification.from_pretrained(
+                source.path, num_labels=len(self.labels), id2label=self.labels.id2label(),
+                label2id=self.labels.label2id(), attn_implementation=attention, dtype=torch.float32,
+                **load_kwargs(source, trust_remote_code))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{source.path}: cannot load as a sequence classifier: {exc}") from None
+
+    def encode(self, tokenizer, ex: Examples) -> dict[str, np.ndarray]:
+        """Tokenise into flat arrays (ids, offsets, type ids, labels): compact, and cacheable without pickle."""
+        pair = ex.fields.get("text_pair")
+        enc = tokenizer(ex.fields["text"], pair, truncation=True, max_length=self.config.max_length,
+                        return_token_type_ids=True)
+        ids = enc["input_ids"]
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        out = {
+            "input_ids": np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(lengths.sum())),
+            "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            "token_type_ids": np.fromiter((t for x in enc["token_type_ids"] for t in x), dtype=np.int8,
+                                          count=int(lengths.sum())),
+        }
+        if self.labels is not None and all(label is not None for label in ex.fields["label"]):
+            out["labels"] = np.asarray([self.labels.index(v, ex, i) for i, v in enumerate(ex.fields["label"])],
+                                       dtype=np.int64)
+        return out
+
+    @staticmethod
+    def lengths(encoded: dict[str, np.ndarray]) -> np.ndarray:
+        return np.diff(encoded["offsets"])
+
+    @staticmethod
+    def collate(encoded: dict[str, np.ndarray], indices: np.ndarray, pad_id: int) -> dict[str, Any]:
+        """Pad to the longest example of this batch (dynamic padding)."""
+        import torch
+
+        starts, ends = encoded["offsets"][indices], encoded["offsets"][indices + 1]
+        width = int((ends - starts).max())
+        ids = np.full((len(indices), width), pad_id, dtype=np.int64)
+        types = np.zeros((len(indices), width), dtype=np.int64)
+        mask = np.zeros((len(indices), width), dtype=np.int64)
+        for r, (s, e) in enumerate(zip(starts, ends)):
+            ids[r, : e - s] = encoded["input_ids"][s:e]
+            types[r, : e - s] = encoded["token_type_ids"][s:e]
+            mask[r, : e - s] = 1
+        batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+                 "token_type_ids": torch.from_numpy(types)}
+        if "labels" in encoded:
+            batch["labels"] = torch.from_numpy(encoded["labels"][indices])
+        return batch
+
+    # ---- loss, metrics, predictions ------------------------------------------------------------------
+    @staticmethod
+    def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    @staticmethod
+    def loss_units(batch: dict[str, Any]) -> int:
+        return int(batch["labels"].shape[0])
+
+    @staticmethod
+    def loss_sum(outputs, batch: dict[str, Any]):
+        import torch.nn.functional as F
+
+        return F.cross_entropy(outputs.logits.float(), batch["labels"], reduction="sum")
+
+    def metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        from lftrain.evaluation.metrics import classification_metrics
+
+        assert self.labels is not None
+        return classification_metrics(logits, labels, self.labels.names)
+
+    def predictions(self, logits: np.ndarray) -> list[dict[str, Any]]:
+        from lftrain.evaluation.metrics import softmax
+
+        assert self.labels is not None
+        probs = softmax(logits)
+        names = self.labels.names
+        return [{"label": names[int(p.argmax())], "probs": {n: round(float(v), 6) for n, v in zip(names, p)}}
+                for p in probs]

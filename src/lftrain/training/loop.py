@@ -1,0 +1,168 @@
+"""fit(): the one training loop every task, adaptation and method runs through.
+
+Read top to bottom: for each optimiser step, its examples are split into micro-batches; each
+micro-batch's summed loss is divided by the number of loss units (examples, tokens) in the *whole*
+step, so accumulation gives the same gradient as one big batch; then clip, step, schedule, log,
+and — when due — evaluate, checkpoint and decide on early stopping. Logging and checkpointing are
+plain calls, not callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lftrain.data.batching import epoch_batches, micro_batches
+from lftrain.training.checkpoint import TrainState, rotate, save_checkpoint
+from lftrain.training.precision import autocast
+from lftrain.training.progress import Progress
+
+log = logging.getLogger("lftrain")
+
+
+@dataclass
+class FitContext:
+    """Everything fit() needs, built by api.train()."""
+
+    model: torch.nn.Module
+    method: Callable
+    task: object
+    train_data: dict[str, np.ndarray]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    cfg: object  # TrainConfig
+    run: object  # RunDir
+    device: torch.device
+    precision: str
+    pad_id: int
+    evaluate: Callable[[], dict] | None  # returns eval metrics, or None when there is no eval data
+    total_steps: int
+    steps_per_epoch: int
+
+
+def plan_steps(n_examples: int, cfg) -> tuple[int, int]:
+    steps_per_epoch = math.ceil(n_examples / cfg.batch_size)
+    total = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
+    return total, steps_per_epoch
+
+
+def _better(value: float, best: float | None, metric: str) -> bool:
+    if best is None:
+        return True
+    return value < best if metric == "loss" else value > best
+
+
+def _train_step(ctx: FitContext, batch_idx: np.ndarray, micro: int) -> tuple[float, int]:
+    """Forward/backward over the micro-batches of one step, then the optimiser update. Returns (loss sum, units)."""
+    batches = [ctx.task.collate(ctx.train_data, mb, ctx.pad_id) for mb in micro_batches(batch_idx, micro)]
+    units = sum(ctx.task.loss_units(b) for b in batches)  # normaliser of the whole step, known before any forward
+    loss_total = 0.0
+    for batch in batches:
+        batch = {k: v.to(ctx.device) for k, v in batch.items()}
+        with autocast(ctx.precision, ctx.device):
+            out = ctx.method(ctx.model, batch)
+        (out["loss_sum"] / units).backward()
+        loss_total += float(out["loss_sum"].detach())
+    if ctx.cfg.max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_([p for p in ctx.model.parameters() if p.grad is not None],
+                                       ctx.cfg.max_grad_norm)
+    ctx.optimizer.step()
+    ctx.scheduler.step()
+    ctx.optimizer.zero_grad(set_to_none=True)
+    return loss_total, units
+
+
+def _checkpoint(ctx: FitContext, state: TrainState) -> None:
+    save_checkpoint(ctx.run.checkpoints, ctx.model, ctx.optimizer, ctx.scheduler, state)
+    rotate(ctx.run.checkpoints, ctx.cfg.keep_checkpoints, {state.best_step} if state.best_step is not None else set())
+
+
+def _evaluate(ctx: FitContext, state: TrainState) -> bool:
+    """Evaluate, record, update best and patience. Returns True when early stopping says stop."""
+    metrics = ctx.evaluate()
+    value = metrics.get(ctx.cfg.metric)
+    if value is None:
+        from lftrain.errors import InputError
+
+        raise InputError(f"train.metric '{ctx.cfg.metric}' is not computed (available: {', '.join(metrics)})")
+    record = {"event": "eval", "split": "eval", "step": state.step, "epoch": state.step / ctx.steps_per_epoch,
+              **metrics}
+    ctx.run.log_metrics(record)
+    log.info("eval at step %d: %s", state.step,
+             "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    if _better(value, state.best_metric, ctx.cfg.metric):
+        state.best_metric, state.best_step, state.evals_without_improvement = value, state.step, 0
+    else:
+        state.evals_without_improvement += 1
+    patience = ctx.cfg.early_stopping_patience
+    return patience is not None and state.evals_without_improvement >= patience
+
+
+class _Window:
+    """Loss and throughput since the last log line (evaluation and saving time excluded)."""
+
+    def __init__(self) -> None:
+        self.loss, self.units, self.samples, self.seconds = 0.0, 0, 0, 0.0
+
+    def add(self, loss: float, units: int, samples: int, seconds: float) -> None:
+        self.loss, self.units = self.loss + loss, self.units + units
+        self.samples, self.seconds = self.samples + samples, self.seconds + seconds
+
+
+def _log_train(ctx: FitContext, state: TrainState, w: _Window, progress: Progress) -> None:
+    lr = ctx.scheduler.get_last_lr()[0]
+    loss, sps, epoch = w.loss / max(w.units, 1), w.samples / max(w.seconds, 1e-9), state.step / ctx.steps_per_epoch
+    ctx.run.log_metrics({"event": "train", "step": state.step, "epoch": epoch, "loss": loss, "lr": lr,
+                         "samples_per_second": sps})
+    progress.update(state.step, epoch, loss, lr, sps, log_line=True)
+
+
+def fit(ctx: FitContext, state: TrainState) -> TrainState:
+    """Train from `state` (fresh or restored from a checkpoint) to the end; returns the final state."""
+    cfg = ctx.cfg
+    micro = state.micro_batch_size or cfg.micro_batch_size or cfg.batch_size
+    state.micro_batch_size = micro
+    lengths = ctx.task.lengths(ctx.train_data)
+    progress = Progress(ctx.total_steps, state.step)
+    window = _Window()
+    ctx.model.train()
+    try:
+        while state.step < ctx.total_steps and not state.stopped_early:
+            batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length)
+            for batch_idx in batches[state.batch_in_epoch:]:
+                t0 = time.perf_counter()
+                loss_sum, units = _train_step(ctx, batch_idx, micro)
+                seconds = time.perf_counter() - t0
+                state.step += 1
+                state.batch_in_epoch += 1
+                state.samples_seen += len(batch_idx)
+                state.train_seconds += seconds
+                window.add(loss_sum, units, len(batch_idx), seconds)
+                epoch_done = state.batch_in_epoch == len(batches)
+                if epoch_done:  # roll over before any checkpoint, so a resume starts the next epoch
+                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                last = state.step >= ctx.total_steps
+                if state.step % cfg.log_every == 0 or last:
+                    _log_train(ctx, state, window, progress)
+                    window = _Window()
+                periodic_eval = cfg.eval_every is not None and state.step % cfg.eval_every == 0
+                if ctx.evaluate is not None and (periodic_eval or (cfg.eval_every is None and epoch_done) or last):
+                    stop = _evaluate(ctx, state)
+                    if stop and not last:
+                        state.stopped_early = True
+                        log.info("early stopping: %s did not improve for %d evaluations (best %.4f at step %d)",
+                                 cfg.metric, state.evals_without_improvement, state.best_metric, state.best_step)
+                    _checkpoint(ctx, state)
+                elif last or (cfg.save_every is not None and state.step % cfg.save_every == 0):
+                    _checkpoint(ctx, state)
+                if last or state.stopped_early or epoch_done:
+                    break
+    finally:
+        progress.close()
+    return state

@@ -1,0 +1,134 @@
+"""The real CLI, end to end, on a tiny model: golden losses, evaluate, predict, run-directory rules."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lftrain.errors import EXIT_INPUT, EXIT_RUN_STATE
+from tests.conftest import run_lft, tiny_recipe, toy_rows, write_csv, write_recipe
+
+# Per-step training losses of the tiny recipe (fp32, 1 thread, seed 0). They change only when the
+# maths of a step changes; if a deliberate change moves them, update them in the same commit and say why.
+GOLDEN_LOSSES = [0.686114, 0.717544, 0.688834, 0.683993, 0.708285, 0.708464, 0.664082, 0.719876]
+
+
+def train_losses(run_dir) -> list[float]:
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in lines if r["event"] == "train"]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert, tmp_path_factory):
+    """One real `lft train` run shared by the tests of this module."""
+    work = tmp_path_factory.mktemp("cli")
+    train = write_csv(work / "train.csv", toy_rows(160))
+    run = work / "run"
+    recipe = write_recipe(work / "recipe.yaml", tiny_recipe(tiny_bert, train, run, epochs=3))
+    proc = run_lft("train", str(recipe))
+    assert proc.returncode == 0, proc.stderr
+    return work, recipe, run, proc
+
+
+def test_run_directory_layout(trained):
+    _, _, run, proc = trained
+    for name in ("recipe.yaml", "manifest.json", "metrics.jsonl", "run.json", "model/config.json",
+                 "model/model.safetensors", "model/tokenizer.json"):
+        assert (run / name).is_file(), name
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["seed"] == 0 and manifest["threads"] == 1 and manifest["precision"] == "fp32"
+    assert len(manifest["data"]["train"]["sha256"]) == 64
+    assert "model.safetensors" in manifest["base_model"]["files"]
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    assert "test metrics" in proc.stdout and "confusion matrix" in proc.stdout
+
+
+def test_golden_losses(trained):
+    losses = train_losses(trained[2])
+    assert len(losses) == 42  # 3 epochs x ceil(112 / 8) steps, one log line per step
+    if GOLDEN_LOSSES is None:
+        pytest.fail(f"set GOLDEN_LOSSES = {[round(x, 6) for x in losses[:8]]}")
+    np.testing.assert_allclose(losses[:8], GOLDEN_LOSSES, rtol=1e-4)
+
+
+def test_it_learns(trained):
+    run = trained[2]
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    test = [r for r in records if r["event"] == "eval" and r["split"] == "test"][-1]
+    assert test["accuracy"] >= 0.9, test
+    assert set(test["per_class"]) == {"neg", "pos"} and len(test["confusion_matrix"]) == 2
+
+
+def test_saved_model_loads_with_plain_transformers_and_agrees_with_predict(trained):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    work, _, run, _ = trained
+    rows = toy_rows(20, seed=5)
+    inp = write_csv(work / "new.csv", [{"text": r["text"]} for r in rows])
+    out = work / "preds.jsonl"
+    proc = run_lft("predict", str(run), "--input", str(inp), "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    preds = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [p["row"] for p in preds] == list(range(1, 21))  # input order, always
+    assert all(abs(sum(p["probs"].values()) - 1) < 1e-4 for p in preds)
+
+    model = AutoModelForSequenceClassification.from_pretrained(run / "model").eval()
+    tok = AutoTokenizer.from_pretrained(run / "model")
+    assert model.config.id2label == {0: "neg", 1: "pos"}
+    with torch.no_grad():
+        logits = model(**tok([r["text"] for r in rows], padding=True, return_tensors="pt")).logits
+    plain = [model.config.id2label[int(i)] for i in logits.argmax(-1)]
+    assert plain == [p["label"] for p in preds]
+
+
+def test_evaluate_command(trained):
+    work, _, run, _ = trained
+    data = write_csv(work / "labelled.csv", toy_rows(40, seed=9))
+    proc = run_lft("evaluate", str(run), "--data", str(data), "--output", str(work / "m.json"))
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((work / "m.json").read_text())
+    assert metrics["n"] == 40 and metrics["accuracy"] >= 0.9 and "macro_f1" in metrics
+    assert "confusion matrix" in proc.stdout
+
+
+def test_finished_run_is_never_overwritten(trained):
+    _, recipe, run, _ = trained
+    before = (run / "model" / "model.safetensors").read_bytes()
+    proc = run_lft("train", str(recipe))
+    assert proc.returncode == EXIT_RUN_STATE
+    assert "finished run" in proc.stderr and "--new-run" in proc.stderr
+    assert (run / "model" / "model.safetensors").read_bytes() == before
+
+
+def test_new_run_goes_beside_the_finished_one(trained):
+    _, recipe, run, _ = trained
+    proc = run_lft("train", str(recipe), "--new-run", "train.max_steps=2")
+    assert proc.returncode == 0, proc.stderr
+    assert (run.parent / "run-2" / "model" / "model.safetensors").is_file()
+
+
+def test_bad_data_exits_with_input_code_before_loading_a_model(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nfine,pos\n,neg\n")
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path / "no-such-model", bad, tmp_path / "run"))
+    proc = run_lft("train", str(recipe))
+    assert proc.returncode == EXIT_INPUT
+    assert "bad.csv, line 3, row 2, column 'text': empty text" in proc.stderr
+    assert not (tmp_path / "run").exists()  # data is validated before anything is created or loaded
+
+
+def test_bad_recipe_key_exits_with_input_code(tmp_path, tiny_bert):
+    recipe = write_recipe(tmp_path / "r.yaml", {**tiny_recipe(tiny_bert, tmp_path / "x.csv", tmp_path / "run"),
+                                                "trainn": {}})
+    proc = run_lft("train", str(recipe))
+    assert proc.returncode == EXIT_INPUT and "did you mean 'train'" in proc.stderr
+
+
+def test_help_explains_every_command():
+    for cmd in ([], ["train"], ["evaluate"], ["predict"]):
+        proc = run_lft(*cmd, "--help")
+        assert proc.returncode == 0 and "usage: lft" in proc.stdout
+    assert "--new-run" in run_lft("train", "--help").stdout

@@ -1,0 +1,134 @@
+"""The loop's arithmetic: accumulation, schedules, batch order, checkpoints."""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from lftrain.config import load_recipe
+from lftrain.data.batching import epoch_batches
+from lftrain.data.examples import Examples
+from lftrain.methods import build_method
+from lftrain.models.loading import load_tokenizer, vet_model_dir
+from lftrain.tasks import build_task
+from lftrain.tasks.labels import LabelSet
+from lftrain.training import checkpoint as ck
+from lftrain.training.loop import FitContext, _train_step
+from lftrain.training.optim import build_optimizer, build_scheduler
+from tests.conftest import toy_rows
+
+
+def _setup(model_dir, n=32, lr=1e-2):
+    recipe = load_recipe(data={"model": {"path": str(model_dir)}, "data": {"train": "x.csv"},
+                               "train": {"lr": lr, "batch_size": n, "warmup_ratio": 0, "precision": "fp32",
+                                         "max_grad_norm": None}})  # clipping could hide a wrong scale
+    task = build_task(recipe.task)
+    task.labels = LabelSet(["neg", "pos"])
+    rows = toy_rows(n)
+    ex = Examples("toy", {"text": [r["text"] for r in rows], "label": [r["label"] for r in rows]},
+                  [("toy", i + 1, i + 2) for i in range(n)])
+    source = vet_model_dir(str(model_dir), allow_pickle=False, trust_remote_code=False)
+    tok = load_tokenizer(source, False)
+    torch.manual_seed(0)
+    model = task.load_model(source, trust_remote_code=False, attention="eager")
+    return recipe, task, tok, task.encode(tok, ex), model
+
+
+def _ctx(recipe, task, data, model, tok, sgd: bool = False):
+    # SGD makes the update linear in the gradient, so equal updates mean equal gradients (Adam's first
+    # step is ~lr*sign(g) and would turn rounding noise in near-zero gradients into full-size differences).
+    opt = torch.optim.SGD(model.parameters(), lr=1.0) if sgd else build_optimizer(model, recipe.train)
+    return FitContext(model=model, method=build_method(recipe.method, task), task=task, train_data=data,
+                      optimizer=opt, scheduler=build_scheduler(opt, recipe.train, 10), cfg=recipe.train, run=None,
+                      device=torch.device("cpu"), precision="fp32", pad_id=tok.pad_token_id, evaluate=None,
+                      total_steps=10, steps_per_epoch=10)
+
+
+@pytest.mark.parametrize("n, micro", [(32, 8), (30, 8)])
+def test_accumulated_micro_batches_equal_one_big_batch(tiny_bert_nodrop, n, micro):
+    recipe, task, tok, data, model = _setup(tiny_bert_nodrop, n)
+    twin = copy.deepcopy(model)
+    idx = np.arange(n)
+    loss_a, units_a = _train_step(_ctx(recipe, task, data, model, tok, sgd=True), idx, micro)
+    loss_b, units_b = _train_step(_ctx(recipe, task, data, twin, tok, sgd=True), idx, n)
+    assert units_a == units_b == n
+    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, atol=2e-6, rtol=1e-5, msg=name)
+    moved = sum(float((a - b).abs().sum()) for a, b in zip(model.parameters(),
+                                                            _setup(tiny_bert_nodrop, n)[4].parameters()))
+    assert moved > 0  # the step really changed the weights
+
+
+def test_linear_schedule_with_warmup():
+    cfg = SimpleNamespace(warmup_steps=None, warmup_ratio=0.2, scheduler="linear")
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_scheduler(opt, cfg, total_steps=10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(1.0)
+    assert lrs[2] > lrs[5] > lrs[9] > 0 and lrs[9] == pytest.approx(1 / 8)
+
+
+def test_no_weight_decay_on_biases_and_norms(tiny_bert_nodrop):
+    recipe, task, tok, data, model = _setup(tiny_bert_nodrop)
+    opt = build_optimizer(model, recipe.train)
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    for name, p in model.named_parameters():
+        assert (id(p) in decayed) == (p.ndim >= 2 and "norm" not in name.lower()), name
+
+
+def test_epoch_batches_cover_each_example_once_and_are_reproducible():
+    lengths = np.random.default_rng(0).integers(3, 100, size=1000)
+    b1 = epoch_batches(lengths, 32, seed=7, epoch=3)
+    b2 = epoch_batches(lengths, 32, seed=7, epoch=3)
+    assert all((x == y).all() for x, y in zip(b1, b2))
+    flat = np.concatenate(b1)
+    assert sorted(flat.tolist()) == list(range(1000))
+    other = epoch_batches(lengths, 32, seed=7, epoch=4)
+    assert not all(len(x) == len(y) and (x == y).all() for x, y in zip(b1, other))
+    # grouping by length leaves little padding compared with random batches
+    def padding(batches):
+        return sum(int(lengths[b].max()) * len(b) - int(lengths[b].sum()) for b in batches)
+    assert padding(b1) < 0.2 * padding(epoch_batches(lengths, 32, 7, 3, group_by_length=False))
+
+
+def test_checkpoint_round_trip_and_rotation(tmp_path, tiny_bert_nodrop):
+    recipe, task, tok, data, model = _setup(tiny_bert_nodrop)
+    ctx = _ctx(recipe, task, data, model, tok)
+    _train_step(ctx, np.arange(16), 16)
+    root = tmp_path / "checkpoints"
+    for step in (1, 2, 3, 4):
+        ck.save_checkpoint(root, model, ctx.optimizer, ctx.scheduler, ck.TrainState(step=step, best_step=1))
+        ck.rotate(root, keep=2, protect={1})
+    assert [p.name for p in ck.list_checkpoints(root)] == ["step-00000001", "step-00000003", "step-00000004"]
+    twin = _setup(tiny_bert_nodrop)[4]
+    tctx = _ctx(recipe, task, data, twin, tok)
+    state = ck.load_checkpoint(root / "step-00000004", twin, tctx.optimizer, tctx.scheduler)
+    assert state.step == 4
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+    assert tctx.optimizer.state_dict()["state"][0]["step"] == ctx.optimizer.state_dict()["state"][0]["step"]
+
+
+def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, tiny_bert_nodrop):
+    recipe, task, tok, data, model = _setup(tiny_bert_nodrop)
+    ctx = _ctx(recipe, task, data, model, tok)
+    root = tmp_path / "checkpoints"
+    for step in (1, 2):
+        ck.save_checkpoint(root, model, ctx.optimizer, ctx.scheduler, ck.TrainState(step=step))
+    newest = root / "step-00000002" / "model.safetensors"
+    raw = bytearray(newest.read_bytes())
+    raw[-1] ^= 0xFF
+    newest.write_bytes(bytes(raw))
+    (root / ".tmp-step-00000003").mkdir()
+    ck.clean_temporary(root)
+    assert not (root / ".tmp-step-00000003").exists()
+    assert ck.latest_good(root).name == "step-00000001"
