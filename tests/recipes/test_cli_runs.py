@@ -107,6 +107,7 @@ def test_new_run_goes_beside_the_finished_one(trained):
     _, recipe, run, _ = trained
     proc = run_lft("train", str(recipe), "--new-run", "train.max_steps=2")
     assert proc.returncode == 0, proc.stderr
+    assert "cache: 3 hit, 0 miss" in proc.stderr  # the same data is never tokenised twice
     assert (run.parent / "run-2" / "model" / "model.safetensors").is_file()
 
 
@@ -132,3 +133,35 @@ def test_help_explains_every_command():
         proc = run_lft(*cmd, "--help")
         assert proc.returncode == 0 and "usage: lft" in proc.stdout
     assert "--new-run" in run_lft("train", "--help").stdout
+
+
+def test_text_pairs_train_end_to_end(tiny_bert, tmp_path):
+    rows = [{"premise": r["text"], "hypothesis": r["text"].split()[0], "label": r["label"]} for r in toy_rows(60)]
+    train = write_csv(tmp_path / "pairs.csv", rows)
+    recipe = tiny_recipe(tiny_bert, train, tmp_path / "run", max_steps=3)
+    recipe["task"].update({"text": "premise", "text_pair": "hypothesis"})
+    proc = run_lft("train", str(write_recipe(tmp_path / "r.yaml", recipe)))
+    assert proc.returncode == 0, proc.stderr
+    preds = tmp_path / "p.jsonl"
+    assert run_lft("predict", str(tmp_path / "run"), "--input", str(train), "--output", str(preds)).returncode == 0
+    assert len(preds.read_text().splitlines()) == 60
+
+
+def test_early_stopping_keeps_the_best_checkpoint(tiny_bert, tmp_path):
+    from safetensors.torch import load_file
+
+    train = write_csv(tmp_path / "train.csv", toy_rows(200))
+    # A learning rate this high makes evaluation loss get worse after the first evaluations.
+    recipe = tiny_recipe(tiny_bert, train, tmp_path / "run", epochs=20, lr=0.5, eval_every=2,
+                         early_stopping_patience=2, metric="loss", keep_checkpoints=1)
+    proc = run_lft("train", str(write_recipe(tmp_path / "r.yaml", recipe)))
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads((tmp_path / "run" / "run.json").read_text())["state"]
+    assert status["stopped_early"] and status["step"] < 20 * 15
+    best = tmp_path / "run" / "checkpoints" / f"step-{status['best_step']:08d}"
+    assert best.is_dir()  # rotation (keep 1) never deletes the best checkpoint
+    evals = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    eval_losses = {r["step"]: r["loss"] for r in evals if r["event"] == "eval" and r["split"] == "eval"}
+    assert status["best_step"] == min(eval_losses, key=eval_losses.get)
+    final, kept = load_file(tmp_path / "run" / "model" / "model.safetensors"), load_file(best / "model.safetensors")
+    assert all((final[k] == kept[k]).all() for k in final)  # the final model is the best one, not the last

@@ -105,6 +105,9 @@ class TrainConfig(Section):
     """Batch examples of similar length together (shuffled batches), so little compute goes to padding."""
     fast_dropout: bool = True
     """Draw dropout masks from cheap random bits instead of `bernoulli_` (same expected rate and scaling)."""
+    sparse_embedding_grads: bool = True
+    """Give large trainable embeddings sparse gradients (only the rows a batch uses): the same AdamW update
+    with far less memory traffic. Off automatically for embeddings tied to an output layer."""
     eval_every: int | None = Field(None, gt=0)
     """Evaluate every N optimiser steps; default once per epoch."""
     save_every: int | None = Field(None, gt=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -41,8 +43,12 @@ class TextClassification:
     def text_columns(self) -> list[str]:
         return [self.config.text] + ([self.config.text_pair] if self.config.text_pair else [])
 
-    def extract(self, table: Table, *, normalize: bool, with_labels: bool = True) -> Examples:
-        """Validate every row of `table`; raise DataError naming file, row/line and column on the first bad one."""
+    def extract(self, table: Table, *, normalize: bool, with_labels: bool = True,
+                drop_label: Callable[[str], bool] | None = None) -> Examples:
+        """Validate every row of `table`; raise DataError naming file, row/line and column on the first bad one.
+
+        Rows whose label `drop_label` rejects are skipped before their text is checked: a row the recipe
+        excludes (`data.unknown_labels: drop`) cannot fail the run."""
         needed = self.text_columns() + ([self.config.label] if with_labels else [])
         missing = [c for c in needed if c not in table.columns]
         if missing:
@@ -52,18 +58,24 @@ class TextClassification:
         fields: dict[str, list[Any]] = {"text": [], "label": []}
         if self.config.text_pair:
             fields["text_pair"] = []
+        kept, dropped = [], Counter()
         for i, row in enumerate(table.rows):
-            for col, key in zip(self.text_columns(), ("text", "text_pair")):
-                value = row.get(col)
-                if is_missing(value):
-                    raise DataError("empty text", column=col, **table.where(i))
-                fields[key].append(clean_text(value, normalize))
             label = row.get(self.config.label) if with_labels else None
             if with_labels and is_missing(label):
                 raise DataError("missing label", column=self.config.label, **table.where(i))
-            fields["label"].append(None if label is None else label_key(label, table, i, self.config.label))
-        return Examples(table.file, fields, [(table.file, table.row_numbers[i], table.lines[i])
-                                             for i in range(len(table.rows))])
+            key = None if label is None else label_key(label, table, i, self.config.label)
+            if key is not None and drop_label is not None and drop_label(key):
+                dropped[key] += 1
+                continue
+            for col, name in zip(self.text_columns(), ("text", "text_pair")):
+                value = row.get(col)
+                if is_missing(value):
+                    raise DataError("empty text", column=col, **table.where(i))
+                fields[name].append(clean_text(value, normalize))
+            fields["label"].append(key)
+            kept.append(i)
+        return Examples(table.file, fields, [(table.file, table.row_numbers[i], table.lines[i]) for i in kept],
+                        dict(dropped))
 
     def dedupe_key(self, ex: Examples, i: int) -> tuple:
         return tuple(ex.fields[k][i] for k in ("text", "text_pair") if k in ex.fields)

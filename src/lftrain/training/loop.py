@@ -22,6 +22,7 @@ from lftrain.data.batching import epoch_batches, micro_batches
 from lftrain.training.checkpoint import TrainState, rotate, save_checkpoint
 from lftrain.training.precision import autocast
 from lftrain.training.progress import Progress
+from lftrain.training.sparse_grads import SparseEmbeddingGrads, clip_grad_norm
 
 log = logging.getLogger("lftrain")
 
@@ -44,6 +45,7 @@ class FitContext:
     evaluate: Callable[[], dict] | None  # returns eval metrics, or None when there is no eval data
     total_steps: int
     steps_per_epoch: int
+    sparse: SparseEmbeddingGrads | None = None
 
 
 def plan_steps(n_examples: int, cfg) -> tuple[int, int]:
@@ -69,12 +71,18 @@ def _train_step(ctx: FitContext, batch_idx: np.ndarray, micro: int) -> tuple[flo
             out = ctx.method(ctx.model, batch)
         (out["loss_sum"] / units).backward()
         loss_total += float(out["loss_sum"].detach())
+    params = [p for p in ctx.model.parameters() if p.grad is not None]
+    if ctx.sparse is not None:
+        ctx.sparse.coalesce()
     if ctx.cfg.max_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_([p for p in ctx.model.parameters() if p.grad is not None],
-                                       ctx.cfg.max_grad_norm)
+        clip_grad_norm(params, ctx.cfg.max_grad_norm)
+    if ctx.sparse is not None:
+        ctx.sparse.densify()
     ctx.optimizer.step()
     ctx.scheduler.step()
     ctx.optimizer.zero_grad(set_to_none=True)
+    if ctx.sparse is not None:
+        ctx.sparse.reset()
     return loss_total, units
 
 

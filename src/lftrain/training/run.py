@@ -93,6 +93,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
     from lftrain.training.loop import FitContext, fit, plan_steps
     from lftrain.training.optim import build_optimizer, build_scheduler
     from lftrain.training.precision import pick_device, resolve_precision
+    from lftrain.training.sparse_grads import SparseEmbeddingGrads
 
     offline()
     task = build_task(recipe.task)
@@ -131,6 +132,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
         if cfg.fast_dropout:
             install_fast_dropout(model)
         model.to(device)
+        sparse = SparseEmbeddingGrads(model) if cfg.sparse_embedding_grads else None
         method = build_method(recipe.method, task)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -164,7 +166,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
         ctx = FitContext(model=model, method=method, task=task, train_data=enc["train"], optimizer=optimizer,
                          scheduler=scheduler, cfg=cfg, run=run, device=device, precision=precision, pad_id=pad_id,
                          evaluate=evaluate if "eval" in enc else None, total_steps=total_steps,
-                         steps_per_epoch=steps_per_epoch)
+                         steps_per_epoch=steps_per_epoch, sparse=sparse if sparse and sparse.active else None)
         run.set_status("running", step=state.step, total_steps=total_steps)
         state = fit(ctx, state)
 
