@@ -128,7 +128,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
         if attention == "auto":
             attention = register_attention() if cfg.fast_dropout else "eager"
         model = task.load_model(source, trust_remote_code=recipe.model.trust_remote_code, attention=attention)
-        build_adaptation(recipe.adaptation).apply(model)
+        model = build_adaptation(recipe.adaptation).apply(model)  # may wrap it (adapters)
         if cfg.fast_dropout:
             install_fast_dropout(model)
         model.to(device)
