@@ -70,11 +70,12 @@ def _load_reviews():
     return df.rename(columns={"category": "label"})[["text", "label"]].reset_index(drop=True)
 
 
-def prepare_rotten_tomatoes(workdir: Path, train_limit: int | None = None) -> DataFiles:
+def prepare_rotten_tomatoes(workdir: Path, train_limit: int | None = None, test_limit: int | None = None) -> DataFiles:
     """Write `train.csv` / `test.csv` (columns text,label) into `workdir`: a stratified, seeded 80/20 split.
 
     `train_limit` subsamples the training split (stratified, same seed) for quick dev runs; the test
-    split is never subsampled, so accuracies stay comparable across dev runs.
+    split is not subsampled unless `test_limit` asks for it (plumbing checks only: accuracies from a
+    cut test split are not comparable with anything).
     """
     from sklearn.model_selection import train_test_split
 
@@ -84,6 +85,8 @@ def prepare_rotten_tomatoes(workdir: Path, train_limit: int | None = None) -> Da
         train, _ = train_test_split(
             train, train_size=train_limit, stratify=train["label"], random_state=DATA_SPLIT_SEED
         )
+    if test_limit is not None and test_limit < len(test):
+        test, _ = train_test_split(test, train_size=test_limit, stratify=test["label"], random_state=DATA_SPLIT_SEED)
     workdir.mkdir(parents=True, exist_ok=True)
     files = DataFiles(workdir / "train.csv", workdir / "test.csv", len(train), len(test))
     train.to_csv(files.train, index=False)
@@ -120,17 +123,41 @@ class Measured:
     wall_s: float
 
 
-def run_measured(cmd: list[str], env: dict[str, str], report: Path, cwd: Path | None = None) -> Measured:
-    """Run `cmd` under the measuring wrapper; its output goes to our stderr so stdout keeps only results."""
+def run_measured(
+    cmd: list[str], env: dict[str, str], report: Path, cwd: Path | None = None, log: Path | None = None
+) -> Measured:
+    """Run `cmd` under the measuring wrapper; its output goes to our stderr so stdout keeps only results.
+
+    With `log`, the output is also copied to that file, so a caller can quote why a run failed.
+    """
     report.unlink(missing_ok=True)
     wrapper = [sys.executable, str(Path(__file__).resolve()), "--measure", "--report", str(report), "--", *cmd]
     start = time.perf_counter()
-    proc = subprocess.run(wrapper, env=env, cwd=cwd, stdout=sys.stderr, stderr=sys.stderr, check=False)
+    if log is None:
+        proc = subprocess.run(wrapper, env=env, cwd=cwd, stdout=sys.stderr, stderr=sys.stderr, check=False)
+        returncode = proc.returncode
+    else:
+        returncode = _run_tee(wrapper, env, cwd, log)
     wall = time.perf_counter() - start
     if not report.is_file():  # the wrapper itself failed before reporting
-        return Measured(proc.returncode or 1, None, wall)
+        return Measured(returncode or 1, None, wall)
     data = json.loads(report.read_text())
     return Measured(data["returncode"], data["peak_rss_kb"] / 1024, data["wall_s"])
+
+
+def _run_tee(cmd: list[str], env: dict[str, str], cwd: Path | None, log: Path) -> int:
+    """Run `cmd`, copying its stdout+stderr both to our stderr and to `log`; return its exit status."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert proc.stdout is not None
+        sys.stderr.flush()  # our own pending text first, then the child's bytes
+        # read1 returns whatever is available, so progress bars (\r, no newline) still show as they happen.
+        while chunk := proc.stdout.read1(65536):
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.buffer.flush()
+            sink.write(chunk)
+        return proc.wait()
 
 
 def _measure_main(cmd: list[str], report: Path) -> int:

@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from lftrain.api import evaluate, predict, train  # noqa: E402
+from lftrain.api import evaluate, export, predict, train  # noqa: E402
 
-__all__ = ["__version__", "evaluate", "predict", "train"]
+__all__ = ["__version__", "evaluate", "export", "predict", "train"]

@@ -4,6 +4,7 @@
     result = lftrain.train("recipes/rotten-tomatoes-minilm.yaml", overrides=["train.epochs=1"])
     metrics = lftrain.evaluate(result.run_dir, data="data/test.csv")
     lftrain.predict(result.run_dir, input="new.csv", output="preds.jsonl")
+    lftrain.api.export(result.run_dir, output="exported/", merge=True)   # plain HF model; merges adapters
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from lftrain.config import load_recipe
-from lftrain.errors import InputError
 
 log = logging.getLogger("lftrain")
 
@@ -43,29 +43,21 @@ class _TrainedModel:
 
     def __init__(self, run_or_model: str | Path) -> None:
         from lftrain.config.loader import load_recipe as _load
-        from lftrain.models.loading import load_tokenizer, offline, vet_model_dir
+        from lftrain.models.trained import load_trained_model, resolve_run
         from lftrain.tasks import build_task
-        from lftrain.tasks.labels import LabelSet
         from lftrain.training.precision import pick_device, resolve_precision
         from lftrain.training.run import _set_threads
 
-        offline()
-        path = Path(run_or_model)
-        if not path.exists():
-            raise InputError(f"{path}: no such run directory")
-        run_dir = path if (path / "recipe.yaml").is_file() else path.parent
-        if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "model").is_dir():
-            raise InputError(f"{path}: not a finished lftrain run (expected recipe.yaml and model/)")
-        self.recipe = _load(run_dir / "recipe.yaml")
-        self.run_dir, self.model_dir = run_dir, run_dir / "model"
+        self.run_dir, self.model_dir = resolve_run(run_or_model)
+        self.recipe = _load(self.run_dir / "recipe.yaml")
         self.task = build_task(self.recipe.task)
-        source = vet_model_dir(str(self.model_dir), allow_pickle=False, trust_remote_code=False)
-        self.task.labels = LabelSet([source.config["id2label"][str(i)] for i in range(len(source.config["id2label"]))])
-        self.tokenizer = load_tokenizer(source, False)
         _set_threads(self.recipe.train.threads)
+        # A plain model directory, or an adapter on its base model: either way task.labels is set from it.
+        trained = load_trained_model(self.model_dir, self.task, base_fallback=self.recipe.model.path)
+        self.tokenizer = trained.tokenizer
         self.device = pick_device()
         self.precision, _ = resolve_precision(self.recipe.train.precision, self.device)
-        self.model = self.task.load_model(source, trust_remote_code=False, attention="eager").to(self.device)
+        self.model = trained.model.to(self.device)
         self.model.eval()
 
     def read(self, path: str | Path, *, with_labels: bool, encoding: str | None = None):
@@ -116,3 +108,11 @@ def predict(run: str | Path, input: str | Path, output: str | Path | None = None
         tmp.replace(out)
         log.info("wrote %d predictions to %s", len(rows), out)
     return rows
+
+
+def export(run: str | Path, output: str | Path, merge: bool = False) -> Path:
+    """Write a trained run's model to `output` as a plain Hugging Face model directory (safetensors, tokenizer,
+    id2label). Adapter runs need `merge=True`: the adapter is folded into the base weights. Returns `output`."""
+    from lftrain.models.export import export_model
+
+    return export_model(run, output, merge=merge)

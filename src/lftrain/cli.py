@@ -24,6 +24,7 @@ def _setup_logging(verbose: bool) -> None:
 
         # The "classifier weights newly initialised" report is expected when fine-tuning; keep real errors only.
         transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()  # our own log lines say what is loading
     except ImportError:
         pass
 
@@ -62,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input", required=True, help="data file with the recipe's text column(s); labels not needed")
     r.add_argument("--output", required=True, help="where to write predictions (JSON lines)")
     r.add_argument("--encoding", help="text encoding of INPUT (default: the recipe's data.encoding)")
+
+    x = sub.add_parser("export", help="write a trained run's model as a plain Hugging Face model", epilog=EPILOG,
+                       description="Write the model of RUN to DIR as a plain Hugging Face model directory "
+                       "(safetensors weights, tokenizer, config.json with the label names), loadable with "
+                       "transformers alone. Full and freeze runs are copied; adapter runs (lora, dora, ia3) "
+                       "need --merge. DIR must not exist or be empty.")
+    x.add_argument("run", help="run directory written by `lft train`")
+    x.add_argument("--output", required=True, metavar="DIR", help="new (or empty) directory to write the model to")
+    x.add_argument("--merge", action="store_true",
+                   help="fold an adapter into the base model's weights (required for lora/dora/ia3 runs; the "
+                   "result runs without peft, as fast as the base model)")
     return p
 
 
@@ -80,6 +92,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         api.evaluate(args.run, args.data, encoding=args.encoding, output=args.output)
     elif args.command == "predict":
         api.predict(args.run, args.input, args.output, encoding=args.encoding)
+    elif args.command == "export":
+        api.export(args.run, args.output, merge=args.merge)
     return 0
 
 

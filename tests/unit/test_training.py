@@ -22,7 +22,7 @@ from lftrain.training.optim import build_optimizer, build_scheduler
 from tests.conftest import toy_rows
 
 
-def _setup(model_dir, n=32, lr=1e-2):
+def _setup(model_dir, n=32, lr=1e-2, attention="eager"):
     recipe = load_recipe(data={"model": {"path": str(model_dir)}, "data": {"train": "x.csv"},
                                "train": {"lr": lr, "batch_size": n, "warmup_ratio": 0, "precision": "fp32",
                                          "max_grad_norm": None}})  # clipping could hide a wrong scale
@@ -34,7 +34,7 @@ def _setup(model_dir, n=32, lr=1e-2):
     source = vet_model_dir(str(model_dir), allow_pickle=False, trust_remote_code=False)
     tok = load_tokenizer(source, False)
     torch.manual_seed(0)
-    model = task.load_model(source, trust_remote_code=False, attention="eager")
+    model = task.load_model(source, trust_remote_code=False, attention=attention)
     return recipe, task, tok, task.encode(tok, ex), model
 
 

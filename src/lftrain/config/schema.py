@@ -39,6 +39,8 @@ class ModelConfig(Section):
     """Run Python code shipped with the model (`auto_map`). Off unless you trust the model's source."""
     allow_pickle: bool = False
     """Accept pickle-only checkpoints (`pytorch_model.bin`); they are then loaded with `weights_only=True`."""
+    dropout: float | None = Field(None, ge=0.0, lt=1.0)
+    """Override every dropout rate of the model (hidden and attention); null keeps the model's own."""
     attention: Literal["auto", "eager", "sdpa"] = "auto"
     """Attention kernel. `auto` uses lftrain's eager kernel with fast dropout on CPU, which trains faster
     than `sdpa` there (see docs/performance.md)."""
@@ -83,6 +85,9 @@ class TrainConfig(Section):
     """Peak learning rate of AdamW."""
     weight_decay: float = Field(0.01, ge=0)
     """Decoupled weight decay (AdamW); not applied to biases and LayerNorm weights."""
+    layer_lr_decay: float | None = Field(None, gt=0, le=1)
+    """Layer-wise learning-rate decay: layer i of L gets lr·decay^(L-i), the embeddings lr·decay^(L+1), the
+    head the full lr (ELECTRA/BEiT-style). Null: one learning rate for all."""
     batch_size: int = Field(32, gt=0)
     """Effective batch size: examples per optimiser step, whatever the micro-batch."""
     micro_batch_size: int | None = Field(None, gt=0)
@@ -103,6 +108,11 @@ class TrainConfig(Section):
     """CPU threads for torch (default: the cores this process may use)."""
     group_by_length: bool = True
     """Batch examples of similar length together (shuffled batches), so little compute goes to padding."""
+    cache_frozen: bool = True
+    """Compute the outputs of frozen, dropout-free bottom layers once and train the layers above from that
+    cache (switches itself off, saying why, when the conditions do not hold). See docs/performance.md."""
+    compile: bool = False
+    """`torch.compile` the model (in place). Measured slower on CPU for these models; may help on GPUs."""
     fast_dropout: bool = True
     """Draw dropout masks from cheap random bits instead of `bernoulli_` (same expected rate and scaling)."""
     sparse_embedding_grads: bool = True

@@ -1,16 +1,37 @@
-"""Adaptations decide which parameters learn. Registered by short name (`adaptation.type`)."""
+"""Adaptations decide which parameters learn. Registered by short name (`adaptation.type`).
+
+`full` trains everything; `freeze` trains everything except a layer range, the embeddings and/or
+parameters named by patterns; `lora`, `dora` and `ia3` wrap the model with a `peft` adapter, so only the
+adapter (and the task head) trains and the run saves the adapter in peft's own format.
+
+The layer helpers at the bottom (`find_layers`, `frozen_prefix_layers`) work for any adaptation: they
+tell later code which bottom part of the network has no trainable parameter (its outputs can be cached).
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+from dataclasses import dataclass
 from typing import Literal
 
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from lftrain.config.base import Section
+from lftrain.errors import InputError
 from lftrain.registry import Registry
 
+log = logging.getLogger("lftrain")
 ADAPTATIONS: Registry = Registry("adaptation")
 
+# Where transformers models keep their stack of blocks, relative to `model.base_model`: BERT-likes
+# (`encoder.layer`), DistilBERT (`transformer.layer`), Llama/Mistral/Qwen (`layers`), GPT-2 (`h`), T5 (`block`).
+LAYER_PATHS = ("encoder.layer", "encoder.layers", "transformer.layer", "layers", "h", "block", "encoder.block",
+               "decoder.layers")
+
+
+# ---- the adaptations ------------------------------------------------------------------------------------
 
 @ADAPTATIONS.register("full")
 class FullFineTuning:
@@ -28,5 +49,419 @@ class FullFineTuning:
         return model
 
 
+def _quiet_frozen_dropout(model: nn.Module) -> int:
+    """Set p=0 on each dropout whose parent module has parameters and all of them frozen."""
+    count = 0
+    for module in model.modules():
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            for child in module.children():
+                if isinstance(child, nn.Dropout) and child.p > 0:
+                    child.p = 0.0
+                    count += 1
+    return count
+
+
+@ADAPTATIONS.register("freeze")
+class Freeze:
+    """Freeze the bottom layers, the embeddings and/or parameters by name; the rest and the task head train."""
+
+    class Config(Section):
+        type: Literal["freeze"] = "freeze"
+        bottom_layers: int | None = Field(None, ge=0)
+        """Freeze the bottom N blocks of the layer stack (`bottom_layers: 4` of a 6-layer model freezes
+        layers 0-3; the top 2, the pooler/final norm and the task head train)."""
+        top_layers: int | None = Field(None, ge=0)
+        """Alternatively: train only the top N blocks (plus whatever sits above them and the task head);
+        every block below is frozen. `top_layers: 0` trains the head alone (a linear probe)."""
+        embeddings: bool = True
+        """Freeze the embeddings too (everything below layer 0: token, position and type embeddings and
+        their norm). Alone, `{type: freeze}` freezes only the embeddings."""
+        patterns: list[str] = []
+        """Also freeze every parameter whose name matches one of these regular expressions (`re.search`
+        on names such as `bert.encoder.layer.3.attention.self.query.weight`). The task head always trains."""
+        frozen_dropout: bool = False
+        """Keep dropout active inside frozen modules. Off by default: frozen layers then compute the same
+        output every epoch, which lets lftrain compute it once (`train.cache_frozen`); their dropout would
+        only perturb the inputs of the layers that learn."""
+
+        @field_validator("patterns")
+        @classmethod
+        def _compiles(cls, patterns: list[str]) -> list[str]:
+            for pattern in patterns:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ValueError(f"pattern {pattern!r} is not a valid regular expression ({exc})") from None
+            return patterns
+
+        @model_validator(mode="after")
+        def _one_range(self) -> Freeze.Config:
+            if self.bottom_layers is not None and self.top_layers is not None:
+                raise ValueError("set either bottom_layers (freeze the bottom N) or top_layers (train the top N), "
+                                 "not both")
+            if self.bottom_layers is None and self.top_layers is None and not self.patterns and not self.embeddings:
+                raise ValueError("nothing to freeze: set bottom_layers, top_layers or patterns (or use type: full)")
+            return self
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        cfg = self.config
+        for p in model.parameters():
+            p.requires_grad_(True)
+        frozen: dict[int, nn.Parameter] = {}
+        what: list[str] = []
+        head = _head_parameters(model)
+        if cfg.bottom_layers is not None or cfg.top_layers is not None or cfg.embeddings:
+            stack = _require_layers(model, "bottom_layers" if cfg.bottom_layers is not None else
+                                    "top_layers" if cfg.top_layers is not None else "embeddings")
+            k = self._frozen_layer_count(model, stack)
+            if cfg.embeddings:
+                if head & {id(p) for p in stack.embeddings}:
+                    raise InputError("adaptation.embeddings: the task head shares its weights with the input "
+                                     "embeddings (tied weights) and the head always trains; set "
+                                     "adaptation.embeddings: false")
+                frozen.update((id(p), p) for p in stack.embeddings)
+                what.append("embeddings")
+            for layer in stack.layers[:k]:
+                frozen.update((id(p), p) for p in layer.parameters())
+            if k:
+                span = "layer 0" if k == 1 else f"layers 0-{k - 1}"
+                what.append(f"{span} of {len(stack.layers)} ({stack.path})")
+        if cfg.patterns:
+            matched = [p for p in _match_patterns(model, cfg.patterns) if id(p) not in head]
+            frozen.update((id(p), p) for p in matched)
+            what.append(f"{len(matched)} tensors matching patterns (the task head always trains)")
+        for p in frozen.values():
+            p.requires_grad_(False)
+        if not cfg.frozen_dropout:
+            what.append(f"dropout off in {_quiet_frozen_dropout(model)} frozen modules")
+        log.info("freeze: %s; %s", ", ".join(what), trainable_summary(model))
+        return model
+
+    def _frozen_layer_count(self, model: nn.Module, stack: LayerStack) -> int:
+        n, cfg = len(stack.layers), self.config
+        for key in ("bottom_layers", "top_layers"):
+            value = getattr(cfg, key)
+            if value is not None and value > n:
+                raise InputError(f"adaptation.{key} is {value}, but {type(unwrap(model)).__name__} has {n} layers "
+                                 f"(base_model.{stack.path}); use at most {n}")
+        if cfg.bottom_layers is not None:
+            return cfg.bottom_layers
+        if cfg.top_layers is not None:
+            return n - cfg.top_layers
+        return 0
+
+
+class _LoraBase(Section):
+    type: str  # narrowed to a Literal by each subclass; declared here so it comes first in the reference
+    r: int = Field(8, gt=0)
+    """Rank of the low-rank update."""
+    alpha: float = Field(16, gt=0)
+    """Scale of the update: it is multiplied by alpha / r."""
+    dropout: float = Field(0.1, ge=0, lt=1)
+    """Dropout on the adapter's input during training."""
+    target_modules: list[str] | None = None
+    """Layers to adapt, by name or dotted name suffix (`query`, `attention.output.dense`). Default: peft's
+    choice for the model type (`query`, `value` for BERT-likes; `q_proj`, `v_proj` for Llama-likes)."""
+    modules_to_save: list[str] = []
+    """Further modules that train in full and are saved with the adapter. The task head (and any weight
+    the base checkpoint lacks, such as a new pooler) always is."""
+
+
+@ADAPTATIONS.register("lora")
+class Lora:
+    """LoRA (peft): a trainable low-rank update beside each target layer; the base model stays frozen."""
+
+    use_dora = False
+
+    class Config(_LoraBase):
+        type: Literal["lora"] = "lora"
+
+    def __init__(self, config: _LoraBase) -> None:
+        self.config = config
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        require_peft()
+        from peft import LoraConfig
+        from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
+        cfg = self.config
+        targets = cfg.target_modules or _default_targets(model, DEFAULTS)
+        _check_targets(model, targets, "target_modules")
+        peft_config = LoraConfig(task_type=_task_type(model), r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                                 target_modules=targets, modules_to_save=_modules_to_save(model, cfg.modules_to_save),
+                                 use_dora=self.use_dora)
+        return _wrap(model, peft_config, cfg.type, targets)
+
+
+@ADAPTATIONS.register("dora")
+class Dora(Lora):
+    """DoRA (peft): LoRA on the direction of each weight plus a trainable magnitude per output."""
+
+    use_dora = True
+
+    class Config(_LoraBase):
+        type: Literal["dora"] = "dora"
+
+
+@ADAPTATIONS.register("ia3")
+class IA3:
+    """IA³ (peft): a trainable scale per channel of each target layer; fewest parameters of all."""
+
+    class Config(Section):
+        type: Literal["ia3"] = "ia3"
+        target_modules: list[str] | None = None
+        """Layers whose activations are rescaled. Default: peft's choice for the model type (`key`, `value`,
+        `output.dense` for BERT-likes)."""
+        feedforward_modules: list[str] | None = None
+        """Which of `target_modules` are feed-forward layers (scaled on their input, not output). Default:
+        peft's choice for the model type, kept to the names in `target_modules`."""
+        modules_to_save: list[str] = []
+        """Further modules that train in full and are saved with the adapter. The task head (and any weight
+        the base checkpoint lacks) always is."""
+
+        @model_validator(mode="after")
+        def _feedforward_subset(self) -> IA3.Config:
+            if self.feedforward_modules and self.target_modules:
+                extra = sorted(set(self.feedforward_modules) - set(self.target_modules))
+                if extra:
+                    raise ValueError(f"feedforward_modules {extra} must also be in target_modules")
+            return self
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        require_peft()
+        from peft import IA3Config
+        from peft.utils import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FEEDFORWARD
+        from peft.utils import TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as DEFAULTS
+
+        cfg = self.config
+        targets = cfg.target_modules or _default_targets(model, DEFAULTS)
+        _check_targets(model, targets, "target_modules")
+        feedforward = cfg.feedforward_modules
+        if feedforward is None:
+            known = FEEDFORWARD.get(_model_type(model)) or []
+            feedforward = known if isinstance(known, str) else [m for m in known if m in targets]
+        peft_config = IA3Config(task_type=_task_type(model), target_modules=targets, feedforward_modules=feedforward,
+                                modules_to_save=_modules_to_save(model, cfg.modules_to_save))
+        return _wrap(model, peft_config, cfg.type, targets)
+
+
 def build_adaptation(config: Section):
     return ADAPTATIONS.get(config.type)(config)
+
+
+# ---- peft plumbing ------------------------------------------------------------------------------------
+
+def require_peft() -> None:
+    """Adapters need the `peft` package; say so as an input problem, not a crash."""
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise InputError("adapters (adaptation.type lora, dora, ia3) need the `peft` package: "
+                         "pip install 'peft>=0.21'") from None
+
+
+# peft's model classes per task: each knows its head (e.g. SEQ_CLS trains and saves `classifier`/`score`).
+_TASK_TYPES = {"ForSequenceClassification": "SEQ_CLS", "ForTokenClassification": "TOKEN_CLS",
+               "ForQuestionAnswering": "QUESTION_ANS", "ForCausalLM": "CAUSAL_LM"}
+_PEFT_HEADS = ("classifier", "score")  # what peft adds to modules_to_save for SEQ_CLS/TOKEN_CLS
+
+
+def _model_type(model: nn.Module) -> str | None:
+    return getattr(getattr(unwrap(model), "config", None), "model_type", None)
+
+
+def _task_type(model: nn.Module) -> str | None:
+    name = type(unwrap(model)).__name__
+    return next((t for suffix, t in _TASK_TYPES.items() if name.endswith(suffix)), None)
+
+
+def _default_targets(model: nn.Module, mapping: dict) -> list[str] | str:
+    model_type = _model_type(model)
+    targets = mapping.get(model_type)
+    if targets is None:
+        raise InputError(f"adaptation.target_modules is not set and peft has no default for model type "
+                         f"'{model_type}'; set it to the names of the layers to adapt. This model's Linear layers: "
+                         f"{', '.join(linear_names(model))}")
+    return list(targets) if isinstance(targets, list) else targets
+
+
+def _matches(name: str, target: str) -> bool:
+    return name == target or name.endswith("." + target)  # peft's own rule for a list of target names
+
+
+def _check_targets(model: nn.Module, targets: list[str] | str, key: str) -> None:
+    """Every target must name at least one module: peft only fails when none does, so a typo would
+    silently adapt fewer layers than asked for."""
+    if isinstance(targets, str):  # a regular expression (peft's default for a few models): peft checks it
+        return
+    names = [n for n, _ in unwrap(model).named_modules()]
+    missing = [t for t in targets if not any(_matches(n, t) for n in names)]
+    if missing:
+        raise InputError(f"adaptation.{key}: no module named {', '.join(map(repr, missing))} in "
+                         f"{type(unwrap(model)).__name__}. Its Linear layers: {', '.join(linear_names(model))}")
+
+
+def linear_names(model: nn.Module) -> list[str]:
+    """Distinct last names of the Linear layers below the task head (what `target_modules` usually lists)."""
+    hf = unwrap(model)
+    base = getattr(hf, "base_model", hf)
+    return sorted({n.rsplit(".", 1)[-1] for n, m in base.named_modules() if isinstance(m, nn.Linear)})
+
+
+def _newly_initialised_modules(model: nn.Module) -> list[str]:
+    """Modules whose weights the base checkpoint did not have (a new head, a pooler the checkpoint lacks).
+
+    They are random at load time, so an adapter is only reproducible if they are trained and saved with it.
+    transformers marks each tensor it loaded from the checkpoint with `_is_hf_initialized`; when no tensor is
+    marked (a model built in code, not loaded), nothing can be told apart and nothing is returned."""
+    hf = unwrap(model)
+    params = list(hf.named_parameters())
+    if not any(getattr(p, "_is_hf_initialized", False) for _, p in params):
+        return []
+    owners = sorted({name.rsplit(".", 1)[0] for name, p in params if not getattr(p, "_is_hf_initialized", False)})
+    kept: list[str] = []
+    for owner in owners:  # sorted, so a parent comes before its children: keep the outermost only
+        if owner.split(".")[0] in _PEFT_HEADS or any(owner.startswith(k + ".") for k in kept):
+            continue  # the task head is saved whole (by peft for SEQ_CLS/TOKEN_CLS, else by _modules_to_save)
+        kept.append(owner)
+    return kept
+
+
+def _modules_to_save(model: nn.Module, extra: list[str]) -> list[str] | None:
+    names = list(dict.fromkeys([*extra, *_newly_initialised_modules(model)]))
+    if _task_type(model) not in ("SEQ_CLS", "TOKEN_CLS"):  # peft adds classifier/score only for these
+        names += [n for n, _ in unwrap(model).named_children() if n in _PEFT_HEADS and n not in names]
+    return names or None
+
+
+def _wrap(model: nn.Module, peft_config, kind: str, targets: list[str] | str) -> nn.Module:
+    from pathlib import Path
+
+    from peft import get_peft_model
+
+    try:
+        wrapped = get_peft_model(model, peft_config)
+    except ValueError as exc:  # e.g. a target that is not a layer type peft can adapt
+        raise InputError(f"adaptation ({kind}): peft cannot adapt this model as configured: {exc}") from None
+    base = getattr(model, "name_or_path", None)
+    if base and Path(base).is_dir():  # the adapter names its base model; an absolute path survives a cwd change
+        wrapped.peft_config["default"].base_model_name_or_path = str(Path(base).resolve())
+    names = [n for n, _ in unwrap(wrapped).named_modules()]
+    saved = [m for m in dict.fromkeys(wrapped.peft_config["default"].modules_to_save or [])
+             if any(n.endswith(m) for n in names)]  # peft lists both `classifier` and `score`; name what exists
+    log.info("%s: adapting %s; training in full: %s; %s", kind, targets if isinstance(targets, str) else
+             ", ".join(targets), ", ".join(saved) or "nothing", trainable_summary(wrapped))
+    return wrapped
+
+
+# ---- layers, embeddings, head: for any adaptation -------------------------------------------------------
+
+@dataclass
+class LayerStack:
+    """The model's stack of blocks in the order they run, and the input stage below them."""
+
+    path: str  # where the blocks are, relative to `model.base_model` (e.g. "encoder.layer")
+    layers: nn.ModuleList
+    embeddings: list[nn.Parameter]  # every parameter below layer 0: embeddings, their norm, shared position tables
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model inside a peft wrapper (adapter layers included), or the model itself."""
+    if hasattr(model, "peft_config") and hasattr(model, "get_base_model"):
+        return model.get_base_model()
+    return model
+
+
+def find_layers(model: nn.Module) -> LayerStack | None:
+    """The block stack of a transformers encoder or decoder (peft-wrapped or not), or None if not found."""
+    hf = unwrap(model)
+    base = getattr(hf, "base_model", hf)
+    for path in LAYER_PATHS:
+        chain, node = [base], base
+        for part in path.split("."):
+            node = getattr(node, part, None) if isinstance(node, nn.Module) else None
+            chain.append(node)
+        if not isinstance(node, nn.ModuleList) or len(node) == 0:
+            continue
+        parts = path.split(".")
+        below: list[nn.Parameter] = []
+        # Children of the base model registered before the branch holding the blocks are the input stage.
+        for name, child in base.named_children():
+            if name == parts[0]:
+                break
+            below.extend(child.parameters())
+        # Tensors beside the blocks inside their container (DeBERTa's relative position table) feed every
+        # block; they count as input stage too.
+        for container, part in zip(chain[:-1], parts):
+            below.extend(container.parameters(recurse=False))
+            if container is not base:
+                for name, child in container.named_children():
+                    if name != part:
+                        below.extend(child.parameters())
+        return LayerStack(path=path, layers=node, embeddings=below)
+    return None
+
+
+def _require_layers(model: nn.Module, key: str) -> LayerStack:
+    stack = find_layers(model)
+    if stack is None:
+        hf = unwrap(model)
+        raise InputError(f"adaptation.{key}: cannot find the layer stack of {type(hf).__name__} (looked for "
+                         f"{', '.join('base_model.' + p for p in LAYER_PATHS)}); freeze by name with "
+                         "adaptation.patterns and set adaptation.embeddings: false")
+    return stack
+
+
+def frozen_prefix_layers(model: nn.Module) -> int:
+    """How many stages at the bottom of the network have no trainable parameter, counting the embeddings
+    as stage 0 and block i as stage i + 1.
+
+    0: the embeddings train (nothing at the bottom is frozen); 1: the embeddings are frozen, block 0 trains;
+    1 + k: the embeddings and blocks 0..k-1 are frozen, so the hidden states entering block k (the output of
+    `layers[k - 1]`) are a fixed function of the input — cacheable if those stages are also deterministic
+    (no active dropout). Returns 0 when the layer stack cannot be found."""
+    stack = find_layers(model)
+    if stack is None or any(p.requires_grad for p in stack.embeddings):
+        return 0
+    n = 1
+    for layer in stack.layers:
+        if any(p.requires_grad for p in layer.parameters()):
+            break
+        n += 1
+    return n
+
+
+def _head_parameters(model: nn.Module) -> set[int]:
+    """ids of the task head's parameters: those held by modules outside `base_model` (e.g. `classifier`),
+    including weights tied to the embeddings (an LM head's decoder)."""
+    hf = unwrap(model)
+    base = getattr(hf, "base_model", hf)
+    if base is hf:
+        return set()
+    inside = {id(m) for m in base.modules()}
+    return {id(p) for m in hf.modules() if id(m) not in inside for p in m.parameters(recurse=False)}
+
+
+def _match_patterns(model: nn.Module, patterns: list[str]) -> list[nn.Parameter]:
+    named = list(unwrap(model).named_parameters())
+    matched: dict[int, nn.Parameter] = {}
+    for pattern in patterns:
+        hits = [p for n, p in named if re.search(pattern, n)]
+        if not hits:
+            examples = ", ".join(n for n, _ in named[:3])
+            raise InputError(f"adaptation.patterns: {pattern!r} matches no parameter (names look like {examples})")
+        matched.update((id(p), p) for p in hits)
+    return list(matched.values())
+
+
+def trainable_summary(model: nn.Module) -> str:
+    total = sum(p.numel() for p in model.parameters())
+    train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return f"{train:,} of {total:,} parameters train ({100 * train / max(total, 1):.2f}%)"

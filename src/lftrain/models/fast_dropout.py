@@ -56,7 +56,7 @@ def install_fast_dropout(model: nn.Module) -> int:
     for module in model.modules():
         for name, child in list(module.named_children()):
             if type(child) is nn.Dropout:
-                setattr(module, name, FastDropout(child.p))
+                setattr(module, name, FastDropout(child.p).train(child.training))
                 count += 1
     return count
 
@@ -85,7 +85,21 @@ ATTENTION_NAME = "lft_eager"
 
 
 def register_attention() -> str:
+    """Register the kernel, and the mask it needs: transformers builds no mask at all (so padding would be
+    attended to) for an attention name it has no mask function for."""
     from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
     AttentionInterface.register(ATTENTION_NAME, eager_attention_fast_dropout)
+    AttentionMaskInterface.register(ATTENTION_NAME, eager_mask)
     return ATTENTION_NAME
+
+
+def set_dropout_rate(model: nn.Module, p: float) -> int:
+    """Set every dropout module's rate (hidden and, for models that read it from the module, attention)."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+            count += 1
+    return count

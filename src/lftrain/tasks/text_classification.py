@@ -34,6 +34,8 @@ class TextClassification:
         Integer labels in the data are read as indices into this list when they are not names themselves."""
         max_length: int = Field(128, gt=0)
         """Tokens per example; longer texts are truncated."""
+        label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+        """Label smoothing of the cross-entropy loss (0 = none)."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -151,11 +153,11 @@ class TextClassification:
     def loss_units(batch: dict[str, Any]) -> int:
         return int(batch["labels"].shape[0])
 
-    @staticmethod
-    def loss_sum(outputs, batch: dict[str, Any]):
+    def loss_sum(self, outputs, batch: dict[str, Any]):
         import torch.nn.functional as F
 
-        return F.cross_entropy(outputs.logits.float(), batch["labels"], reduction="sum")
+        return F.cross_entropy(outputs.logits.float(), batch["labels"], reduction="sum",
+                               label_smoothing=self.config.label_smoothing)
 
     def metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         from lftrain.evaluation.metrics import classification_metrics

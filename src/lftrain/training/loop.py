@@ -9,6 +9,7 @@ plain calls, not callbacks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -20,6 +21,7 @@ import torch
 
 from lftrain.data.batching import epoch_batches, micro_batches
 from lftrain.training.checkpoint import TrainState, rotate, save_checkpoint
+from lftrain.training.frozen_cache import FrozenPrefixCache
 from lftrain.training.precision import autocast
 from lftrain.training.progress import Progress
 from lftrain.training.sparse_grads import SparseEmbeddingGrads, clip_grad_norm
@@ -46,6 +48,7 @@ class FitContext:
     total_steps: int
     steps_per_epoch: int
     sparse: SparseEmbeddingGrads | None = None
+    prefix_cache: FrozenPrefixCache | None = None
 
 
 def plan_steps(n_examples: int, cfg) -> tuple[int, int]:
@@ -62,12 +65,14 @@ def _better(value: float, best: float | None, metric: str) -> bool:
 
 def _train_step(ctx: FitContext, batch_idx: np.ndarray, micro: int) -> tuple[float, int]:
     """Forward/backward over the micro-batches of one step, then the optimiser update. Returns (loss sum, units)."""
-    batches = [ctx.task.collate(ctx.train_data, mb, ctx.pad_id) for mb in micro_batches(batch_idx, micro)]
+    micros = micro_batches(batch_idx, micro)
+    batches = [ctx.task.collate(ctx.train_data, mb, ctx.pad_id) for mb in micros]
     units = sum(ctx.task.loss_units(b) for b in batches)  # normaliser of the whole step, known before any forward
     loss_total = 0.0
-    for batch in batches:
+    for mb, batch in zip(micros, batches):
         batch = {k: v.to(ctx.device) for k, v in batch.items()}
-        with autocast(ctx.precision, ctx.device):
+        replay = ctx.prefix_cache.replaying(mb, batch) if ctx.prefix_cache is not None else contextlib.nullcontext()
+        with autocast(ctx.precision, ctx.device), replay:
             out = ctx.method(ctx.model, batch)
         (out["loss_sum"] / units).backward()
         loss_total += float(out["loss_sum"].detach())

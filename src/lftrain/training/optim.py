@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import nn
@@ -13,14 +14,28 @@ def _no_decay(name: str, param: torch.Tensor) -> bool:
     return param.ndim < 2 or "norm" in name.lower()
 
 
+_LAYER = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
+
+
+def _depth(name: str, n_layers: int) -> int:
+    """0 for embeddings, i+1 for transformer layer i, n_layers+1 for everything above (pooler, head)."""
+    m = _LAYER.search(name)
+    if m:
+        return int(m.group(1)) + 1
+    return 0 if "embed" in name else n_layers + 1
+
+
 def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if _no_decay(name, p) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    n_layers = 1 + max((int(m.group(1)) for n, _ in named if (m := _LAYER.search(n))), default=-1)
+    groups: dict[tuple[float, float], list[torch.Tensor]] = {}
+    for name, p in named:
+        scale = cfg.layer_lr_decay ** (n_layers + 1 - _depth(name, n_layers)) if cfg.layer_lr_decay else 1.0
+        wd = 0.0 if _no_decay(name, p) else cfg.weight_decay
+        groups.setdefault((cfg.lr * scale, wd), []).append(p)
     # The fused kernel runs the whole update in one pass per tensor (CPU and CUDA); same maths as foreach.
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, fused=True)
+    return torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()],
+                             lr=cfg.lr, fused=True)
 
 
 def warmup_steps(cfg, total_steps: int) -> int:

@@ -86,10 +86,12 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
     from lftrain.evaluation.inference import infer_logits
     from lftrain.methods import build_method
     from lftrain.models.adaptation import build_adaptation
-    from lftrain.models.fast_dropout import install_fast_dropout, register_attention
+    from lftrain.models.fast_dropout import install_fast_dropout, register_attention, set_dropout_rate
     from lftrain.models.loading import load_tokenizer, offline
     from lftrain.reports.manifest import build_manifest, write_json
     from lftrain.training.checkpoint import TrainState, clean_temporary, latest_good, load_checkpoint, load_weights
+    from lftrain.training.frozen_cache import FrozenPrefixCache
+    from lftrain.training.frozen_cache import plan as plan_cache
     from lftrain.training.loop import FitContext, fit, plan_steps
     from lftrain.training.optim import build_optimizer, build_scheduler
     from lftrain.training.precision import pick_device, resolve_precision
@@ -129,9 +131,14 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
             attention = register_attention() if cfg.fast_dropout else "eager"
         model = task.load_model(source, trust_remote_code=recipe.model.trust_remote_code, attention=attention)
         model = build_adaptation(recipe.adaptation).apply(model)  # may wrap it (adapters)
+        if recipe.model.dropout is not None:
+            log.info("dropout set to %g in %d modules (model.dropout)", recipe.model.dropout,
+                     set_dropout_rate(model, recipe.model.dropout))
         if cfg.fast_dropout:
             install_fast_dropout(model)
         model.to(device)
+        if cfg.compile:
+            model.compile()  # in place: parameter names (and so checkpoints) stay as they are
         sparse = SparseEmbeddingGrads(model) if cfg.sparse_embedding_grads else None
         method = build_method(recipe.method, task)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -163,10 +170,22 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
                                   device=device, pad_id=pad_id)
             return headline(task.metrics(logits, enc["eval"]["labels"]))
 
+        prefix_cache = None
+        k, why = plan_cache(model, enabled=cfg.cache_frozen, augments_input=getattr(task, "augments_input", False))
+        if k >= 0:
+            prefix_cache = FrozenPrefixCache(model, k)
+            t0 = time.perf_counter()
+            prefix_cache.build(task, enc["train"], batch_size=cfg.eval_batch_size, precision=precision,
+                               device=device, pad_id=pad_id, spill_dir=run.path / "cache")
+            log.info("frozen-prefix cache on: %s (built in %.1fs)", why, time.perf_counter() - t0)
+        elif any(not p.requires_grad for p in model.parameters()):
+            log.info("frozen-prefix cache off: %s", why)
+
         ctx = FitContext(model=model, method=method, task=task, train_data=enc["train"], optimizer=optimizer,
                          scheduler=scheduler, cfg=cfg, run=run, device=device, precision=precision, pad_id=pad_id,
                          evaluate=evaluate if "eval" in enc else None, total_steps=total_steps,
-                         steps_per_epoch=steps_per_epoch, sparse=sparse if sparse and sparse.active else None)
+                         steps_per_epoch=steps_per_epoch, sparse=sparse if sparse and sparse.active else None,
+                         prefix_cache=prefix_cache)
         run.set_status("running", step=state.step, total_steps=total_steps)
         state = fit(ctx, state)
 
@@ -202,18 +221,8 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
 
 
 def _save_model(model, tokenizer, out: Path) -> None:
-    """Write the final model in plain Hugging Face format (safetensors), loadable without lftrain."""
-    import shutil
+    """Write the final model, loadable without lftrain: a plain Hugging Face directory (safetensors), or for
+    adapter runs peft's adapter format naming the base model (see lftrain.models.trained)."""
+    from lftrain.models.trained import save_trained_model
 
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    impl = model.config._attn_implementation
-    if impl not in ("eager", "sdpa"):
-        model.config._attn_implementation = "eager"  # our kernel is a training detail; don't leak its name
-    model.save_pretrained(tmp, safe_serialization=True)
-    model.config._attn_implementation = impl
-    tokenizer.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    save_trained_model(model, tokenizer, out)

@@ -1,0 +1,61 @@
+"""Export a finished run's model as a plain Hugging Face model directory (safetensors + tokenizer + id2label).
+
+Full and freeze runs already save that format, so their model/ is copied. Adapter runs (lora, dora, ia3)
+are merged into their base model's weights (`merge_and_unload`), which gives one ordinary model that
+runs without peft and as fast as the base model; merging must be asked for (`merge=True`), since the
+exported model no longer holds the adapter separately.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from lftrain.errors import InputError
+
+log = logging.getLogger("lftrain")
+
+
+def export_model(run: str | Path, output: str | Path, *, merge: bool = False) -> Path:
+    """Write the model of `run` (a run directory or its model/) to `output`, which must not hold files yet."""
+    from lftrain.models.trained import is_adapter_dir, resolve_run
+
+    run_dir, model_dir = resolve_run(run)
+    out = Path(output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"--output {out}: exists and is not an empty directory; choose a new directory "
+                         "(an export never overwrites files)")
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    if is_adapter_dir(model_dir):
+        if not merge:
+            raise InputError(f"{run_dir} holds an adapter (peft format), not a full model; add --merge "
+                             "(merge=True) to fold it into the base model's weights")
+        _merge_adapter(run_dir, model_dir, tmp)
+    else:
+        if merge:
+            log.info("%s holds a full model: nothing to merge, copying it", run_dir)
+        shutil.copytree(model_dir, tmp)
+    if out.exists():
+        out.rmdir()  # empty, checked above
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, out)
+    log.info("exported %s to %s", model_dir, out)
+    return out
+
+
+def _merge_adapter(run_dir: Path, model_dir: Path, dest: Path) -> None:
+    from lftrain.config.loader import load_recipe
+    from lftrain.models.trained import load_trained_model
+    from lftrain.tasks import build_task
+
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    task = build_task(recipe.task)
+    trained = load_trained_model(model_dir, task, base_fallback=recipe.model.path)
+    merged = trained.model.merge_and_unload()  # the base model class (e.g. BertForSequenceClassification)
+    merged.config.name_or_path = ""  # the export stands alone; don't point at the base directory
+    merged.save_pretrained(dest, safe_serialization=True)
+    trained.tokenizer.save_pretrained(dest)
