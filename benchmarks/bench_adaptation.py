@@ -15,7 +15,7 @@ train.csv/test.csv, the same hyperparameters, the peer at its best documented se
 AdamW, DataCollatorWithPadding, `train_sampling_strategy="group_by_length"`). LoRA gets a higher
 learning rate (`--lora-lr`) on both sides.
 
-Run (from the repository root, with the project venv; the full run takes roughly 30-60 minutes on 2 cores):
+Run (from the repository root, with the project venv; the full run takes roughly 20-30 minutes on 2 cores):
 
     python benchmarks/bench_adaptation.py --json benchmarks/results/bench_adaptation.json
     python benchmarks/bench_adaptation.py --settings freeze4,lora --repeats 3

@@ -46,9 +46,11 @@ class _Identity(nn.Module):
 
 
 def _encoder_parts(model: nn.Module) -> tuple[nn.Module, nn.Module, nn.ModuleList] | None:
-    """(base model, embeddings block, layer list) for BERT-style encoders, else None."""
-    base = getattr(model, "base_model", model)
-    base = getattr(base, "model", base) if not hasattr(base, "embeddings") else base  # PEFT wraps once more
+    """(base model, embeddings block, layer list) for BERT-style encoders (peft-wrapped or not), else None."""
+    from lftrain.models.adaptation import unwrap
+
+    hf = unwrap(model)
+    base = getattr(hf, "base_model", hf)
     embeddings, encoder = getattr(base, "embeddings", None), getattr(base, "encoder", None)
     layers = getattr(encoder, "layer", None)
     if isinstance(embeddings, nn.Module) and isinstance(layers, nn.ModuleList):
