@@ -1,0 +1,1 @@
+"""Data sources, row validation, splits, cached tokenisation and batching."""

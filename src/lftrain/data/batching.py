@@ -1,0 +1,33 @@
+"""Batch order: shuffled, optionally length-grouped, and a pure function of (seed, epoch).
+
+Because the order is recomputed from the seed, a resumed run needs only (epoch, batches consumed) to
+continue exactly where it stopped: nothing is skipped or repeated.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+POOL_BATCHES = 64  # length grouping sorts within pools of this many batches, then shuffles the batches
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int,
+                  group_by_length: bool = True) -> list[np.ndarray]:
+    """Indices of each batch of one epoch. The last batch may be smaller (no example is dropped)."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    if group_by_length:
+        # Sort each pool by length (random order among equal lengths, thanks to the permutation and a
+        # stable sort), so batches hold similar lengths and dynamic padding wastes almost nothing.
+        pool = batch_size * POOL_BATCHES
+        chunks = [order[i:i + pool] for i in range(0, len(order), pool)]
+        order = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in chunks])
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if group_by_length:
+        perm = rng.permutation(len(batches))
+        batches = [batches[i] for i in perm]
+    return batches
+
+
+def micro_batches(batch: np.ndarray, micro_batch_size: int) -> list[np.ndarray]:
+    return [batch[i:i + micro_batch_size] for i in range(0, len(batch), micro_batch_size)]

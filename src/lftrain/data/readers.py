@@ -1,0 +1,221 @@
+"""Read tabular data files into rows, remembering where each row came from.
+
+Every reader returns a `Table`: rows as dicts, plus for each row its 1-based data row number and the
+physical line where it starts (CSV fields may contain newlines), so validation errors can point at
+the exact place a person must fix.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import gzip
+import io
+import json
+import lzma
+import math
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lftrain.data.paths import resolve_path
+from lftrain.errors import DataError
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
+_COMPRESSED = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}
+csv.field_size_limit(1 << 30)  # long documents are legitimate; the default limit (128 KiB) is not
+
+
+@dataclass
+class Table:
+    """Rows of one data file. `lines[i]` is None where a format has no lines (Parquet, datasets)."""
+
+    file: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    row_numbers: list[int] = field(default_factory=list)
+    lines: list[int | None] = field(default_factory=list)
+
+    def where(self, i: int) -> dict[str, Any]:
+        """Keyword arguments for DataError naming row i's place."""
+        return {"file": self.file, "row": self.row_numbers[i], "line": self.lines[i]}
+
+
+def detect_format(path: str) -> str:
+    name = path.split("#", 1)[0].lower()
+    for ext in (".gz", ".bz2", ".xz", ".zip"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    p = Path(resolve_path(name))
+    if p.is_dir():
+        return "hf"
+    for suffix, fmt in ((".csv", "csv"), (".tsv", "tsv"), (".tab", "tsv"), (".jsonl", "jsonl"),
+                        (".ndjson", "jsonl"), (".json", "jsonl"), (".parquet", "parquet"), (".pq", "parquet")):
+        if name.endswith(suffix):
+            return fmt
+    raise DataError("cannot tell the format from the file name; set data.format "
+                    "(csv, tsv, jsonl, parquet or hf)", file=path)
+
+
+def read_table(path: str, fmt: str = "auto", encoding: str = "utf-8") -> Table:
+    """Read one data file of any supported format. Raises DataError naming file/line on any problem."""
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt == "hf":
+        return _read_hf(path)
+    resolved = resolve_path(path)
+    if not resolved.is_file():
+        raise DataError("file not found", file=path)
+    if fmt == "parquet":
+        return _read_parquet(path, resolved)
+    raw = _read_bytes(path, resolved)
+    text, bad = _decode(path, raw, encoding)
+    if fmt in ("csv", "tsv"):
+        table = _read_csv(path, text, "\t" if fmt == "tsv" else ",")
+    elif fmt == "jsonl":
+        table = _read_jsonl(path, text)
+    else:
+        raise DataError(f"unknown format '{fmt}'", file=path)
+    if bad is not None:
+        _raise_undecodable(table, encoding, bad)
+    return table
+
+
+def _raise_undecodable(table: Table, encoding: str, err: UnicodeDecodeError) -> None:
+    """Name the row and column holding the first byte that did not decode (kept as a surrogate)."""
+    for i, row in enumerate(table.rows):
+        for col, value in row.items():
+            if isinstance(value, str) and _SURROGATE.search(value):
+                byte = ord(_SURROGATE.search(value).group()) - 0xDC00
+                raise DataError(f"byte 0x{byte:02x} is not valid {encoding}; if the file is in another encoding, "
+                                "set data.encoding (for example latin-1 or cp1252)", column=col, **table.where(i))
+    raise DataError(f"byte 0x{err.object[err.start]:02x} is not valid {encoding}; set data.encoding",
+                    file=table.file, line=err.object.count(b"\n", 0, err.start) + 1)
+
+
+def _read_bytes(path: str, resolved: Path) -> bytes:
+    raw = resolved.read_bytes()
+    suffix = resolved.suffix.lower()
+    try:
+        if suffix in _COMPRESSED:
+            return _COMPRESSED[suffix](raw)
+        if suffix == ".zip":
+            with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+                names = [n for n in zf.namelist() if not n.endswith("/")]
+                if len(names) != 1:
+                    raise DataError(f"a .zip must hold exactly one file, found {len(names)}", file=path)
+                return zf.read(names[0])
+    except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile, ValueError) as exc:
+        raise DataError(f"cannot decompress: {exc}", file=path) from None
+    return raw
+
+
+def _decode(path: str, raw: bytes, encoding: str) -> tuple[str, UnicodeDecodeError | None]:
+    """Decode strictly; on failure keep the bad bytes as surrogates so the parser can say which row has them."""
+    if raw.startswith(b"\xef\xbb\xbf") and encoding.lower().replace("-", "") in ("utf8", "utf8sig"):
+        raw = raw[3:]  # a BOM from spreadsheet exports would otherwise glue itself to the first column name
+    try:
+        return raw.decode(encoding), None
+    except LookupError:
+        raise DataError(f"unknown encoding '{encoding}' (data.encoding)", file=path) from None
+    except UnicodeDecodeError as exc:
+        return raw.decode(encoding, errors="surrogateescape"), exc
+
+
+def _read_csv(path: str, text: str, delimiter: str) -> Table:
+    # csv.reader counts physical lines (line_num), so a record spanning lines still gets its first line.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError("the file is empty (no header row)", file=path) from None
+    except csv.Error as exc:
+        raise DataError(f"malformed header: {exc}", file=path, line=1) from None
+    header = [h.strip() for h in header]
+    dupes = {h for h in header if header.count(h) > 1}
+    if dupes:
+        raise DataError(f"duplicate column names in the header: {sorted(dupes)}", file=path, line=1)
+    rows, numbers, lines = [], [], []
+    start = reader.line_num + 1
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise DataError(f"malformed CSV: {exc}", file=path, line=start) from None
+        if not record or all(not f.strip() for f in record):  # blank lines are not rows
+            start = reader.line_num + 1
+            continue
+        if len(record) != len(header):
+            raise DataError(f"expected {len(header)} fields (as in the header) but found {len(record)}; "
+                            f"quote fields that contain '{delimiter}'", file=path, row=len(rows) + 1, line=start)
+        rows.append(dict(zip(header, record)))
+        numbers.append(len(rows))
+        lines.append(start)
+        start = reader.line_num + 1
+    return Table(path, header, rows, numbers, lines)
+
+
+def _read_jsonl(path: str, text: str) -> Table:
+    rows, numbers, lines, columns = [], [], [], {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"malformed JSON: {exc.msg} at character {exc.colno}", file=path, line=lineno) from None
+        if not isinstance(obj, dict):
+            raise DataError(f"each line must be a JSON object, got {type(obj).__name__}", file=path, line=lineno)
+        rows.append(obj)
+        numbers.append(len(rows))
+        lines.append(lineno)
+        columns.update(dict.fromkeys(obj))
+    if not rows:
+        raise DataError("the file has no rows", file=path)
+    return Table(path, list(columns), rows, numbers, lines)
+
+
+def _read_parquet(path: str, resolved: Path) -> Table:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(resolved)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise DataError(f"cannot read Parquet: {exc}", file=path) from None
+    rows = table.to_pylist()
+    return Table(path, table.column_names, rows, list(range(1, len(rows) + 1)), [None] * len(rows))
+
+
+def _read_hf(path: str) -> Table:
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    location, _, split = path.partition("#")
+    resolved = resolve_path(location)
+    if not resolved.is_dir():
+        raise DataError("saved dataset directory not found", file=path)
+    try:
+        ds = load_from_disk(str(resolved))
+    except Exception as exc:  # datasets raises FileNotFoundError/ValueError variants for non-datasets dirs
+        raise DataError(f"not a saved `datasets` directory: {exc}", file=path) from None
+    if isinstance(ds, DatasetDict):
+        if not split:
+            raise DataError(f"this is a DatasetDict; name a split as '{location}#SPLIT' "
+                            f"(splits: {', '.join(ds)})", file=path)
+        if split not in ds:
+            raise DataError(f"no split '{split}' (splits: {', '.join(ds)})", file=path)
+        ds = ds[split]
+    assert isinstance(ds, Dataset)
+    rows = ds.to_list()
+    return Table(path, list(ds.column_names), rows, list(range(1, len(rows) + 1)), [None] * len(rows))
+
+
+def is_missing(value: Any) -> bool:
+    """None, NaN and blank strings all mean 'no value' in real-world tables."""
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
