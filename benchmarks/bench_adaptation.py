@@ -48,14 +48,13 @@ from _common import child_env, default_threads, format_table, prepare_rotten_tom
 # rather than copied, so the two benchmarks cannot drift apart on what "the same job" means.
 from bench_trainer import (
     BenchError,
-    _accuracy,
     _flow,
-    _tokenised,
-    _training_arguments,
+    _num,
     job_config,
-    read_lft_metrics,
+    lft_result,
     write_recipe,
 )
+from bench_trainer import run_hf_child as trainer_child
 
 # Each setting's `adaptation` section, exactly as the lft recipe gets it; the HF child reads the same dict.
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -307,57 +306,9 @@ def apply_peer_adaptation(model: Any, spec: dict[str, Any]) -> Any:
 
 
 def run_hf_child(config_path: Path, result_path: Path) -> int:
-    """Train and test with HF Trainer (+ PEFT) under one adaptation; write the numbers to `result_path`."""
-    cfg = json.loads(config_path.read_text())
-    import resource
-
-    import torch
-    import transformers
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
-
-    torch.set_num_threads(cfg["threads"])
-    transformers.set_seed(cfg["seed"])  # before loading: the head (and LoRA's A) are initialised from it
-    labels = cfg["labels"]
-    tokenizer = AutoTokenizer.from_pretrained(cfg["model"])
-    model = AutoModelForSequenceClassification.from_pretrained(
-        cfg["model"],
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
-    )
-    model = apply_peer_adaptation(model, cfg["adaptation"])
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"HF {cfg['setting']}: {trainable:,} trainable parameters", file=sys.stderr)
-    train_ds = _tokenised(cfg["train_csv"], tokenizer, cfg)
-    test_ds = _tokenised(cfg["test_csv"], tokenizer, cfg)
-    trainer = Trainer(
-        model=model,
-        args=_training_arguments(cfg, str(result_path.parent / "hf-run")),
-        train_dataset=train_ds,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        processing_class=tokenizer,
-    )
-
-    start = time.perf_counter()
-    train_output = trainer.train()
-    train_s = time.perf_counter() - start
-    train_samples = len(train_ds) * cfg["epochs"]
-
-    accuracy, macro_f1, n_pred = _accuracy(trainer.predict(test_ds))  # pairs predictions with label_ids
-    if n_pred != len(test_ds):
-        raise BenchError(f"HF predict returned {n_pred} rows for {len(test_ds)} test rows")
-    result = {
-        "train_runtime": train_s,
-        "train_samples": train_samples,
-        "samples_per_second": train_samples / train_s,
-        "reported_samples_per_second": train_output.metrics.get("train_samples_per_second"),
-        "accuracy": accuracy,
-        "macro_f1": macro_f1,
-        "trainable_parameters": trainable,
-        "self_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
-    result_path.write_text(json.dumps(result, indent=2))
-    return 0
+    """Train and test with HF Trainer (+ PEFT) under one adaptation: bench_trainer's peer run, adapted."""
+    return trainer_child(config_path, result_path, adapt=lambda model, cfg: apply_peer_adaptation(model,
+                                                                                                 cfg["adaptation"]))
 
 
 # --------------------------------------------------------------------------- running each system
@@ -400,27 +351,7 @@ def run_lft(cfg: dict[str, Any], rundir: Path) -> dict[str, Any]:
     measured = run_measured(cmd, child_env(cfg["threads"]), rundir / "lft-rss.json", cwd=rundir, log=log)
     if measured.returncode != 0:
         raise BenchError(f"`lft train` {failure_reason(measured.returncode, log)}")
-    train_end, test_eval = read_lft_metrics(run_dir / "metrics.jsonl")
-    expected = cfg["n_train"] * cfg["epochs"]
-    if abs(train_end["train_samples"] - expected) > cfg["batch_size"]:
-        print(
-            f"warning: lft reports {train_end['train_samples']} training samples, HF processes {expected:g}",
-            file=sys.stderr,
-        )
-    manifest_path = run_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    trainable = manifest.get("trainable_parameters", manifest.get("extra", {}).get("trainable_parameters"))
-    return {
-        "train_runtime": train_end["train_runtime"],
-        "train_samples": train_end["train_samples"],
-        "samples_per_second": train_end["train_samples"] / train_end["train_runtime"],
-        "reported_samples_per_second": train_end.get("train_samples_per_second"),
-        "accuracy": test_eval["accuracy"],
-        "macro_f1": test_eval.get("macro_f1"),
-        "trainable_parameters": trainable,
-        "peak_rss_mb": measured.peak_rss_mb,
-        "process_s": measured.wall_s,
-    }
+    return lft_result(run_dir, cfg, measured)
 
 
 def run_probe(cfg: dict[str, Any], workdir: Path, settings: list[str]) -> dict[str, Any] | None:
@@ -484,11 +415,6 @@ ROWS = (  # (label, key, format, scale)
     ("train wall s", "train_runtime", ".1f", 1.0),
     ("process wall s", "process_s", ".1f", 1.0),
 )
-
-
-def _num(res: dict[str, Any] | None, key: str, fmt: str, scale: float = 1.0) -> str:
-    value = None if res is None else res.get(key)
-    return "-" if value is None else format(value * scale, fmt)
 
 
 def setting_report(

@@ -164,8 +164,11 @@ def _accuracy(output: Any) -> tuple[float, float, int]:
     return float((preds == labels).mean()), float(f1_score(labels, preds, average="macro")), int(labels.size)
 
 
-def run_hf_child(config_path: Path, result_path: Path) -> int:
-    """Train and test with HF Trainer; write the numbers to `result_path` as JSON."""
+def run_hf_child(config_path: Path, result_path: Path, adapt: Any = None) -> int:
+    """Train and test with HF Trainer; write the numbers to `result_path` as JSON.
+
+    `adapt(model, cfg) -> model`, if given, changes which parameters train (freezing, PEFT adapters) before
+    the Trainer is built; bench_adaptation.py uses it so both benchmarks run the peer the same way."""
     cfg = json.loads(config_path.read_text())
     import resource
 
@@ -183,6 +186,10 @@ def run_hf_child(config_path: Path, result_path: Path) -> int:
         id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},
     )
+    if adapt is not None:
+        model = adapt(model, cfg)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"HF {cfg.get('setting', 'full')}: {trainable:,} trainable parameters", file=sys.stderr)
     train_ds = _tokenised(cfg["train_csv"], tokenizer, cfg)
     test_ds = _tokenised(cfg["test_csv"], tokenizer, cfg)
     trainer = Trainer(
@@ -209,6 +216,7 @@ def run_hf_child(config_path: Path, result_path: Path) -> int:
         "reported_train_runtime": train_output.metrics.get("train_runtime"),
         "accuracy": accuracy,
         "macro_f1": macro_f1,
+        "trainable_parameters": trainable,
         "self_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
@@ -312,6 +320,11 @@ def run_lft(cfg: dict[str, Any], workdir: Path, threads: int) -> dict[str, Any]:
     measured = run_measured(cmd, child_env(threads), workdir / "lft-rss.json", cwd=workdir)
     if measured.returncode != 0:
         raise BenchError(f"`lft train` exited with status {measured.returncode} (see its output above)")
+    return lft_result(run_dir, cfg, measured)
+
+
+def lft_result(run_dir: Path, cfg: dict[str, Any], measured: Any) -> dict[str, Any]:
+    """The numbers of a finished `lft train` run, from its metrics.jsonl and manifest.json."""
     train_end, test_eval = read_lft_metrics(run_dir / "metrics.jsonl")
     expected = cfg["n_train"] * cfg["epochs"]
     if abs(train_end["train_samples"] - expected) > cfg["batch_size"]:
@@ -320,6 +333,8 @@ def run_lft(cfg: dict[str, Any], workdir: Path, threads: int) -> dict[str, Any]:
             " the systems did not see the same data",
             file=sys.stderr,
         )
+    manifest_path = run_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     return {
         "train_runtime": train_end["train_runtime"],
         "train_samples": train_end["train_samples"],
@@ -327,6 +342,7 @@ def run_lft(cfg: dict[str, Any], workdir: Path, threads: int) -> dict[str, Any]:
         "reported_samples_per_second": train_end.get("train_samples_per_second"),
         "accuracy": test_eval["accuracy"],
         "macro_f1": test_eval.get("macro_f1"),
+        "trainable_parameters": manifest.get("trainable_parameters"),
         "peak_rss_mb": measured.peak_rss_mb,
         "process_s": measured.wall_s,
     }

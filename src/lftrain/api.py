@@ -46,12 +46,12 @@ class _TrainedModel:
         from lftrain.models.trained import load_trained_model, resolve_run
         from lftrain.tasks import build_task
         from lftrain.training.precision import pick_device, resolve_precision
-        from lftrain.training.run import _set_threads
+        from lftrain.training.run import set_threads
 
         self.run_dir, self.model_dir = resolve_run(run_or_model)
         self.recipe = _load(self.run_dir / "recipe.yaml")
         self.task = build_task(self.recipe.task)
-        _set_threads(self.recipe.train.threads)
+        set_threads(self.recipe.train.threads)
         # A plain model directory, or an adapter on its base model: either way task.labels is set from it.
         trained = load_trained_model(self.model_dir, self.task, base_fallback=self.recipe.model.path)
         self.tokenizer = trained.tokenizer

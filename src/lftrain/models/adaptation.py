@@ -189,8 +189,7 @@ class Lora:
         from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
 
         cfg = self.config
-        targets = cfg.target_modules or _default_targets(model, DEFAULTS)
-        _check_targets(model, targets, "target_modules")
+        targets = _targets(model, cfg.target_modules, DEFAULTS)
         peft_config = LoraConfig(task_type=_task_type(model), r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                                  target_modules=targets, modules_to_save=_modules_to_save(model, cfg.modules_to_save),
                                  use_dora=self.use_dora)
@@ -241,8 +240,7 @@ class IA3:
         from peft.utils import TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as DEFAULTS
 
         cfg = self.config
-        targets = cfg.target_modules or _default_targets(model, DEFAULTS)
-        _check_targets(model, targets, "target_modules")
+        targets = _targets(model, cfg.target_modules, DEFAULTS)
         feedforward = cfg.feedforward_modules
         if feedforward is None:
             known = FEEDFORWARD.get(_model_type(model)) or []
@@ -294,6 +292,13 @@ def _default_targets(model: nn.Module, mapping: dict) -> list[str] | str:
 
 def _matches(name: str, target: str) -> bool:
     return name == target or name.endswith("." + target)  # peft's own rule for a list of target names
+
+
+def _targets(model: nn.Module, configured: list[str] | None, defaults: dict) -> list[str]:
+    """The recipe's target modules, or peft's defaults for the model type; checked against the model."""
+    targets = configured or _default_targets(model, defaults)
+    _check_targets(model, targets, "target_modules")
+    return targets
 
 
 def _check_targets(model: nn.Module, targets: list[str] | str, key: str) -> None:

@@ -9,7 +9,6 @@ the best one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
+
+from lftrain.reports.manifest import sha256_file
 
 log = logging.getLogger("lftrain")
 MANIFEST = "MANIFEST.json"
@@ -40,14 +41,6 @@ class TrainState:
     evals_without_improvement: int = 0
     stopped_early: bool = False
     micro_batch_size: int | None = None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync(path: Path) -> None:
@@ -86,7 +79,7 @@ def save_checkpoint(root: Path, model: torch.nn.Module, optimizer, scheduler, st
     files = sorted(p for p in tmp.iterdir())
     for p in files:
         _fsync(p)
-    manifest = {"step": state.step, "files": {p.name: _sha256(p) for p in files}}
+    manifest = {"step": state.step, "files": {p.name: sha256_file(p) for p in files}}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     _fsync(tmp / MANIFEST)
     if final.exists():  # a re-save of the same step (e.g. final save right after an eval save)
@@ -109,7 +102,7 @@ def verify(path: Path) -> str | None:
         f = path / name
         if not f.is_file():
             return f"{name} is missing"
-        if _sha256(f) != digest:
+        if sha256_file(f) != digest:
             return f"{name} does not match its checksum (truncated or corrupted)"
     return None
 

@@ -114,8 +114,7 @@ class FrozenPrefixCache:
     def build(self, task, encoded: dict[str, np.ndarray], *, batch_size: int, precision: str,
               device: torch.device, pad_id: int, spill_dir: Path) -> None:
         offsets = encoded["offsets"]
-        hidden = self.embeddings.word_embeddings.embedding_dim if hasattr(self.embeddings, "word_embeddings") \
-            else self.base.config.hidden_size
+        hidden = self.base.config.hidden_size
         total = int(offsets[-1])
         nbytes = total * hidden * 4
         if nbytes > MEMORY_LIMIT_BYTES:

@@ -46,7 +46,7 @@ def available_threads() -> int:
         return os.cpu_count() or 1
 
 
-def _set_threads(n: int | None) -> int:
+def set_threads(n: int | None) -> int:
     import torch
 
     threads = n or available_threads()
@@ -109,7 +109,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
     log.info("run directory: %s%s", run.path, " (resuming)" if resuming else "")
     try:
         cfg = recipe.train
-        threads = _set_threads(cfg.threads)
+        threads = set_threads(cfg.threads)
         device = pick_device()
         precision, why = resolve_precision(cfg.precision, device)
         log.info("precision: %s (%s); %d threads; device %s", precision, why, threads, device)

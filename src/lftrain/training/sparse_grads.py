@@ -18,9 +18,6 @@ MIN_ROWS = 4096  # small embeddings (positions, token types) gain nothing
 
 class SparseEmbeddingGrads:
     def __init__(self, model: nn.Module) -> None:
-        counts: dict[int, int] = {}
-        for p in model.parameters():
-            counts[id(p)] = counts.get(id(p), 0) + 1
         shared = {id(p) for m in model.modules() for p in m.parameters(recurse=False)
                   if not isinstance(m, nn.Embedding)}  # tied to an output layer: its gradient is dense anyway
         self.embeddings = [m for m in model.modules()
