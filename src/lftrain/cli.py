@@ -10,6 +10,13 @@ import traceback
 
 from lftrain.errors import EXIT_CRASH, LftError
 
+# Subcommands contributed by other parts of the package, one module each. A module defines
+# `add_parsers(sub, epilog)` (adds its subparsers; import nothing heavy at module level, `lft --help` must stay
+# fast) and `run(args) -> int | None` (handles args.command if it is one of its own, else returns None).
+# A new command is a new module plus one line here.
+PLUGINS: tuple[str, ...] = (
+)
+
 EPILOG = """exit codes: 0 success; 1 internal error (a bug: please report it); 2 your input is wrong (recipe, data,
 arguments, model directory: the message names the file, line/row and field); 3 the run directory forbids it
 (a finished run is never overwritten); 130 interrupted."""
@@ -74,7 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--merge", action="store_true",
                    help="fold an adapter into the base model's weights (required for lora/dora/ia3 runs; the "
                    "result runs without peft, as fast as the base model)")
+    for plugin in _plugins():
+        plugin.add_parsers(sub, EPILOG)
     return p
+
+
+def _plugins():
+    import importlib
+
+    return [importlib.import_module(name) for name in PLUGINS]
 
 
 def _version() -> str:
@@ -94,6 +109,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         api.predict(args.run, args.input, args.output, encoding=args.encoding)
     elif args.command == "export":
         api.export(args.run, args.output, merge=args.merge)
+    else:
+        for plugin in _plugins():
+            code = plugin.run(args)
+            if code is not None:
+                return code
+        raise AssertionError(f"no handler for command {args.command!r}")
     return 0
 
 
