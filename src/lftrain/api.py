@@ -20,12 +20,21 @@ log = logging.getLogger("lftrain")
 
 
 def train(recipe: str | Path | dict | Any, overrides: list[str] | None = None, *, new_run: bool = False,
-          allow_recipe_change: bool = False):
+          allow_recipe_change: bool = False, on_eval=None, nproc: int | None = None, nnodes: int = 1,
+          node_rank: int = 0, rdzv_endpoint: str | None = None):
     """Fine-tune as the recipe says; returns a TrainResult (run_dir, model_dir, metrics per split, speed).
 
     `recipe` is a YAML path, a mapping, or a Recipe. Re-running an unfinished run resumes it; a finished
-    run is never overwritten (`new_run=True` starts a new one beside it).
+    run is never overwritten (`new_run=True` starts a new one beside it). `on_eval(step, metrics) -> bool`,
+    if given, sees every evaluation during training; returning True ends the run there (tuning prunes so).
+    `nproc=N` trains data-parallel on N processes launched through torchrun (`nnodes`, `node_rank`,
+    `rdzv_endpoint` for several nodes) and returns rank 0's result; see docs/distributed.md.
     """
+    if nproc:
+        from lftrain.training import launch
+
+        return launch.train(recipe, overrides, nproc=nproc, nnodes=nnodes, node_rank=node_rank,
+                            rdzv_endpoint=rdzv_endpoint, new_run=new_run, allow_recipe_change=allow_recipe_change)
     from lftrain.config.schema import Recipe
     from lftrain.training.run import train_run
 
@@ -35,7 +44,14 @@ def train(recipe: str | Path | dict | Any, overrides: list[str] | None = None, *
         resolved = load_recipe(data=recipe, overrides=overrides)
     else:
         resolved = load_recipe(recipe, overrides)
-    return train_run(resolved, new_run=new_run, allow_recipe_change=allow_recipe_change)
+    from lftrain.evaluation.gate import enforce_gate
+
+    result = train_run(resolved, new_run=new_run, allow_recipe_change=allow_recipe_change, on_eval=on_eval)
+    from lftrain.training.launch import report_result
+
+    report_result(result)  # a worker of `train(..., nproc=N)`: rank 0 hands the result to the launcher
+    enforce_gate(result)  # eval.fail_if: raises GateFailed (CLI exit 4) carrying the result; the model is saved
+    return result
 
 
 class _TrainedModel:
@@ -79,7 +95,14 @@ def evaluate(run: str | Path, data: str | Path, *, encoding: str | None = None,
              output: str | Path | None = None) -> dict[str, Any]:
     """Metrics of a trained run on a labelled data file (same columns as the recipe's data)."""
     from lftrain.evaluation.metrics import format_table
+    from lftrain.tasks.sft_inference import evaluate_file, is_generative_run
 
+    if is_generative_run(run):  # causal-lm-sft: loss and generation scores, not class metrics
+        metrics = evaluate_file(run, data, encoding=encoding)
+        print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "n") + f"  (n={metrics['n']})", flush=True)
+        if output:
+            Path(output).write_text(json.dumps(metrics, indent=1))
+        return metrics
     tm = _TrainedModel(run)
     examples = tm.read(data, with_labels=True, encoding=encoding)
     for i, raw in enumerate(examples.fields["label"]):
@@ -93,11 +116,21 @@ def evaluate(run: str | Path, data: str | Path, *, encoding: str | None = None,
 
 
 def predict(run: str | Path, input: str | Path, output: str | Path | None = None, *,
-            encoding: str | None = None) -> list[dict[str, Any]]:
-    """Label and class probabilities for each row of `input`, in input order; written as JSON lines to `output`."""
+            encoding: str | None = None, temperature: bool = True) -> list[dict[str, Any]]:
+    """Label and class probabilities for each row of `input`, in input order; written as JSON lines to `output`.
+
+    Probabilities are calibrated with the temperature stored in model/calibration.json (fitted on the eval
+    split at training time) unless `temperature=False`; labels are the same either way."""
+    from lftrain.evaluation.evidence import stored_temperature
+    from lftrain.tasks.sft_inference import is_generative_run, predict_file, write_rows
+
+    if is_generative_run(run):  # causal-lm-sft: the generated response per row
+        return write_rows(predict_file(run, input, encoding=encoding), output)
     tm = _TrainedModel(run)
     examples = tm.read(input, with_labels=False, encoding=encoding)
     logits, _ = tm.logits(examples)
+    if temperature:
+        logits = logits / stored_temperature(tm.model_dir)
     preds = tm.task.predictions(logits)
     rows = [{"row": where[1], **p} for where, p in zip(examples.where, preds)]
     if output:
@@ -110,9 +143,116 @@ def predict(run: str | Path, input: str | Path, output: str | Path | None = None
     return rows
 
 
-def export(run: str | Path, output: str | Path, merge: bool = False) -> Path:
+def export(run: str | Path, output: str | Path, merge: bool = False, *, quantize: str | None = None,
+           format: str = "hf") -> Path:
     """Write a trained run's model to `output` as a plain Hugging Face model directory (safetensors, tokenizer,
-    id2label). Adapter runs need `merge=True`: the adapter is folded into the base weights. Returns `output`."""
+    id2label). Adapter runs need `merge=True`: the adapter is folded into the base weights. `quantize="int8"`
+    quantises the linear layers (dynamic int8); `format="onnx"` writes model.onnx. Compressed exports are
+    checked against the torch model (export.json) and load with `lftrain.models.compress.load_exported`.
+    Returns `output`."""
     from lftrain.models.export import export_model
 
-    return export_model(run, output, merge=merge)
+    return export_model(run, output, merge=merge, quantize=quantize, format=format)
+
+
+def report(run: str | Path) -> tuple[Path, Path]:
+    """Regenerate a run's report.html and model_card.md from its saved files alone (no model is loaded)."""
+    from lftrain.reports.html import write_report
+
+    return write_report(run)
+
+
+def compare(run_a: str | Path, run_b: str | Path, *, split: str = "test", samples: int = 1000,
+            output: str | Path | None = None) -> dict[str, Any]:
+    """Run B against run A on the same saved test predictions: paired bootstrap of each metric's difference,
+    per-class F1 changes and a verdict per metric (better / worse / no significant change)."""
+    from lftrain.evaluation.compare import compare_runs
+
+    return compare_runs(run_a, run_b, split=split, samples=samples, output=output)
+
+
+def tune(recipe: str | Path | dict | Any, overrides: list[str] | None = None, *, search: str | Path | None = None):
+    """Search the recipe's `tune:` section (or the one in the YAML file `search`) with Optuna: each trial is an
+    ordinary run through `train()`, weak ones are pruned, and the study resumes where it stopped. Returns a
+    TuneReport (best trial, its ready-to-run best.yaml, counts, compute saved, pictures). See docs/tuning.md."""
+    from lftrain.tuning.cli_tune import load_tune_recipe
+    from lftrain.tuning.search import tune as run_search
+
+    resolved, source = load_tune_recipe(recipe, overrides, search)
+    return run_search(resolved, source)
+
+
+def tune_report(study_dir: str | Path):
+    """Rewrite a study's best.yaml and report/ (trials.csv, PNGs, report.html) and return its TuneReport."""
+    from lftrain.tuning.report import write_report
+
+    return write_report(study_dir)
+
+
+def generate(run: str | Path, prompts: str | list[str], *, system: str | None = None, max_new_tokens: int = 128,
+             temperature: float = 0.0) -> list[str]:
+    """Answers of a causal-lm-sft run to each prompt (one-turn conversations, formatted with the run's chat
+    template; greedy unless temperature > 0)."""
+    from lftrain.tasks.sft_inference import ChatModel
+
+    model = ChatModel(run)
+    prompts = [prompts] if isinstance(prompts, str) else prompts
+    return [model.generate(p, system=system, max_new_tokens=max_new_tokens, temperature=temperature)
+            for p in prompts]
+
+
+def chat(run: str | Path, *, system: str | None = None):
+    """A conversation with a causal-lm-sft run: `session.send("hi")` returns the reply and keeps the history;
+    `session.reset()` starts over."""
+    from lftrain.tasks.sft_inference import ChatModel, ChatSession
+
+    return ChatSession(ChatModel(run), system=system)
+
+
+def bench(suite: str | Path, model: str | Path, output: str | Path | None = None,
+          overrides: list[str] | None = None) -> dict[str, Any]:
+    """Fine-tune and test `model` (a model directory, `pkg:` spec or run directory) on every task of a benchmark
+    suite YAML; writes one table (OUTPUT/bench.md, bench.json) and returns it. See docs/evaluation.md."""
+    from lftrain.evaluation.suite import run_suite
+
+    return run_suite(suite, str(model), output, overrides)
+
+
+def _recipe(recipe, overrides):
+    from lftrain.config.schema import Recipe
+
+    if isinstance(recipe, Recipe):
+        return recipe if not overrides else load_recipe(data=recipe.model_dump(mode="json"), overrides=overrides)
+    if isinstance(recipe, dict):
+        return load_recipe(data=recipe, overrides=overrides)
+    return load_recipe(recipe, overrides)
+
+
+def check_data(recipe: str | Path | dict | Any, overrides: list[str] | None = None, *,
+               output: str | Path | None = None, print_table: bool = True):
+    """Run every data check on the recipe's data (see docs/data-checks.md); returns a CheckReport (`.blocking`
+    lists the checks in data.checks.block that fired). Writes the data card and reports to `output`
+    (default `<output.dir>-data-check`)."""
+    from lftrain.data.checks.runner import run_checks
+    from lftrain.reports.data_card import write_data_card
+
+    resolved = _recipe(recipe, overrides)
+    report = run_checks(resolved)
+    if print_table:
+        print(report.table(), flush=True)
+    out = Path(output) if output else (Path(f"{resolved.output.dir}-data-check") if resolved.output.dir else None)
+    if out is not None:
+        card = write_data_card(out, resolved, report)
+        log.info("data card: %s (every affected row: %s)", card, out / "data_check.json")
+    return report
+
+
+def fix_data(recipe: str | Path | dict | Any, output: str | Path, overrides: list[str] | None = None, *,
+             near: bool = True, conflicts: bool = False, noise: bool = False, contaminated: bool = False):
+    """Write a cleaned copy of the recipe's data to `output` (never touching the originals): duplicates,
+    near-duplicates and leaked training rows removed (and optionally conflicts, noise suspects, contaminated
+    rows), removed.jsonl logging each, and recipe.yaml using the cleaned files. Returns a summary dict."""
+    from lftrain.data.checks.fix import fix_data as _fix
+
+    return _fix(_recipe(recipe, overrides), output, near=near, conflicts=conflicts, noise=noise,
+                contaminated=contaminated)

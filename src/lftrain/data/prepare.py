@@ -23,6 +23,7 @@ class PreparedData:
     test: Examples | None
     labels: list[str]
     stats: dict = field(default_factory=dict)
+    unlabeled: Examples | None = None  # data.unlabeled: text only, de-duplicated against the labelled splits
 
 
 def read_examples(path: str, data_cfg, task, *, with_labels: bool = True, stats: dict | None = None) -> Examples:
@@ -46,8 +47,9 @@ def read_examples(path: str, data_cfg, task, *, with_labels: bool = True, stats:
 def _dedupe(ex: Examples, task, stats: dict) -> Examples:
     seen: dict[tuple, int] = {}
     keep = []
+    labels = ex.fields.get("label")  # tasks without labels (causal-lm-sft) put everything in dedupe_key
     for i in range(len(ex)):
-        key = (*task.dedupe_key(ex, i), ex.fields["label"][i])
+        key = (*task.dedupe_key(ex, i), labels[i] if labels else None)
         if key not in seen:
             seen[key] = i
             keep.append(i)
@@ -65,14 +67,14 @@ def _dedupe(ex: Examples, task, stats: dict) -> Examples:
 
 
 def _filter_labels(ex: Examples | None, task, policy: str, stats: dict) -> Examples | None:
-    if ex is None:
-        return None
+    if ex is None or task.labels is None:
+        return ex
     unknown_idx = [i for i, raw in enumerate(ex.fields["label"]) if task.labels.lookup(raw) is None]
     if not unknown_idx:
         return ex
     if policy == "error":
         i = unknown_idx[0]
-        task.labels.index(ex.fields["label"][i], ex, i)  # raises, naming file and row
+        task.labels.index(ex.fields["label"][i], ex, i, getattr(task.config, "label", None))  # raises, naming it
     bad = set(unknown_idx)
     known = [i for i in range(len(ex)) if i not in bad]
     unknown = Counter(ex.fields["label"][i] for i in unknown_idx)
@@ -86,11 +88,11 @@ def stratified_split(ex: Examples, fraction: float, seed: int, name: str, rest_n
     """Hold out `fraction` of `ex`, stratified by label where every class has at least 2 examples."""
     from sklearn.model_selection import train_test_split
 
-    y = [task.labels.lookup(v) for v in ex.fields["label"]]
+    y = [task.labels.lookup(v) for v in ex.fields["label"]] if task.labels is not None else None
     idx = np.arange(len(ex))
     counts = Counter(y)
-    stratify = y if min(counts.values()) >= 2 and round(fraction * len(ex)) >= len(counts) else None
-    if stratify is None:
+    stratify = y if y and min(counts.values()) >= 2 and round(fraction * len(ex)) >= len(counts) else None
+    if stratify is None and y is not None:
         log.warning("%s: a class has fewer than 2 examples; the %s split is random, not stratified", ex.name, name)
     try:
         rest, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
@@ -123,4 +125,8 @@ def prepare_data(recipe, task) -> PreparedData:
         raise DataError("no training rows left after validation and splitting", file=cfg.train)
     stats.update({"train_rows": len(train), "eval_rows": len(evals) if evals else 0,
                   "test_rows": len(test) if test else 0})
-    return PreparedData(train, evals, test, task.labels.names, stats)
+    from lftrain.data.unlabeled import read_unlabeled
+
+    unlabeled = read_unlabeled(cfg, task, [train, evals, test], stats)
+    names = task.labels.names if task.labels is not None else []  # generative tasks have no classes
+    return PreparedData(train, evals, test, names, stats, unlabeled)

@@ -105,10 +105,21 @@ def _read_bytes(path: str, resolved: Path) -> bytes:
                 names = [n for n in zf.namelist() if not n.endswith("/")]
                 if len(names) != 1:
                     raise DataError(f"a .zip must hold exactly one file, found {len(names)}", file=path)
+                _check_member(path, zf.getinfo(names[0]))
                 return zf.read(names[0])
     except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile, ValueError) as exc:
         raise DataError(f"cannot decompress: {exc}", file=path) from None
     return raw
+
+
+def _check_member(path: str, info: zipfile.ZipInfo) -> None:
+    """The member is only read into memory, never extracted; still refuse names and links that would escape a
+    target directory (`../`, absolute paths, symlinks): such an archive was made to attack extractors."""
+    name = info.filename
+    is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
+    if is_link or name.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", name) or re.match(r"^[A-Za-z]:", name):
+        raise DataError(f"unsafe archive member {name!r} ({'a symbolic link' if is_link else 'path escapes'}); "
+                        "refusing to read it", file=path)
 
 
 def _decode(path: str, raw: bytes, encoding: str) -> tuple[str, UnicodeDecodeError | None]:

@@ -14,7 +14,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class precision/recall/F1/support, confusion matrix and mean cross-entropy."""
+    """Accuracy, macro/micro/weighted F1, per-class precision/recall/F1/support, confusion matrix and mean
+    cross-entropy."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
     classes = list(range(len(names)))
@@ -25,6 +26,8 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, names: list[s
     return {
         "accuracy": float(accuracy_score(labels, pred)),
         "macro_f1": float(f1_score(labels, pred, labels=classes, average="macro", zero_division=0)),
+        "micro_f1": float(f1_score(labels, pred, labels=classes, average="micro", zero_division=0)),
+        "weighted_f1": float(f1_score(labels, pred, labels=classes, average="weighted", zero_division=0)),
         "loss": nll,
         "n": int(len(labels)),
         "per_class": {n: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}

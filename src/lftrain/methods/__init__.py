@@ -4,7 +4,7 @@ from lftrain.registry import Registry
 
 METHODS: Registry = Registry("method")
 
-from lftrain.methods import supervised  # noqa: E402,F401  (registers)
+from lftrain.methods import distill, supervised  # noqa: E402,F401  (registers)
 
 
 def build_method(config, task):

@@ -18,9 +18,18 @@ from lftrain.errors import InputError
 log = logging.getLogger("lftrain")
 
 
-def export_model(run: str | Path, output: str | Path, *, merge: bool = False) -> Path:
-    """Write the model of `run` (a run directory or its model/) to `output`, which must not hold files yet."""
+def export_model(run: str | Path, output: str | Path, *, merge: bool = False, quantize: str | None = None,
+                 format: str = "hf") -> Path:
+    """Write the model of `run` (a run directory or its model/) to `output`, which must not hold files yet.
+
+    `quantize="int8"`: dynamic int8 quantisation of the linear layers; `format="onnx"`: an ONNX model
+    (quantised by onnxruntime when int8). Both are checked against the torch model (see models/compress.py)."""
     from lftrain.models.trained import is_adapter_dir, resolve_run
+
+    if quantize not in (None, "int8"):
+        raise InputError(f"--quantize {quantize}: only 'int8' is supported")
+    if format not in ("hf", "onnx"):
+        raise InputError(f"--format {format}: choose 'hf' (Hugging Face directory) or 'onnx'")
 
     run_dir, model_dir = resolve_run(run)
     out = Path(output)
@@ -39,6 +48,8 @@ def export_model(run: str | Path, output: str | Path, *, merge: bool = False) ->
         if merge:
             log.info("%s holds a full model: nothing to merge, copying it", run_dir)
         shutil.copytree(model_dir, tmp)
+    if quantize or format != "hf":
+        _compress(tmp, quantize=quantize, format=format, source=model_dir)
     if out.exists():
         out.rmdir()  # empty, checked above
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -59,3 +70,18 @@ def _merge_adapter(run_dir: Path, model_dir: Path, dest: Path) -> None:
     merged.config.name_or_path = ""  # the export stands alone; don't point at the base directory
     merged.save_pretrained(dest, safe_serialization=True)
     trained.tokenizer.save_pretrained(dest)
+
+
+def _compress(model_dir: Path, *, quantize: str | None, format: str, source: Path) -> None:
+    """Turn the plain model just written to `model_dir` into the asked-for format, checked against torch."""
+    from lftrain.models import compress
+    from lftrain.models.loading import ModelSource, load_tokenizer
+
+    tokenizer = load_tokenizer(ModelSource(path=model_dir, safetensors=True, config={}), False)
+    if format == "onnx":
+        check = compress.write_onnx(model_dir, tokenizer, int8=quantize == "int8")
+    else:
+        check = compress.write_int8_torch(model_dir, tokenizer)
+    files = {p.name: p.stat().st_size for p in model_dir.iterdir() if p.is_file()}
+    compress.write_info(model_dir, {"source": str(source), "format": format, "quantize": quantize,
+                                    "check": check, "file_bytes": files})

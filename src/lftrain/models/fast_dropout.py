@@ -71,6 +71,10 @@ def eager_attention_fast_dropout(module, query, key, value, attention_mask, scal
     """
     if scaling is None:
         scaling = query.size(-1) ** -0.5
+    groups = getattr(module, "num_key_value_groups", 1)
+    if groups > 1:  # grouped-query attention (Llama, Qwen, SmolLM2): each key/value head serves `groups` queries
+        key = key.repeat_interleave(groups, dim=1)
+        value = value.repeat_interleave(groups, dim=1)
     with torch.autocast(query.device.type, enabled=False):
         # q/k/v come out of the projections in the compute dtype (bf16 under autocast, else fp32).
         scores = torch.matmul(query, key.to(query.dtype).transpose(2, 3)).mul_(scaling)

@@ -35,7 +35,10 @@ class ModelSource:
 
 
 def resolve_model_dir(spec: str) -> Path:
-    """`pkg:NAME` -> the model folder inside an installed package; otherwise a local directory."""
+    """`pkg:NAME` -> the model folder inside an installed package; otherwise a local directory. A GGUF file
+    (or a folder/package holding one) resolves to its converted, cached Hugging Face folder (models/gguf.py)."""
+    from lftrain.models.gguf import converted_dir, find_gguf
+
     if spec.startswith("pkg:"):
         name, _, sub = spec[4:].partition("/")
         root = package_dir(name.replace("-", "_"))
@@ -43,9 +46,15 @@ def resolve_model_dir(spec: str) -> Path:
         for cand in candidates:
             if (cand / "config.json").is_file():
                 return cand
+            gguf = find_gguf(cand)
+            if gguf is not None:
+                return converted_dir(gguf)
         raise ModelLoadError(f"package '{name}' has no model folder with a config.json (looked in "
                              f"{', '.join(str(c) for c in candidates)})")
     path = Path(spec).expanduser()
+    gguf = find_gguf(path)
+    if gguf is not None:
+        return converted_dir(gguf)
     if not path.is_dir():
         raise ModelLoadError(f"model directory not found: {path.resolve()} (model.path)")
     return path
@@ -65,6 +74,8 @@ def vet_model_dir(spec: str, *, allow_pickle: bool, trust_remote_code: bool) -> 
         raise ModelLoadError(
             f"{path}: the model ships Python code (auto_map: {sorted(config['auto_map'])}), which lftrain does "
             "not run unless the recipe sets model.trust_remote_code: true")
+    if config.get("auto_map"):
+        _log_code_hashes(path)
     has_safetensors = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
     has_pickle = any((path / name).is_file() for name in PICKLE_WEIGHTS)
     if not has_safetensors and not has_pickle:
@@ -74,6 +85,19 @@ def vet_model_dir(spec: str, *, allow_pickle: bool, trust_remote_code: bool) -> 
             f"{path}: only pickle weights (pytorch_model.bin), which can run code when loaded; convert them to "
             "safetensors, or set model.allow_pickle: true to load them with torch.load(weights_only=True)")
     return ModelSource(path=path, safetensors=has_safetensors, config=config)
+
+
+def _log_code_hashes(path: Path) -> None:
+    """Trusted remote code runs: record exactly which code, so a changed file is visible in the log (and the
+    manifest, which hashes every model file)."""
+    import logging
+
+    from lftrain.reports.manifest import sha256_file
+
+    log = logging.getLogger("lftrain")
+    for f in sorted(path.rglob("*.py")):
+        if "__pycache__" not in f.parts:
+            log.warning("model.trust_remote_code: true: will run %s (sha256 %s)", f.relative_to(path), sha256_file(f))
 
 
 def load_kwargs(source: ModelSource, trust_remote_code: bool) -> dict:

@@ -99,12 +99,15 @@ def load_trained_model(model_dir: Path, task, *, base_fallback: str | None = Non
     from lftrain.tasks.labels import LabelSet
 
     offline()
+    generative = getattr(task, "generative", False)
     if not is_adapter_dir(model_dir):
         source = vet_model_dir(str(model_dir), allow_pickle=False, trust_remote_code=False)
         id2label = source.config.get("id2label") or {}
-        task.labels = LabelSet([id2label[str(i)] for i in range(len(id2label))])
+        if not generative:  # a classifier's class names; generative tasks have none
+            task.labels = LabelSet([id2label[str(i)] for i in range(len(id2label))])
         model = task.load_model(source, trust_remote_code=False, attention="eager")
-        return TrainedModel(model.eval(), load_tokenizer(source, False), task.labels.names, None)
+        names = task.labels.names if task.labels is not None else []
+        return TrainedModel(model.eval(), load_tokenizer(source, False), names, None)
 
     from lftrain.models.adaptation import require_peft
 
@@ -114,11 +117,12 @@ def load_trained_model(model_dir: Path, task, *, base_fallback: str | None = Non
     if not (model_dir / ADAPTER_WEIGHTS).is_file():
         raise ModelLoadError(f"{model_dir}: no {ADAPTER_WEIGHTS} (lftrain loads adapters from safetensors only)")
     base = vet_model_dir(str(_adapter_base(model_dir, base_fallback)), allow_pickle=False, trust_remote_code=False)
-    task.labels = LabelSet(_adapter_labels(model_dir))
+    if not generative:
+        task.labels = LabelSet(_adapter_labels(model_dir))
     model = task.load_model(base, trust_remote_code=False, attention="eager")
     model = PeftModel.from_pretrained(model, str(model_dir), is_trainable=False)
     tokenizer = load_tokenizer(ModelSource(path=model_dir, safetensors=True, config={}), False)
-    return TrainedModel(model.eval(), tokenizer, task.labels.names, base.path)
+    return TrainedModel(model.eval(), tokenizer, task.labels.names if task.labels is not None else [], base.path)
 
 
 def _adapter_base(model_dir: Path, fallback: str | None) -> Path:

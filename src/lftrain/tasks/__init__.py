@@ -4,7 +4,7 @@ from lftrain.registry import Registry
 
 TASKS: Registry = Registry("task")
 
-from lftrain.tasks import text_classification  # noqa: E402,F401  (registers)
+from lftrain.tasks import causal_lm_sft, text_classification  # noqa: E402,F401  (registers)
 
 
 def build_task(config):

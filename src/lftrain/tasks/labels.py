@@ -61,12 +61,12 @@ class LabelSet:
             return int(raw)
         return None
 
-    def index(self, raw: str, ex, i: int) -> int:
+    def index(self, raw: str, ex, i: int, column: str | None = None) -> int:
         idx = self.lookup(raw)
         if idx is None:
             file, row, line = ex.where[i]
             raise DataError(f"unknown label '{raw}' (labels: {', '.join(self.names)}); add it to task.labels "
-                            "or set data.unknown_labels: drop", file=file, row=row, line=line)
+                            "or set data.unknown_labels: drop", file=file, row=row, line=line, column=column)
         return idx
 
     def id2label(self) -> dict[int, str]:

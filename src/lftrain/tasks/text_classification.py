@@ -73,6 +73,9 @@ class TextClassification:
                 value = row.get(col)
                 if is_missing(value):
                     raise DataError("empty text", column=col, **table.where(i))
+                if not isinstance(value, str):  # a number/list/object where text belongs: a mixed-type column
+                    raise DataError(f"expected text, found {type(value).__name__} {value!r:.40}", column=col,
+                                    **table.where(i))
                 fields[name].append(clean_text(value, normalize))
             fields["label"].append(key)
             kept.append(i)

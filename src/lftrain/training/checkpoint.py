@@ -9,18 +9,22 @@ the best one.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model
 
+from lftrain.errors import DiskFullError, LftError, RunStateError
 from lftrain.reports.manifest import sha256_file
 
 log = logging.getLogger("lftrain")
@@ -41,6 +45,7 @@ class TrainState:
     evals_without_improvement: int = 0
     stopped_early: bool = False
     micro_batch_size: int | None = None
+    skipped_steps: int = 0  # steps whose loss was not finite and whose update was skipped (train.nonfinite: skip)
 
 
 def _fsync(path: Path) -> None:
@@ -64,24 +69,72 @@ def set_rng_state(state: dict) -> None:
     random.setstate((state["python_version"], tuple(state["python"]), None))
 
 
+def _write(path: Path, produce: Callable[[BinaryIO], object]) -> None:
+    """Write one checkpoint file and fsync it: the single place where checkpoint bytes reach the disk."""
+    with open(path, "wb") as f:
+        produce(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _json(data) -> Callable[[BinaryIO], object]:
+    return lambda f: f.write(json.dumps(data, indent=1).encode())
+
+
+def _safetensors(model: torch.nn.Module) -> Callable[[BinaryIO], object]:
+    """The bytes safetensors' save_model would write (tied duplicates dropped, tensors made contiguous)."""
+    from safetensors.torch import _remove_duplicate_names, save
+
+    sd = model.state_dict()
+    metadata = {}
+    for kept, removed in _remove_duplicate_names(sd).items():
+        for name in removed:
+            metadata[name] = kept
+            del sd[name]
+    return lambda f: f.write(save({k: v.contiguous() for k, v in sd.items()}, metadata=metadata or None))
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """ENOSPC/EDQUOT, also when a serialiser re-raised it as something else (torch.save's zip writer turns it
+    into a RuntimeError "unexpected pos", keeping the OSError as its context)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def save_checkpoint(root: Path, model: torch.nn.Module, optimizer, scheduler, state: TrainState) -> Path:
+    """Write `step-N` atomically; on a full disk remove the partial copy and raise DiskFullError (older
+    checkpoints are untouched: rotation only runs after a successful save)."""
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{state.step:08d}"
     tmp = root / f".tmp-step-{state.step:08d}"
+    try:
+        return _save(root, tmp, model, optimizer, scheduler, state)
+    except (OSError, RuntimeError) as exc:
+        if not _disk_full(exc):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        free = shutil.disk_usage(root).free
+        raise DiskFullError(f"{root}: no space left on the device while saving the checkpoint of step {state.step} "
+                            f"({free} bytes free). The previous checkpoints are intact; free some space and run "
+                            "`lft train` again to resume") from None
+
+
+def _save(root: Path, tmp: Path, model, optimizer, scheduler, state: TrainState) -> Path:
+    final = root / f"step-{state.step:08d}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(rng_state(), tmp / "rng.pt")
-    (tmp / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
-    (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1))
+
+    _write(tmp / "model.safetensors", _safetensors(model))
+    _write(tmp / "optimizer.pt", lambda f: torch.save(optimizer.state_dict(), f))
+    _write(tmp / "rng.pt", lambda f: torch.save(rng_state(), f))
+    _write(tmp / "scheduler.json", _json(scheduler.state_dict()))
+    _write(tmp / "state.json", _json(asdict(state)))
     files = sorted(p for p in tmp.iterdir())
-    for p in files:
-        _fsync(p)
-    manifest = {"step": state.step, "files": {p.name: sha256_file(p) for p in files}}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    _fsync(tmp / MANIFEST)
+    # the manifest is written last: a directory without one is an unfinished save
+    _write(tmp / MANIFEST, _json({"step": state.step, "files": {p.name: sha256_file(p) for p in files}}))
     if final.exists():  # a re-save of the same step (e.g. final save right after an eval save)
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -114,11 +167,20 @@ def list_checkpoints(root: Path) -> list[Path]:
 
 
 def clean_temporary(root: Path) -> None:
-    if root.is_dir():
-        for p in root.iterdir():
-            if p.name.startswith(".tmp-"):
-                log.info("removing unfinished checkpoint %s", p)
-                shutil.rmtree(p, ignore_errors=True)
+    """Remove the leftovers of saves that were interrupted. A temporary copy that is complete (manifest and
+    checksums hold) but whose rename did not happen is promoted instead: it is the newest good checkpoint."""
+    if not root.is_dir():
+        return
+    for p in sorted(root.iterdir()):
+        if not p.name.startswith(".tmp-"):
+            continue
+        final = root / p.name[len(".tmp-"):]
+        if not final.exists() and verify(p) is None:
+            log.info("completing the interrupted save of %s", final.name)
+            os.replace(p, final)
+        else:
+            log.info("removing unfinished checkpoint %s", p)
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def latest_good(root: Path) -> Path | None:
@@ -132,14 +194,45 @@ def latest_good(root: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) -> TrainState:
+    from lftrain.training import dist_checkpoint
+
+    if dist_checkpoint.check_compatible(path, model):  # sharded (FSDP) checkpoint: torch.distributed.checkpoint
+        return dist_checkpoint.load(path, model, optimizer, scheduler)
     load_model(model, str(path / "model.safetensors"))
+    # weights_only: a checkpoint file is data; a pickle that tries to build arbitrary objects is refused
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
     set_rng_state(torch.load(path / "rng.pt", weights_only=True))
     return TrainState(**json.loads((path / "state.json").read_text()))
 
 
+def resume_latest(root: Path, model: torch.nn.Module, optimizer, scheduler) -> tuple[Path | None, TrainState]:
+    """Load the newest checkpoint that verifies *and* loads; a newer one that fails either is named in a warning
+    and skipped (a replaced file with a forged manifest, a pickle payload refused by weights_only, ...)."""
+    touched = False  # a failed load may have overwritten part of the model: never train on from that
+    for path in reversed(list_checkpoints(root)):
+        problem = verify(path)
+        if problem is None:
+            touched = True
+            try:
+                return path, load_checkpoint(path, model, optimizer, scheduler)
+            except LftError:  # a deliberate refusal (e.g. an incompatible sharded checkpoint) says what to do
+                raise
+            except Exception as exc:  # noqa: BLE001 -- any other failure to load means: not this checkpoint
+                first = str(exc).splitlines()[0][:300] if str(exc) else ""
+                problem = f"cannot be loaded ({type(exc).__name__}: {first})"
+        log.warning("checkpoint %s is unusable: %s; falling back to the previous one", path, problem)
+    if touched:
+        raise RunStateError(f"{root}: no checkpoint could be loaded (see the warnings above); start afresh with "
+                            "--new-run")
+    return None, TrainState()
+
+
 def load_weights(path: Path, model: torch.nn.Module) -> None:
+    from lftrain.training import dist_checkpoint
+
+    if dist_checkpoint.check_compatible(path, model):  # sharded (FSDP) checkpoint, also into one process
+        return dist_checkpoint.load_weights(path, model)
     load_model(model, str(path / "model.safetensors"))
 
 

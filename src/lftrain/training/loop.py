@@ -10,6 +10,7 @@ plain calls, not callbacks.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -21,9 +22,14 @@ import torch
 
 from lftrain.data.batching import epoch_batches, micro_batches
 from lftrain.training.checkpoint import TrainState, rotate, save_checkpoint
+from lftrain.training.distributed import DistContext
 from lftrain.training.frozen_cache import FrozenPrefixCache
+from lftrain.training.memory import ActivationCap, with_backoff
+from lftrain.training.nonfinite import finite_or_handle
 from lftrain.training.precision import autocast
+from lftrain.training.prefetch import step_inputs
 from lftrain.training.progress import Progress
+from lftrain.training.signals import PreemptionWatch
 from lftrain.training.sparse_grads import SparseEmbeddingGrads, clip_grad_norm
 
 log = logging.getLogger("lftrain")
@@ -49,6 +55,9 @@ class FitContext:
     steps_per_epoch: int
     sparse: SparseEmbeddingGrads | None = None
     prefix_cache: FrozenPrefixCache | None = None
+    cap: ActivationCap | None = None  # train.memory_cap_mb (training/memory.py); set by fit()
+    dist: DistContext | None = None  # set when launched on several processes (training/distributed.py)
+    on_eval: Callable[[int, dict], bool] | None = None  # (step, eval metrics) -> stop now? (a tuning trial's pruner)
 
 
 def plan_steps(n_examples: int, cfg) -> tuple[int, int]:
@@ -63,24 +72,38 @@ def _better(value: float, best: float | None, metric: str) -> bool:
     return value < best if metric == "loss" else value > best
 
 
-def _train_step(ctx: FitContext, batch_idx: np.ndarray, micro: int) -> tuple[float, int]:
-    """Forward/backward over the micro-batches of one step, then the optimiser update. Returns (loss sum, units)."""
-    micros = micro_batches(batch_idx, micro)
-    batches = [ctx.task.collate(ctx.train_data, mb, ctx.pad_id) for mb in micros]
-    units = sum(ctx.task.loss_units(b) for b in batches)  # normaliser of the whole step, known before any forward
+def _train_step(ctx: FitContext, batch_idx: np.ndarray, micro: int, prepared: list | None = None,
+                state: TrainState | None = None) -> tuple[float, int]:
+    """Forward/backward over the micro-batches of one step, then the optimiser update. Returns (loss sum, units).
+    `prepared`: the micro-batches already collated by data-loader workers (training/prefetch.py)."""
+    d = ctx.dist  # distributed: this rank's shard of the step, padded to as many micro-batches as every rank
+    micros, weights = d.step_plan(batch_idx, micro) if d else (micro_batches(batch_idx, micro), None)
+    batches = [b for _, b in prepared] if prepared is not None and not d else \
+        [ctx.task.collate(ctx.train_data, mb, ctx.pad_id) for mb in micros]
+    # normaliser of the whole step (over all ranks), known before any forward
+    units = sum(ctx.task.loss_units(b) for i, b in enumerate(batches) if not weights or weights[i])
+    units = int(d.global_sum(units)) if d else units
     loss_total = 0.0
-    for mb, batch in zip(micros, batches):
+    for i, (mb, batch) in enumerate(zip(micros, batches)):
         batch = {k: v.to(ctx.device) for k, v in batch.items()}
         replay = ctx.prefix_cache.replaying(mb, batch) if ctx.prefix_cache is not None else contextlib.nullcontext()
-        with autocast(ctx.precision, ctx.device), replay:
-            out = ctx.method(ctx.model, batch)
-        (out["loss_sum"] / units).backward()
-        loss_total += float(out["loss_sum"].detach())
+        with d.grad_sync(last=i == len(micros) - 1) if d else contextlib.nullcontext():
+            with autocast(ctx.precision, ctx.device), replay, ctx.cap.watch() if ctx.cap else contextlib.nullcontext():
+                out = ctx.method(d.forward_model if d else ctx.model, batch)
+            ((out["loss_sum"] * weights[i] if d else out["loss_sum"]) / units).backward()
+        loss_total += float(out["loss_sum"].detach()) if not d or weights[i] else 0.0
+    loss_total = d.global_sum(loss_total) if d else loss_total
     params = [p for p in ctx.model.parameters() if p.grad is not None]
     if ctx.sparse is not None:
         ctx.sparse.coalesce()
+    norm = None
     if ctx.cfg.max_grad_norm is not None:
-        clip_grad_norm(params, ctx.cfg.max_grad_norm)
+        norm = float((d.clip_grad_norm if d else clip_grad_norm)(params, ctx.cfg.max_grad_norm))
+    if state is not None and not finite_or_handle(loss_total, norm, step=state.step + 1, policy=ctx.cfg.nonfinite,
+                                                  run=ctx.run, state=state):  # skipped: no update from this step
+        ctx.optimizer.zero_grad(set_to_none=True)
+        ctx.scheduler.step()
+        return loss_total, units
     if ctx.sparse is not None:
         ctx.sparse.densify()
     ctx.optimizer.step()
@@ -91,7 +114,18 @@ def _train_step(ctx: FitContext, batch_idx: np.ndarray, micro: int) -> tuple[flo
     return loss_total, units
 
 
+def _try_step(ctx: FitContext, batch_idx: np.ndarray, prepared_micro: int | None, prepared: list | None,
+              state: TrainState, micro: int) -> tuple[float, int]:
+    return _train_step(ctx, batch_idx, micro, prepared if prepared_micro == micro else None, state)
+
+
 def _checkpoint(ctx: FitContext, state: TrainState) -> None:
+    if ctx.dist is not None:  # rank 0 writes (DDP), or every rank its shard (FSDP)
+        from lftrain.training import dist_checkpoint
+
+        protect = {state.best_step} if state.best_step is not None else set()
+        return dist_checkpoint.save(ctx.dist, ctx.run.checkpoints, ctx.model, ctx.optimizer, ctx.scheduler, state,
+                                    ctx.cfg.keep_checkpoints, protect)
     save_checkpoint(ctx.run.checkpoints, ctx.model, ctx.optimizer, ctx.scheduler, state)
     rotate(ctx.run.checkpoints, ctx.cfg.keep_checkpoints, {state.best_step} if state.best_step is not None else set())
 
@@ -113,6 +147,8 @@ def _evaluate(ctx: FitContext, state: TrainState) -> bool:
         state.best_metric, state.best_step, state.evals_without_improvement = value, state.step, 0
     else:
         state.evals_without_improvement += 1
+    if ctx.on_eval is not None and ctx.on_eval(state.step, metrics) and state.step < ctx.total_steps:
+        state.stopped_early = True  # the caller stops the run (a pruned trial); it still ends like any other
     patience = ctx.cfg.early_stopping_patience
     return patience is not None and state.evals_without_improvement >= patience
 
@@ -141,16 +177,30 @@ def fit(ctx: FitContext, state: TrainState) -> TrainState:
     cfg = ctx.cfg
     micro = state.micro_batch_size or cfg.micro_batch_size or cfg.batch_size
     state.micro_batch_size = micro
+    ctx.cap = ActivationCap(ctx.model, cfg.memory_cap_mb) if cfg.memory_cap_mb else None
+    if cfg.log_samples:
+        ctx.run.trim_samples(state.step)
+    preempt = PreemptionWatch().install()  # SIGTERM: finish the step, checkpoint, exit 143 (training/signals.py)
     lengths = ctx.task.lengths(ctx.train_data)
-    progress = Progress(ctx.total_steps, state.step)
+    progress = Progress(ctx.total_steps, state.step, enabled_bar=False if ctx.dist and not ctx.dist.main else None)
     window = _Window()
     ctx.model.train()
     try:
         while state.step < ctx.total_steps and not state.stopped_early:
             batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length)
-            for batch_idx in batches[state.batch_in_epoch:]:
+            inputs = step_inputs(ctx.task, ctx.train_data, batches[state.batch_in_epoch:], micro, ctx.pad_id,
+                                 cfg.num_workers if ctx.dist is None else -1)
+            for batch_idx, (prepared_micro, prepared) in zip(batches[state.batch_in_epoch:], inputs):
                 t0 = time.perf_counter()
-                loss_sum, units = _train_step(ctx, batch_idx, micro)
+                if ctx.dist is not None:
+                    ctx.dist.seed_step(cfg.seed, state.step)
+                # out of memory (or over train.memory_cap_mb): retried at half the micro-batch (training/memory.py)
+                (loss_sum, units), micro = with_backoff(
+                    functools.partial(_try_step, ctx, batch_idx, prepared_micro, prepared, state), micro,
+                    optimizer=ctx.optimizer, batch_size=cfg.batch_size, step=state.step + 1)
+                state.micro_batch_size = micro
+                if cfg.log_samples:
+                    ctx.run.log_samples(state.step + 1, batch_idx)
                 seconds = time.perf_counter() - t0
                 state.step += 1
                 state.batch_in_epoch += 1
@@ -172,10 +222,13 @@ def fit(ctx: FitContext, state: TrainState) -> TrainState:
                         log.info("early stopping: %s did not improve for %d evaluations (best %.4f at step %d)",
                                  cfg.metric, state.evals_without_improvement, state.best_metric, state.best_step)
                     _checkpoint(ctx, state)
-                elif last or (cfg.save_every is not None and state.step % cfg.save_every == 0):
+                elif last or (cfg.save_every is not None and state.step % cfg.save_every == 0) or preempt.requested:
                     _checkpoint(ctx, state)
+                if preempt.requested and not last:
+                    preempt.stop(state.step)
                 if last or state.stopped_early or epoch_done:
                     break
     finally:
+        preempt.restore()
         progress.close()
     return state

@@ -17,12 +17,16 @@ from typing import Any
 import numpy as np
 
 from lftrain.config import dump_recipe
+from lftrain.data.checks.preflight import preflight as data_preflight
+from lftrain.data.checks.preflight import record as record_data_checks
 from lftrain.data.paths import resolve_path
 from lftrain.data.prepare import prepare_data
 from lftrain.errors import InputError
+from lftrain.evaluation.evidence import RunOutputs, read_ood, write_evidence
 from lftrain.evaluation.metrics import format_table, headline
 from lftrain.models.loading import model_files, vet_model_dir
 from lftrain.tasks import build_task
+from lftrain.training import distributed
 from lftrain.training.rundir import RunDir, open_run
 
 log = logging.getLogger("lftrain")
@@ -72,7 +76,7 @@ def _trim_metrics(run: RunDir, step: int) -> None:
 
 def _data_files(recipe) -> dict[str, Path]:
     files = {}
-    for role in ("train", "eval", "test"):
+    for role in ("train", "eval", "test", "unlabeled"):
         value = getattr(recipe.data, role)
         if value:
             p = resolve_path(value.split("#", 1)[0])
@@ -81,15 +85,18 @@ def _data_files(recipe) -> dict[str, Path]:
     return files
 
 
-def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = False) -> TrainResult:
+def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = False, on_eval=None) -> TrainResult:
     from lftrain.data.token_cache import encode_cached
     from lftrain.evaluation.inference import infer_logits
     from lftrain.methods import build_method
+    from lftrain.methods.prepare import prepare_method_data
     from lftrain.models.adaptation import build_adaptation
     from lftrain.models.fast_dropout import install_fast_dropout, register_attention, set_dropout_rate
     from lftrain.models.loading import load_tokenizer, offline
+    from lftrain.models.student import drop_layers
     from lftrain.reports.manifest import build_manifest, write_json
-    from lftrain.training.checkpoint import TrainState, clean_temporary, latest_good, load_checkpoint, load_weights
+    from lftrain.training.checkpoint import TrainState, clean_temporary, load_weights, resume_latest
+    from lftrain.training.determinism import determinism_info
     from lftrain.training.frozen_cache import FrozenPrefixCache
     from lftrain.training.frozen_cache import plan as plan_cache
     from lftrain.training.loop import FitContext, fit, plan_steps
@@ -100,16 +107,24 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
     offline()
     task = build_task(recipe.task)
     data = prepare_data(recipe, task)  # every row validated before any model loads
+    checks = data_preflight(recipe, task, data)  # data.checks: one table; a blocking check stops here (exit 2)
+    ood = read_ood(recipe, task)  # eval.ood, validated now too
+    method = build_method(recipe.method, task)  # vets the method's own inputs (a teacher) before any model loads
     source = vet_model_dir(recipe.model.path, allow_pickle=recipe.model.allow_pickle,
                            trust_remote_code=recipe.model.trust_remote_code)
     if recipe.output.dir is None:
         raise InputError("output.dir is not set (and the recipe has no file name to derive it from)")
-    run, resuming = open_run(recipe.output.dir, dump_recipe(recipe), new_run=new_run,
-                             allow_recipe_change=allow_recipe_change)
+    dctx = distributed.init(recipe.train.strategy)  # None unless launched on several processes (torchrun)
+    main = dctx is None or dctx.main  # only rank 0 writes the run directory
+
+    def opener():
+        return open_run(recipe.output.dir, dump_recipe(recipe), new_run=new_run,
+                        allow_recipe_change=allow_recipe_change, inputs=_data_files(recipe))
+    run, resuming = opener() if dctx is None else distributed.open_run_shared(dctx, opener)
     log.info("run directory: %s%s", run.path, " (resuming)" if resuming else "")
     try:
         cfg = recipe.train
-        threads = set_threads(cfg.threads)
+        threads = set_threads(cfg.threads or (dctx.threads_per_process() if dctx else None))
         device = pick_device()
         precision, why = resolve_precision(cfg.precision, device)
         log.info("precision: %s (%s); %d threads; device %s", precision, why, threads, device)
@@ -117,6 +132,8 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
                  data.stats["test_rows"])
 
         tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
+        if hasattr(task, "prepare_tokenizer"):
+            task.prepare_tokenizer(tokenizer)  # causal-lm-sft: the chat template and a pad token
         t0 = time.perf_counter()
         cache_stats: dict = {}
         enc = {name: encode_cached(task, tokenizer, ex, model_dir=source.path, cache_dir=recipe.data.cache_dir,
@@ -130,6 +147,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
         if attention == "auto":
             attention = register_attention() if cfg.fast_dropout else "eager"
         model = task.load_model(source, trust_remote_code=recipe.model.trust_remote_code, attention=attention)
+        model = drop_layers(model, recipe.model.keep_layers)  # a shallower student (model.keep_layers)
         model = build_adaptation(recipe.adaptation).apply(model)  # may wrap it (adapters)
         if recipe.model.dropout is not None:
             log.info("dropout set to %g in %d modules (model.dropout)", recipe.model.dropout,
@@ -137,13 +155,24 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
         if cfg.fast_dropout:
             install_fast_dropout(model)
         model.to(device)
+        if precision == "bf16":
+            from lftrain.models.adapter_bf16 import bf16_frozen_base
+
+            bf16_frozen_base(model)  # adapter runs: frozen base weights cast once, not every step
+        if cfg.gradient_checkpointing:
+            distributed.gradient_checkpointing(model)
         if cfg.compile:
             model.compile()  # in place: parameter names (and so checkpoints) stay as they are
-        sparse = SparseEmbeddingGrads(model) if cfg.sparse_embedding_grads else None
-        method = build_method(recipe.method, task)
+        sparse = SparseEmbeddingGrads(model) if cfg.sparse_embedding_grads and dctx is None else None
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        train_enc, fit_task = prepare_method_data(method, model, enc["train"], data=data, recipe=recipe,
+                                                  tokenizer=tokenizer, source=source, precision=precision,
+                                                  device=device)
 
-        total_steps, steps_per_epoch = plan_steps(len(data.train), cfg)
+        if dctx is not None:  # before the optimiser: FSDP replaces the parameters with their shards
+            distributed.wrap(model, dctx, device)
+            log.info("%s", distributed.describe_batch(cfg, dctx.world))
+        total_steps, steps_per_epoch = plan_steps(len(fit_task.lengths(train_enc)), cfg)
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg, total_steps)
 
@@ -153,39 +182,56 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
                                   extra={"data_stats": data.stats, "labels": data.labels,
                                          "trainable_parameters": sum(p.numel() for p in model.parameters()
                                                                      if p.requires_grad),
-                                         "total_steps": total_steps})
-        write_json(run.path / "manifest.json", manifest)
+                                         "total_steps": total_steps,
+                                         "determinism": determinism_info(seed=cfg.seed, threads=threads,
+                                                                         precision=precision, device=str(device),
+                                                                         num_workers=cfg.num_workers),
+                                         **({"distributed": dctx.describe()} if dctx else {}),
+                                         **({"licences": checks.licences} if checks else {})})
+        if main:
+            write_json(run.path / "manifest.json", manifest)
+            record_data_checks(run.path, recipe, checks)  # data_card.md/.json, data_check.json
 
         state = TrainState()
         if resuming:
-            clean_temporary(run.checkpoints)
-            ckpt = latest_good(run.checkpoints)
+            if main:
+                clean_temporary(run.checkpoints)
+            if dctx is not None:
+                dctx.barrier()  # every rank picks its checkpoint after rank 0 has tidied up
+            ckpt, state = resume_latest(run.checkpoints, model, optimizer, scheduler)  # newest verified + loadable
             if ckpt is not None:
-                state = load_checkpoint(ckpt, model, optimizer, scheduler)
                 log.info("resumed from %s (step %d of %d)", ckpt.name, state.step, total_steps)
-            _trim_metrics(run, state.step)
+            if main:
+                _trim_metrics(run, state.step)
+
+        generative = getattr(task, "generative", False)  # scored on generated text, not on class logits
 
         def evaluate() -> dict:
-            logits = infer_logits(model, task, enc["eval"], batch_size=cfg.eval_batch_size, precision=precision,
-                                  device=device, pad_id=pad_id)
+            if generative:
+                return task.eval_metrics(model, enc["eval"], batch_size=cfg.eval_batch_size, precision=precision,
+                                         device=device, pad_id=pad_id)
+            infer = infer_logits if dctx is None else dctx.infer_logits  # distributed: sharded, then gathered
+            logits = infer(model, task, enc["eval"], batch_size=cfg.eval_batch_size, precision=precision,
+                           device=device, pad_id=pad_id)
             return headline(task.metrics(logits, enc["eval"]["labels"]))
 
         prefix_cache = None
-        k, why = plan_cache(model, enabled=cfg.cache_frozen, augments_input=getattr(task, "augments_input", False))
+        k, why = plan_cache(model, enabled=cfg.cache_frozen and dctx is None,
+                            augments_input=getattr(task, "augments_input", False))
         if k >= 0:
             prefix_cache = FrozenPrefixCache(model, k)
             t0 = time.perf_counter()
-            prefix_cache.build(task, enc["train"], batch_size=cfg.eval_batch_size, precision=precision,
+            prefix_cache.build(task, train_enc, batch_size=cfg.eval_batch_size, precision=precision,
                                device=device, pad_id=pad_id, spill_dir=run.path / "cache")
             log.info("frozen-prefix cache on: %s (built in %.1fs)", why, time.perf_counter() - t0)
         elif any(not p.requires_grad for p in model.parameters()):
             log.info("frozen-prefix cache off: %s", why)
 
-        ctx = FitContext(model=model, method=method, task=task, train_data=enc["train"], optimizer=optimizer,
+        ctx = FitContext(model=model, method=method, task=fit_task, train_data=train_enc, optimizer=optimizer,
                          scheduler=scheduler, cfg=cfg, run=run, device=device, precision=precision, pad_id=pad_id,
                          evaluate=evaluate if "eval" in enc else None, total_steps=total_steps,
                          steps_per_epoch=steps_per_epoch, sparse=sparse if sparse and sparse.active else None,
-                         prefix_cache=prefix_cache)
+                         prefix_cache=prefix_cache, on_eval=on_eval, dist=dctx)
         run.set_status("running", step=state.step, total_steps=total_steps)
         state = fit(ctx, state)
 
@@ -193,14 +239,27 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
             best = run.checkpoints / f"step-{state.best_step:08d}"
             load_weights(best, model)
             log.info("final model = best checkpoint (step %d, %s %.4f)", state.best_step, cfg.metric, state.best_metric)
+        if dctx is not None:  # from here on rank 0 alone saves, evaluates and reports, with the whole model
+            model = distributed.plain_model(dctx, model, lambda: build_adaptation(recipe.adaptation).apply(
+                drop_layers(task.load_model(source, trust_remote_code=recipe.model.trust_remote_code,
+                                            attention=attention), recipe.model.keep_layers)))
+            if not dctx.main:
+                return TrainResult(run.path, run.model_dir, {}, state.step, state.train_seconds, 0.0, resuming)
+        if hasattr(method, "finish"):
+            method.finish(model)  # drop training-only parts (distill's projection) before saving
         _save_model(model, tokenizer, run.model_dir)
 
         results: dict[str, dict[str, Any]] = {}
-        for split in recipe.eval.splits:
+        split_logits: dict[str, np.ndarray] = {}
+        if generative:
+            results = _generative_results(task, model, tokenizer, enc, data, recipe, source, run, state.step,
+                                          precision, device)
+        for split in recipe.eval.splits if not generative else ():
             if split in enc:
                 logits = infer_logits(model, task, enc[split], batch_size=cfg.eval_batch_size, precision=precision,
                                       device=device, pad_id=pad_id)
                 results[split] = task.metrics(logits, enc[split]["labels"])
+                split_logits[split] = logits
                 run.log_metrics({"event": "eval", "split": split, "step": state.step, "final": True,
                                  **results[split]})
                 print(format_table(results[split], data.labels, f"{split} metrics ({run.path})"), flush=True)
@@ -208,6 +267,11 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
         run.log_metrics({"event": "train_end", "step": state.step, "train_runtime": state.train_seconds,
                          "train_samples": state.samples_seen, "train_samples_per_second": sps,
                          "best_step": state.best_step, "stopped_early": state.stopped_early})
+        if not generative:  # logit-based evidence; generative tasks report in _generative_results
+            write_evidence(RunOutputs(  # calibration, intervals, OOD, latency, fail_if, report.html, model_card.md
+                run.path, recipe, task, model, tokenizer, enc, {"eval": data.eval, "test": data.test},
+                lambda e: infer_logits(model, task, e, batch_size=cfg.eval_batch_size, precision=precision,
+                                       device=device, pad_id=pad_id), precision, split_logits, ood))
         run.set_status("finished", step=state.step, state=asdict(state),
                        results={k: headline(v) for k, v in results.items()})
         log.info("model: %s", run.model_dir)
@@ -226,3 +290,19 @@ def _save_model(model, tokenizer, out: Path) -> None:
     from lftrain.models.trained import save_trained_model
 
     save_trained_model(model, tokenizer, out)
+
+
+def _generative_results(task, model, tokenizer, enc, data, recipe, source, run, step, precision, device) -> dict:
+    """Final evaluation of a generative task (loss, generation scores, base comparison, forgetting check):
+    logged to metrics.jsonl and printed."""
+    from lftrain.evaluation.generation import format_report
+
+    def load_base():  # the model before fine-tuning, for the base-vs-tuned comparison of full fine-tuning
+        return task.load_model(source, trust_remote_code=recipe.model.trust_remote_code, attention="eager").to(device)
+
+    results = task.final_evaluation(model=model, tokenizer=tokenizer, enc=enc, data=data, recipe=recipe,
+                                    load_base=load_base, precision=precision, device=device)
+    for split, res in results.items():
+        run.log_metrics({"event": "eval", "split": split, "step": step, "final": True, **res})
+    print(format_report(results, f"final evaluation ({run.path})"), flush=True)
+    return results

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -11,9 +13,34 @@ from typing import Any
 
 import yaml
 
-from lftrain.errors import RunStateError
+from lftrain.errors import DiskFullError, RunStateError
 
 STATUS = "run.json"
+SAMPLES = "samples.jsonl"
+log = logging.getLogger("lftrain")
+
+
+# Lock file descriptors this process holds. A forked child (a data-loader worker) shares the lock's open file
+# description, so a worker outliving a killed trainer would keep the run locked: children close them at once.
+_HELD_LOCKS: set[int] = set()
+
+
+def _close_locks_in_child() -> None:
+    for fd in _HELD_LOCKS:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_close_locks_in_child)
+
+
+def _disk_full(exc: OSError, path: Path) -> None:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise DiskFullError(f"{path}: no space left on the device; free some space and run `lft train` again to "
+                            "resume from the newest checkpoint") from None
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -59,20 +86,49 @@ class RunDir:
     def set_status(self, status: str, **extra: Any) -> None:
         data = {**self.status(), "status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
         tmp = self.path / f".{STATUS}.tmp"
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self.path / STATUS)
+        try:
+            tmp.write_text(json.dumps(data, indent=1))
+            os.replace(tmp, self.path / STATUS)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if status == "failed":  # already failing (often: the disk is full); keep the original error
+                log.warning("could not record the failure in %s: %s", self.path / STATUS, exc)
+                return
+            _disk_full(exc, self.path)
+            raise
 
     def is_finished(self) -> bool:
         return self.status().get("status") == "finished"
 
     def log_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_file, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        self._append(self.metrics_file, record)
 
     def read_metrics(self) -> list[dict]:
-        if not self.metrics_file.is_file():
-            return []
-        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+        return _read_jsonl(self.metrics_file)
+
+    def _append(self, path: Path, record: dict[str, Any]) -> None:
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            _disk_full(exc, path)
+            raise
+
+    # the audit of data order (train.log_samples): which examples each optimiser step used
+    @property
+    def samples_file(self) -> Path:
+        return self.path / SAMPLES
+
+    def log_samples(self, step: int, indices) -> None:
+        self._append(self.samples_file, {"step": step, "examples": [int(i) for i in indices]})
+
+    def trim_samples(self, step: int) -> None:
+        """Drop lines after the checkpoint a resumed run starts from: those steps run again."""
+        if self.samples_file.is_file():
+            kept = [r for r in _read_jsonl(self.samples_file) if r["step"] <= step]
+            tmp = self.samples_file.with_name(f".{SAMPLES}.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            os.replace(tmp, self.samples_file)
 
     # lifecycle
     def lock(self) -> None:
@@ -84,11 +140,36 @@ class RunDir:
             os.close(fd)
             raise RunStateError(f"{self.path}: another process is training this run") from None
         self._lock_fd = fd
+        _HELD_LOCKS.add(fd)
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
+            _HELD_LOCKS.discard(self._lock_fd)
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """Records of an append-only log. A last line cut short by a kill or a full disk is dropped, not fatal."""
+    if not path.is_file():
+        return []
+    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise RunStateError(f"{path}: line {i + 1} is not valid JSON; the file was edited or damaged") from None
+            log.warning("%s: dropping an incomplete last line (the previous process was interrupted mid-write)", path)
+    return out
+
+
+def fingerprint(files: dict[str, Path]) -> dict[str, str]:
+    """sha256 of each input data file, keyed `data.<role>`: a resumed run must see the same bytes."""
+    from lftrain.reports.manifest import sha256_file
+
+    return {f"data.{role} sha256": sha256_file(p) for role, p in sorted(files.items())}
 
 
 def _next_free(path: Path) -> Path:
@@ -98,10 +179,14 @@ def _next_free(path: Path) -> Path:
     return cand
 
 
-def open_run(path: str | Path, recipe_yaml: str, *, new_run: bool = False,
-             allow_recipe_change: bool = False) -> tuple[RunDir, bool]:
-    """Create, or reopen for resuming, the run directory. Returns (run, resuming)."""
+def open_run(path: str | Path, recipe_yaml: str, *, new_run: bool = False, allow_recipe_change: bool = False,
+             inputs: dict[str, Path] | None = None) -> tuple[RunDir, bool]:
+    """Create, or reopen for resuming, the run directory. Returns (run, resuming).
+
+    A resume is refused when the recipe or the bytes of an input data file (`inputs`: role -> file) differ
+    from those the run started with, unless `allow_recipe_change`; the refusal lists every difference."""
     path = Path(path)
+    prints = fingerprint(inputs or {})
     if path.exists() and any(path.iterdir()):
         run = RunDir(path)
         if not (path / STATUS).is_file():
@@ -114,6 +199,9 @@ def open_run(path: str | Path, recipe_yaml: str, *, new_run: bool = False,
             path = _next_free(path)
         else:
             diffs = recipe_differences(run.recipe_file.read_text(), recipe_yaml) if run.recipe_file.is_file() else []
+            old_prints = run.status().get("inputs", {})
+            diffs += [f"{k}: {old_prints.get(k, '?')[:12]}… -> {v[:12]}… (the file's contents changed)"
+                      for k, v in prints.items() if k in old_prints and old_prints[k] != v]
             if diffs and not allow_recipe_change:
                 raise RunStateError(f"{path} is an unfinished run of a different recipe; resuming would mix them:\n  "
                                     + "\n  ".join(diffs) + "\nPass --allow-recipe-change to resume anyway, or "
@@ -121,10 +209,11 @@ def open_run(path: str | Path, recipe_yaml: str, *, new_run: bool = False,
             run.lock()
             if diffs:
                 run.recipe_file.write_text(recipe_yaml)
+                run.set_status("running", inputs=prints)
             return run, True
     path.mkdir(parents=True, exist_ok=True)
     run = RunDir(path)
     run.lock()
     run.recipe_file.write_text(recipe_yaml)
-    run.set_status("running", created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    run.set_status("running", created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), inputs=prints)
     return run, False

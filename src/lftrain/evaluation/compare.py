@@ -1,0 +1,81 @@
+"""`lft compare RUN_A RUN_B`: is B better than A on the same test data, beyond sampling noise?
+
+Works from the saved predictions of both runs (evidence/SPLIT.npz), so no model is loaded. The two runs
+must have predicted the same examples: same count and same labels in the same order (and, when both
+manifests record it, the same test file checksum). For each headline metric the paired bootstrap gives
+an interval for B - A; the verdict is `better` / `worse` when the interval excludes 0, otherwise
+`no significant change`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lftrain.errors import InputError
+from lftrain.evaluation.bootstrap import classification_metric_fns, paired_bootstrap, per_class_f1_fns, verdict
+from lftrain.reports.runfiles import RunFiles, read_run
+
+
+def _predictions(run: RunFiles, split: str) -> dict[str, np.ndarray]:
+    arrays = run.arrays(split)
+    if arrays is None:
+        raise InputError(f"{run.path}: no saved {split} predictions (evidence/{split}.npz); runs trained before "
+                         "evidence was recorded, or without a labelled classification task, cannot be compared")
+    return arrays
+
+
+def _same_data(a: RunFiles, b: RunFiles, pa: dict, pb: dict, split: str) -> None:
+    if len(pa["labels"]) != len(pb["labels"]) or not np.array_equal(pa["labels"], pb["labels"]):
+        raise InputError(f"{a.path} and {b.path} were evaluated on different {split} data ({len(pa['labels'])} vs "
+                         f"{len(pb['labels'])} examples, or labels differ): a paired comparison needs the same "
+                         "examples in the same order")
+    names_a, names_b = a.evidence.get("labels"), b.evidence.get("labels")
+    if names_a != names_b:
+        raise InputError(f"label sets differ: {names_a} ({a.path}) vs {names_b} ({b.path})")
+    sha = [r.manifest.get("data", {}).get(split, {}).get("sha256") for r in (a, b)]
+    if all(sha) and sha[0] != sha[1]:
+        raise InputError(f"the {split} files of {a.path} and {b.path} differ (sha256 {sha[0][:12]} vs {sha[1][:12]})")
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, *, split: str = "test", samples: int = 1000,
+                 level: float = 0.95, output: str | Path | None = None) -> dict[str, Any]:
+    a, b = read_run(run_a), read_run(run_b)
+    pa, pb = _predictions(a, split), _predictions(b, split)
+    _same_data(a, b, pa, pb, split)
+    y, n = pa["labels"], len(pa["labels"])
+    fa, fb = classification_metric_fns(pa["logits"], y), classification_metric_fns(pb["logits"], y)
+    metrics = {}
+    for name, (fn_a, higher) in fa.items():
+        d = paired_bootstrap(fn_a, fb[name][0], n, samples=samples, level=level)
+        metrics[name] = {**d, "higher_is_better": higher, "verdict": verdict(d, higher)}
+    classes = {}
+    names = a.evidence.get("labels") or [str(c) for c in range(pa["logits"].shape[-1])]
+    for name, ca, cb in zip(names, per_class_f1_fns(pa["logits"], y), per_class_f1_fns(pb["logits"], y)):
+        d = paired_bootstrap(ca, cb, n, samples=samples, level=level)
+        classes[name] = {**d, "verdict": verdict(d, True)}
+    result = {"run_a": str(a.path), "run_b": str(b.path), "split": split, "n": n, "samples": samples,
+              "level": level, "metrics": metrics, "per_class_f1": classes}
+    print(format_comparison(result), flush=True)
+    if output:
+        Path(output).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def format_comparison(r: dict[str, Any]) -> str:
+    pct = round(100 * r["level"])
+    lines = [f"B = {r['run_b']}\nA = {r['run_a']}",
+             f"{r['split']} split, n = {r['n']}; B - A with {pct}% paired bootstrap intervals "
+             f"({r['samples']} resamples)",
+             f"  {'metric':<14} {'A':>8} {'B':>8} {'B - A':>8} {'interval':>20}  verdict"]
+    for title, rows in (("", r["metrics"]), ("per-class F1", r["per_class_f1"])):
+        if title:
+            lines.append(f"  {title}")
+        for name, d in rows.items():
+            interval = f"[{d['low']:+.4f}, {d['high']:+.4f}]"
+            lines.append(f"  {name[:14]:<14} {d['a']:>8.4f} {d['b']:>8.4f} {d['diff']:>+8.4f} {interval:>20}  "
+                         f"{d['verdict']}")
+    return "\n".join(lines)

@@ -1,0 +1,203 @@
+"""Evidence by default: what every finished run measures about its final model, written to the run directory.
+
+    evidence.json        metrics per split, calibration before/after temperature scaling, bootstrap intervals,
+                         OOD detection, latency, the eval.fail_if verdict
+    evidence/SPLIT.npz   the logits and labels it was computed from (so `lft report` and `lft compare` need
+                         no model), evidence/ood.npz the OOD logits
+    model/calibration.json  the fitted temperature, applied by `lft predict`
+    report.html, model_card.md  (lftrain.reports)
+
+Tasks that are not classification (no labels, no class logits) get the report of what exists: curves and
+the metrics their task computed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lftrain.evaluation.bootstrap import bootstrap_ci, classification_metric_fns
+from lftrain.evaluation.calibration import calibration_metrics, fit_temperature, reliability_bins
+from lftrain.evaluation.metrics import softmax
+
+log = logging.getLogger("lftrain")
+CALIBRATION_FILE = "calibration.json"
+
+
+@dataclass
+class RunOutputs:
+    """What the end of a training run hands over: the final model and the data it is judged on."""
+
+    run_dir: Path
+    recipe: Any
+    task: Any
+    model: Any
+    tokenizer: Any
+    encoded: dict[str, dict[str, np.ndarray]]  # split -> task.encode() output
+    examples: dict[str, Any]  # split -> Examples (texts for timing)
+    infer: Callable[[dict[str, np.ndarray]], np.ndarray]  # encoded -> logits, in input order
+    precision: str = "fp32"
+    logits: dict[str, np.ndarray] = field(default_factory=dict)  # splits already inferred
+    ood: Any = None  # Examples read from eval.ood
+
+
+def read_ood(recipe, task):
+    """Read and validate `eval.ood` (before any model loads, like all input); None when not set."""
+    if not recipe.eval.ood:
+        return None
+    from lftrain.data.prepare import read_examples
+
+    return read_examples(recipe.eval.ood, recipe.data, task, with_labels=False)
+
+
+def is_classification(logits: np.ndarray | None, encoded: dict[str, np.ndarray]) -> bool:
+    return logits is not None and logits.ndim == 2 and "labels" in encoded and len(encoded["labels"]) == len(logits)
+
+
+def split_evidence(logits: np.ndarray, labels: np.ndarray, metrics: dict[str, Any], cfg,
+                   temperature: float | None) -> dict[str, Any]:
+    """Metrics, calibration before/after temperature, reliability bins and bootstrap intervals of one split."""
+    before = calibration_metrics(logits, labels, 1.0, cfg.calibration_bins)
+    out: dict[str, Any] = {"metrics": metrics, "calibration": {"before": before}, "reliability": {
+        "before": reliability_bins(softmax(logits.astype(np.float64)), labels, cfg.calibration_bins)}}
+    if temperature is not None:
+        out["calibration"]["after"] = calibration_metrics(logits, labels, temperature, cfg.calibration_bins)
+        out["reliability"]["after"] = reliability_bins(softmax(logits.astype(np.float64) / temperature), labels,
+                                                       cfg.calibration_bins)
+    if cfg.bootstrap_samples and len(labels):
+        out["intervals"] = {name: bootstrap_ci(fn, len(labels), samples=cfg.bootstrap_samples, level=cfg.confidence)
+                            for name, (fn, _) in classification_metric_fns(logits, labels,
+                                                                           cfg.calibration_bins).items()}
+    return out
+
+
+def _save_arrays(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:  # plain arrays only: never unpickle
+        return {k: z[k] for k in z.files}
+
+
+def _latency(out: RunOutputs) -> dict[str, Any] | None:
+    from lftrain.evaluation.latency import measure_latency
+
+    ex = out.examples.get("test") or out.examples.get("eval")
+    if ex is None or not len(ex) or "text" not in ex.fields:
+        return None
+    return measure_latency(out.model, out.tokenizer, ex.fields["text"], text_pairs=ex.fields.get("text_pair"),
+                           max_length=getattr(out.task.config, "max_length", 128), precision=out.precision)
+
+
+def write_evidence(out: RunOutputs) -> dict[str, Any]:
+    """Measure, write evidence.json (+ arrays, model/calibration.json, report), print a summary; returns it."""
+    cfg = out.recipe.eval
+    run_dir = Path(out.run_dir)
+    labels = getattr(getattr(out.task, "labels", None), "names", None)
+    evidence: dict[str, Any] = {"task": getattr(out.task.config, "type", None), "labels": labels, "splits": {},
+                                "bootstrap": {"samples": cfg.bootstrap_samples, "level": cfg.confidence, "seed": 0}}
+    logits = dict(out.logits)
+    if labels:  # a classification task: make sure eval (for the temperature) and test are inferred
+        for split in ("eval", "test"):
+            if split in out.encoded and split not in logits and "labels" in out.encoded[split]:
+                logits[split] = out.infer(out.encoded[split])
+    classified = {s: lg for s, lg in logits.items() if labels and is_classification(lg, out.encoded[s])}
+
+    temperature = None
+    if classified and cfg.temperature_scaling and "eval" in classified:
+        fit = fit_temperature(classified["eval"], out.encoded["eval"]["labels"])
+        temperature = fit["temperature"]
+        evidence["temperature"] = {**fit, "fitted_on": "eval"}
+        (run_dir / "model" / CALIBRATION_FILE).write_text(json.dumps(evidence["temperature"], indent=1))
+    elif classified and cfg.temperature_scaling:
+        evidence["temperature"] = None
+        evidence["temperature_note"] = "no eval split to fit a temperature on"
+
+    for split, lg in classified.items():
+        y = out.encoded[split]["labels"]
+        evidence["splits"][split] = split_evidence(lg, y, out.task.metrics(lg, y), cfg, temperature)
+        _save_arrays(run_dir / "evidence" / f"{split}.npz", logits=lg.astype(np.float32), labels=y)
+
+    if out.ood is not None and classified:
+        in_split = "test" if "test" in classified else next(iter(classified))
+        from lftrain.evaluation.ood import msp, neg_energy, ood_metrics
+
+        ood_logits = out.infer(out.task.encode(out.tokenizer, out.ood))
+        evidence["ood"] = {"data": cfg.ood, "n": len(out.ood), "in_split": in_split,
+                           "scores": ood_metrics(classified[in_split], ood_logits)}
+        _save_arrays(run_dir / "evidence" / "ood.npz", logits=ood_logits.astype(np.float32),
+                     msp=msp(ood_logits), energy=neg_energy(ood_logits))
+    if cfg.latency and classified:
+        evidence["latency"] = _latency(out)
+    if cfg.fail_if:
+        from lftrain.evaluation.gate import check_gate
+
+        evidence["gate"] = check_gate(cfg.fail_if, evidence)
+    tmp = run_dir / ".evidence.json.tmp"
+    tmp.write_text(json.dumps(evidence, indent=1))
+    tmp.replace(run_dir / "evidence.json")
+    print(summary(evidence), flush=True)
+    if cfg.report:
+        from lftrain.reports.html import write_report
+
+        write_report(run_dir)
+    return evidence
+
+
+def _ci(s: dict[str, Any], name: str) -> str:
+    ci = s.get("intervals", {}).get(name)
+    value = s["metrics"].get(name, s["calibration"]["before"].get(name)) if ci is None else ci["value"]
+    if value is None:
+        return f"{name} n/a"
+    return f"{name} {value:.4f}" + (f" [{ci['low']:.4f}, {ci['high']:.4f}]" if ci else "")
+
+
+def summary(evidence: dict[str, Any]) -> str:
+    """The evidence in a few printed lines."""
+    lines = []
+    level = round(100 * evidence["bootstrap"]["level"])
+    for split, s in evidence["splits"].items():
+        lines.append(f"{split} evidence ({level}% bootstrap intervals, n={s['metrics'].get('n')}):")
+        lines.append("  " + "  ".join(_ci(s, m) for m in ("accuracy", "macro_f1", "weighted_f1")))
+        cal = s["calibration"]
+        line = f"  calibration: ECE {cal['before']['ece']:.4f} (equal-mass {cal['before']['ece_mass']:.4f}), " \
+               f"NLL {cal['before']['nll']:.4f}, Brier {cal['before']['brier']:.4f}"
+        if "after" in cal:
+            t = evidence["temperature"]["temperature"]
+            line += f"; after temperature {t:.3f}: ECE {cal['after']['ece']:.4f} " \
+                    f"(equal-mass {cal['after']['ece_mass']:.4f}), NLL {cal['after']['nll']:.4f}"
+        lines.append(line)
+    if evidence.get("ood"):
+        o = evidence["ood"]
+        lines.append(f"OOD ({o['data']}, n={o['n']}): " + "  ".join(
+            f"{k} AUROC {v['auroc']:.4f} FPR@95 {v['fpr_at_95_tpr']:.4f}" for k, v in o["scores"].items()))
+    if evidence.get("latency"):
+        lat = evidence["latency"]
+        lines.append(f"latency: p50 {lat['latency_p50_ms']:.2f} ms, p95 {lat['latency_p95_ms']:.2f} ms at batch 1; "
+                     f"throughput {lat['throughput_per_s']:.1f} examples/s at batch {lat['throughput_batch']} "
+                     f"({lat['threads']} threads, {lat['precision']})")
+    if evidence.get("gate"):
+        g = evidence["gate"]
+        lines.append("eval.fail_if: " + ("passed" if g["passed"] else "FAILED") + " (" + ", ".join(
+            f"{c['metric']} {'n/a' if c['value'] is None else format(c['value'], '.4g')} (fails if {c['condition']})"
+            f"{': FAIL' if c['failed'] else ''}" for c in g["checks"]) + ")")
+    return "\n".join(lines)
+
+
+def stored_temperature(model_dir: str | Path) -> float:
+    """The temperature saved with a model (model/calibration.json), 1.0 when there is none."""
+    path = Path(model_dir) / CALIBRATION_FILE
+    if not path.is_file():
+        return 1.0
+    t = json.loads(path.read_text()).get("temperature")
+    return float(t) if t else 1.0

@@ -1,0 +1,249 @@
+"""Supervised fine-tuning of a causal language model on prompt–response pairs and conversations.
+
+Rows in any of the common formats (data/chat.py) become conversations, rendered by the chat template.
+The loss is next-token cross-entropy summed over the tokens that carry it — by default the assistant's
+tokens only — and one loss unit is one such token, so gradient accumulation weights every response
+token equally. With packing, the examples of a micro-batch share rows: each keeps its own position ids
+(restarting at 0), which transformers turns into a block-diagonal causal mask, so no example attends to
+another and each gets exactly the loss it would get alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from lftrain.config.base import Section
+from lftrain.data import chat
+from lftrain.data.examples import Examples, clean_text
+from lftrain.data.readers import Table
+from lftrain.errors import DataError, InputError
+from lftrain.tasks import TASKS
+
+log = logging.getLogger("lftrain")
+IGNORE = -100
+
+
+class GenerationConfig(Section):
+    max_new_tokens: int = Field(32, gt=0)
+    """Tokens generated per held-out prompt (greedy decoding) when scoring exact match and chrF."""
+    max_prompts: int = Field(200, ge=0)
+    """Held-out prompts answered per evaluated split (the first N, in file order; 0 = no generation)."""
+    samples: int = Field(5, ge=0)
+    """Prompt / reference / generation triples written into the metrics and the report."""
+    compare_base: bool = True
+    """Also score the base model (before fine-tuning) on the same prompts, so the gain is visible."""
+
+
+@TASKS.register("causal-lm-sft")
+class CausalLMSFT:
+    """Teach a decoder model to answer prompts (SFT). Loss: next-token cross-entropy on the response tokens;
+    one loss unit per response token."""
+
+    generative = True
+    default_metric = "loss"
+
+    class Config(Section):
+        type: Literal["causal-lm-sft"] = "causal-lm-sft"
+        format: Literal["auto", "chat", "alpaca", "prompt-response"] = "auto"
+        """Row format. `auto` detects it from the columns: a messages column (chat; ShareGPT's from/value
+        accepted), instruction/input/output (Alpaca), or prompt/response columns."""
+        prompt: str = "prompt"
+        """Column holding the prompt (prompt-response format)."""
+        prompt_template: str | None = None
+        """Build the prompt from several columns instead, e.g. `"Review: {text}\\nFresh or rotten?"`."""
+        response: str = "response"
+        """Column holding the response to learn (prompt-response format)."""
+        messages: str = "messages"
+        """Column holding the conversation (chat format; `conversations` is also found)."""
+        system: str | None = None
+        """System message put before each prompt (Alpaca and prompt-response formats)."""
+        responses: list[str] | None = None
+        """Keep only rows whose response is one of these (others are dropped and counted), e.g. the two labels
+        of a classification set that has a third kind of row."""
+        chat_template: str | None = None
+        """Jinja chat template (inline, or a .jinja file) instead of the tokenizer's. It is saved with the model."""
+        max_length: int = Field(512, gt=1)
+        """Tokens per example (prompt + response)."""
+        overlong: Literal["truncate", "drop"] = "truncate"
+        """Examples longer than `max_length`: cut at `max_length` tokens, or drop them. Either way the count is
+        logged and recorded; an example left with no response token is always dropped."""
+        mask_prompt: bool = True
+        """Loss on the assistant's tokens only. False: on every token of the conversation."""
+        packing: bool = True
+        """Pack the examples of a micro-batch into shared rows of up to `pack_length` tokens (each example still
+        attends only to itself), instead of padding each to the longest."""
+        pack_length: int | None = Field(None, gt=1)
+        """Row length when packing (default: `max_length`)."""
+        generation: GenerationConfig = Field(default_factory=GenerationConfig)
+        """Generation on held-out prompts when training ends: exact match, chrF, samples, the base model's scores."""
+
+        @model_validator(mode="after")
+        def _pack_fits(self) -> CausalLMSFT.Config:
+            if self.pack_length is not None and self.pack_length < self.max_length:
+                raise ValueError(f"pack_length ({self.pack_length}) must be at least max_length ({self.max_length})")
+            return self
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.labels = None  # no classes: responses are free text
+        self.template: str | None = None
+
+    # ---- data -------------------------------------------------------------------------------------------
+    def extract(self, table: Table, *, normalize: bool, with_labels: bool = True,
+                drop_label: Callable[[str], bool] | None = None) -> Examples:
+        """Every row as a conversation (DataError naming file, row/line and column on the first bad one)."""
+        fmt = chat.detect_format(table.columns, self.config)
+        keep = set(self.config.responses) if self.config.responses else None
+        conversations, kept, dropped = [], [], 0
+        for i, row in enumerate(table.rows):
+            if not with_labels:  # prediction input: prompts only; give it an empty response to reuse the formats
+                row = {**row, self.config.response: row.get(self.config.response) or "-",
+                       "output": row.get("output") or "-"}
+            if with_labels and keep is not None and not self._kept(row, fmt, keep):
+                dropped += 1  # checked first: an excluded row cannot fail the run
+                continue
+            messages = chat.row_messages(fmt, row, table, i, self.config)
+            if with_labels and keep is not None and messages[-1]["content"].strip() not in keep:
+                dropped += 1  # chat rows: the response is the last message, known once parsed
+                continue
+            if normalize:  # whitespace inside chat turns can matter (code, lists): only trim the ends
+                messages = [{**m, "content": clean_text(m["content"], False).strip()} for m in messages]
+            conversations.append(messages)
+            kept.append(i)
+        if dropped:
+            log.info("%s: dropped %d rows whose response is not one of task.responses", table.file, dropped)
+        if not kept:
+            raise DataError("no usable rows (task.responses excluded all of them)", file=table.file)
+        where = [(table.file, table.row_numbers[i], table.lines[i]) for i in kept]
+        log.debug("%s: %s format, %d conversations", table.file, fmt, len(kept))
+        return Examples(table.file, {"messages": conversations}, where)
+
+    def _kept(self, row: dict, fmt: str, keep: set[str]) -> bool:
+        if fmt == "chat":  # the response is the last message
+            return True
+        value = row.get("output" if fmt == "alpaca" else self.config.response)
+        return str(value).strip() in keep
+
+    @staticmethod
+    def dedupe_key(ex: Examples, i: int) -> tuple:
+        return tuple((m["role"], m["content"]) for m in ex.fields["messages"][i])
+
+    def fit_labels(self, train: Examples) -> None:
+        return None
+
+    # ---- model ----------------------------------------------------------------------------------------
+    def load_model(self, source, *, trust_remote_code: bool, attention: str):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from lftrain.models.loading import load_kwargs
+
+        try:
+            return AutoModelForCausalLM.from_pretrained(source.path, attn_implementation=attention,
+                                                        dtype=torch.float32, **load_kwargs(source, trust_remote_code))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{source.path}: cannot load as a causal language model: {exc}") from None
+
+    def prepare_tokenizer(self, tokenizer) -> None:
+        """Fix the chat template (the recipe's wins) and a pad token, and log which template is used."""
+        self.template, origin = chat.resolve_template(tokenizer, self.config.chat_template)
+        tokenizer.chat_template = self.template  # saved with the model, so `lft chat` formats the same way
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        log.info("chat template: %s", origin)
+
+    def encode(self, tokenizer, ex: Examples) -> dict[str, np.ndarray]:
+        """Flat token ids, a per-token loss mask, offsets, and which example each encoded row came from."""
+        if self.template is None:
+            self.prepare_tokenizer(tokenizer)
+        ids_all, mask_all, lengths, index = [], [], [], []
+        truncated = dropped = 0
+        for i, messages in enumerate(ex.fields["messages"]):
+            try:
+                text, spans = chat.render_with_spans(tokenizer, self.template, messages)
+            except ValueError as exc:
+                raise DataError(f"{exc}; fix task.chat_template", file=ex.where[i][0], row=ex.where[i][1]) from None
+            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            ids = enc["input_ids"]
+            if self.config.mask_prompt:
+                mask = [int(any(a <= s < b for a, b in spans)) for s, _ in enc["offset_mapping"]]
+            else:
+                mask = [1] * len(ids)
+            mask[0] = 0  # the first token has nothing before it to predict it from
+            if len(ids) > self.config.max_length:
+                if self.config.overlong == "drop":
+                    dropped += 1
+                    continue
+                truncated += 1
+                ids, mask = ids[: self.config.max_length], mask[: self.config.max_length]
+            if not any(mask):
+                dropped += 1
+                continue
+            ids_all.extend(ids)
+            mask_all.extend(mask)
+            lengths.append(len(ids))
+            index.append(i)
+        if truncated or dropped:
+            log.info("%s: %d examples longer than task.max_length=%d %s; %d dropped in all (%s)", ex.name,
+                     truncated + (dropped if self.config.overlong == "drop" else 0), self.config.max_length,
+                     "truncated" if self.config.overlong == "truncate" else "dropped", dropped,
+                     "task.overlong; examples with no response token left are dropped too")
+        if not lengths:
+            raise DataError(f"no example of {ex.name} fits task.max_length={self.config.max_length} with a response "
+                            "token left", file=ex.where[0][0] if ex.where else None)
+        return {"input_ids": np.asarray(ids_all, dtype=np.int32),
+                "loss_mask": np.asarray(mask_all, dtype=np.int8),
+                "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                "example_index": np.asarray(index, dtype=np.int64),
+                "overlong": np.asarray([truncated, dropped], dtype=np.int64)}
+
+    @staticmethod
+    def lengths(encoded: dict[str, np.ndarray]) -> np.ndarray:
+        return np.diff(encoded["offsets"])
+
+    def collate(self, encoded: dict[str, np.ndarray], indices: np.ndarray, pad_id: int) -> dict[str, Any]:
+        from lftrain.data.packing import collate_causal
+
+        pack = (self.config.pack_length or self.config.max_length) if self.config.packing else None
+        return collate_causal(encoded, indices, pad_id, pack_length=pack)
+
+    # ---- loss ------------------------------------------------------------------------------------------
+    @staticmethod
+    def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+        inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False,
+                  # the LM head (vocabulary-sized) runs only where a loss is taken: the response tokens
+                  "logits_to_keep": batch["keep"]}
+        if "attention_mask" in batch:
+            inputs["attention_mask"] = batch["attention_mask"]
+        return inputs
+
+    @staticmethod
+    def loss_units(batch: dict[str, Any]) -> int:
+        return int((batch["labels"] != IGNORE).sum())
+
+    @staticmethod
+    def loss_sum(outputs, batch: dict[str, Any]):
+        import torch.nn.functional as F
+
+        logits = outputs.logits.float()
+        labels = batch["labels"][:, batch["keep"]]
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE,
+                               reduction="sum")
+
+    # ---- evaluation (generative: scored on text, see evaluation/generation.py) ---------------------------
+    def eval_metrics(self, model, encoded, *, batch_size: int, precision: str, device,
+                     pad_id: int = 0) -> dict[str, float]:
+        from lftrain.evaluation.generation import lm_loss
+
+        return lm_loss(model, encoded, lambda e, i: self.collate(e, i, pad_id), batch_size=batch_size,
+                       precision=precision, device=device)
+
+    def final_evaluation(self, **kwargs) -> dict[str, dict[str, Any]]:
+        from lftrain.evaluation.generation import final_evaluation
+
+        return final_evaluation(self, **kwargs)

@@ -1,0 +1,141 @@
+"""`tune()`: the study directory and the search loop.
+
+    <tune.dir>/                     default <output.dir>-tune
+      recipe.yaml                   the resolved recipe with its tune section, as the search runs it
+      study.db                      the Optuna study (SQLite), unless tune.storage names another database
+      trials/trial-0000/ ...        one ordinary run directory per trial (+ trial.json: values, state, best metric)
+      best.yaml                     the best trial's recipe, ready for `lft train`
+      report/                       trials.csv, summary.json, report.html, PNGs: history, importances, parallel, curves
+
+Killing `lft tune` and running it again continues the study: finished trials stay, the interrupted trial
+is run again with the same values and resumes its run directory from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from lftrain.config import dump_recipe
+from lftrain.errors import InputError, RunStateError
+from lftrain.training.rundir import recipe_differences
+from lftrain.tuning import study as st
+from lftrain.tuning.space import check_space
+from lftrain.tuning.trial import Objective, SurplusTrial
+
+log = logging.getLogger("lftrain")
+
+# Keys that may change between invocations of one study: the budget, and where this machine keeps its files.
+_MAY_CHANGE = ("tune.trials", "tune.timeout", "tune.dir", "output.dir")
+
+
+def study_dir_of(recipe) -> Path:
+    return Path(recipe.tune.dir or f"{recipe.output.dir}-tune")
+
+
+def study_name_of(recipe, study_dir: Path) -> str:
+    return recipe.tune.study_name or recipe.name or study_dir.name
+
+
+def _check_inputs(recipe, source: str) -> tuple[dict[str, Any], str]:
+    tune = recipe.tune
+    if tune is None:
+        raise InputError(f"{source}: the recipe has no tune: section (which fields to search; see docs/tuning.md); "
+                         "add one, or give it with --search FILE")
+    if tune.dir is None and recipe.output.dir is None:
+        raise InputError(f"{source}: set output.dir or tune.dir: the study directory is <output.dir>-tune")
+    if recipe.data.eval is None and recipe.data.eval_fraction == 0:
+        raise InputError(f"{source}: tuning needs evaluation data to compare trials (the test split stays unseen): "
+                         "set data.eval or data.eval_fraction > 0")
+    for name in tune.space:
+        if name.split(".")[0] in ("tune", "output"):
+            raise InputError(f"{source}: tune.space.{name}: output and tune keys cannot be searched")
+    base = recipe.model_dump(mode="json")
+    base.pop("tune")
+    if base.get("eval", {}).get("fail_if"):
+        base["eval"]["fail_if"] = {}  # the CI gate judges the final model (best.yaml keeps it), not each trial
+    check_space(base, tune, source)
+    return base, tune.metric or recipe.train.metric
+
+
+def _check_same_study(study, recipe_yaml: str, url: str, name: str) -> None:
+    """One study, one search: refuse to mix trials of different recipes or spaces in it."""
+    old = study.user_attrs.get("recipe")
+    if old is None:
+        study.set_user_attr("recipe", recipe_yaml)
+        return
+    diffs = [d for d in recipe_differences(old, recipe_yaml) if not d.startswith(_MAY_CHANGE)]
+    if diffs:
+        raise RunStateError(f"study '{name}' in {st.redact(url)} was started with a different recipe; mixing "
+                            "trials of two searches would make its results meaningless:\n  " + "\n  ".join(diffs)
+                            + "\nSet tune.study_name (or tune.dir) to start a new study")
+
+
+def tune(recipe, source: str = "<recipe>"):
+    """Run (or continue) the search the recipe's tune section describes; returns the study's TuneReport."""
+    from lftrain.tuning.report import write_report
+
+    base, metric = _check_inputs(recipe, source)
+    tune_cfg = recipe.tune
+    st.quiet_optuna()
+    study_dir = study_dir_of(recipe)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    url = st.storage_url(tune_cfg, study_dir)
+    name = study_name_of(recipe, study_dir)
+    recipe_yaml = dump_recipe(recipe)
+    study = st.open_study(tune_cfg, name, url, metric)
+    _check_same_study(study, recipe_yaml, url, name)
+    (study_dir / "recipe.yaml").write_text(recipe_yaml)
+    (study_dir / "study.json").write_text(json.dumps({"study_name": name, "metric": metric}, indent=1))
+    log.info("study '%s' in %s: %s, %s, %s pruner; directory %s", name, st.redact(url), st.direction(tune_cfg, metric),
+             tune_cfg.sampler, tune_cfg.pruner, study_dir)
+
+    worker = st.WorkerLock(study_dir)
+    try:
+        dead = st.recover_dead_trials(study, study_dir, tune_cfg.max_retries)
+        if dead:
+            log.info("trials %s were interrupted; they run again with the same values and resume their runs",
+                     ", ".join(map(str, dead)))
+        c = st.counts(study)
+        log.info("%d of %d trials done (%d complete, %d pruned), %d running elsewhere", c["complete"] + c["pruned"],
+                 tune_cfg.trials, c["complete"], c["pruned"], c["running"])
+        if not st.budget_reached(study, tune_cfg.trials):
+            objective = Objective(base, tune_cfg, metric, study_dir, worker.id)
+            study.optimize(objective, timeout=tune_cfg.timeout, catch=(SurplusTrial,), gc_after_trial=True,
+                           callbacks=[_stop_when_budget_reached(tune_cfg.trials)])
+    finally:
+        worker.release()
+    return write_report(study_dir)
+
+
+def _stop_when_budget_reached(trials: int):
+    def callback(study, _trial) -> None:
+        if st.budget_reached(study, trials):
+            study.stop()
+    return callback
+
+
+def load_study(study_dir: str | Path):
+    """The recipe and the Optuna study of a study directory (for reports)."""
+    from lftrain.config.loader import load_recipe
+
+    study_dir = Path(study_dir)
+    recipe_file = study_dir / "recipe.yaml"
+    if not recipe_file.is_file():
+        raise InputError(f"{study_dir}: not a study directory (no recipe.yaml); give the directory `lft tune` "
+                         "printed (tune.dir, default <output.dir>-tune)")
+    recipe = load_recipe(recipe_file)
+    st.quiet_optuna()
+    url = st.storage_url(recipe.tune, study_dir)
+    name = json.loads((study_dir / "study.json").read_text())["study_name"]
+    if recipe.tune.storage is None and not (study_dir / "study.db").is_file():
+        raise InputError(f"{study_dir}: no study.db in it")
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=name, storage=st.open_storage(url, recipe.tune.max_retries))
+    except KeyError:
+        raise InputError(f"{study_dir}: no study named '{name}' in {st.redact(url)}") from None
+    return recipe, study
