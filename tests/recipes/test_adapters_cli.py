@@ -67,7 +67,7 @@ def test_peft_from_pretrained_predicts_like_lft_predict(lora_run, tiny_bert):
     texts = _texts()
     preds_file = work / "preds.jsonl"
     proc = run_lft("predict", str(run), "--input", str(write_csv(work / "new.csv", [{"text": t} for t in texts])),
-                   "--output", str(preds_file))
+                   "--output", str(preds_file), "--no-temperature")  # raw probabilities, as peft gives them
     assert proc.returncode == 0, proc.stderr
     preds = [json.loads(x) for x in preds_file.read_text().splitlines()]
     logits = _logits(_peft_model(tiny_bert, run / "model"), AutoTokenizer.from_pretrained(run / "model"), texts)

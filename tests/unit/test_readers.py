@@ -122,7 +122,7 @@ def test_unknown_label_errors_with_row_or_is_dropped_by_policy(tmp_path):
     p.write_text("text,label\na,pos\nb,neg\nc,maybe\n")
     r = recipe_for(p, test_fraction=0, eval_fraction=0)
     task = build_task(r.task.model_copy(update={"labels": ["neg", "pos"]}))
-    with pytest.raises(DataError, match=r"line 4, row 3: unknown label 'maybe'"):
+    with pytest.raises(DataError, match=r"line 4, row 3, column 'label': unknown label 'maybe'"):
         prepare_data(r, task)
     p.write_text("text,label\na,pos\nb,neg\n,maybe\n")  # an excluded row is not validated further
     r2 = recipe_for(p, test_fraction=0, eval_fraction=0, unknown_labels="drop")

@@ -31,7 +31,9 @@ def _common(p) -> None:
 def run(args) -> int | None:
     from lftrain import api
 
-    kw = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature} if hasattr(args, "run") else {}
+    if args.command not in ("generate", "chat"):
+        return None
+    kw = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
     if args.command == "generate":
         import json
 
