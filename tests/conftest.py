@@ -61,13 +61,15 @@ def tiny_bert_nodrop(tmp_path_factory) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert-nodrop"), dropout=0.0)
 
 
-def toy_rows(n: int, seed: int = 0) -> list[dict]:
+def toy_rows(n: int, seed: int = 0, *, filler: list[str] = NEUTRAL, filler_words: tuple[int, int] = (2, 9),
+             sentiment_words: int = 2) -> list[dict]:
     """Sentences whose label follows from the sentiment words they contain (learnable in a few steps)."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         label = "pos" if i % 2 == 0 else "neg"
-        words = rng.sample(NEUTRAL, rng.randint(2, 9)) + rng.sample(POSITIVE if label == "pos" else NEGATIVE, 2)
+        words = (rng.sample(filler, rng.randint(*filler_words))
+                 + rng.sample(POSITIVE if label == "pos" else NEGATIVE, sentiment_words))
         rng.shuffle(words)
         rows.append({"text": " ".join(words), "label": label})
     return rows
@@ -108,3 +110,30 @@ def run_lft(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "lftrain", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=timeout, env=env)
+
+
+def toy_setup(model_dir, n: int = 32, *, lr: float = 1e-2, batch_size: int | None = None,
+              max_grad_norm: float | None = None, attention: str = "eager"):
+    """(recipe, task, tokenizer, encoded toy data, model) through the user's loading path, in process: the
+    building block of the loop's unit tests. Clipping is off by default: it could hide a wrongly scaled loss."""
+    import torch
+
+    from lftrain.config import load_recipe
+    from lftrain.data.examples import Examples
+    from lftrain.models.loading import load_tokenizer, vet_model_dir
+    from lftrain.tasks import build_task
+    from lftrain.tasks.labels import LabelSet
+
+    recipe = load_recipe(data={"model": {"path": str(model_dir)}, "data": {"train": "x.csv"},
+                               "train": {"lr": lr, "batch_size": batch_size or n, "warmup_ratio": 0,
+                                         "precision": "fp32", "max_grad_norm": max_grad_norm}})
+    task = build_task(recipe.task)
+    task.labels = LabelSet(["neg", "pos"])
+    rows = toy_rows(n)
+    ex = Examples("toy", {"text": [r["text"] for r in rows], "label": [r["label"] for r in rows]},
+                  [("toy", i + 1, i + 2) for i in range(n)])
+    source = vet_model_dir(str(model_dir), allow_pickle=False, trust_remote_code=False)
+    tok = load_tokenizer(source, False)
+    torch.manual_seed(0)  # the new head's initialisation: the same in every process
+    model = task.load_model(source, trust_remote_code=False, attention=attention)
+    return recipe, task, tok, task.encode(tok, ex), model

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from lftrain.config import load_recipe
+from lftrain.files import write_jsonl_atomic
+from lftrain.models.trained import LoadedRun
 
 log = logging.getLogger("lftrain")
 
@@ -54,43 +56,6 @@ def train(recipe: str | Path | dict | Any, overrides: list[str] | None = None, *
     return result
 
 
-class _TrainedModel:
-    """A finished run's model, tokenizer and task, ready for inference."""
-
-    def __init__(self, run_or_model: str | Path) -> None:
-        from lftrain.config.loader import load_recipe as _load
-        from lftrain.models.trained import load_trained_model, resolve_run
-        from lftrain.tasks import build_task
-        from lftrain.training.precision import pick_device, resolve_precision
-        from lftrain.training.run import set_threads
-
-        self.run_dir, self.model_dir = resolve_run(run_or_model)
-        self.recipe = _load(self.run_dir / "recipe.yaml")
-        self.task = build_task(self.recipe.task)
-        set_threads(self.recipe.train.threads)
-        # A plain model directory, or an adapter on its base model: either way task.labels is set from it.
-        trained = load_trained_model(self.model_dir, self.task, base_fallback=self.recipe.model.path)
-        self.tokenizer = trained.tokenizer
-        self.device = pick_device()
-        self.precision, _ = resolve_precision(self.recipe.train.precision, self.device)
-        self.model = trained.model.to(self.device)
-        self.model.eval()
-
-    def read(self, path: str | Path, *, with_labels: bool, encoding: str | None = None):
-        from lftrain.data.prepare import read_examples
-
-        cfg = self.recipe.data.model_copy(update={"format": "auto", **({"encoding": encoding} if encoding else {})})
-        return read_examples(str(path), cfg, self.task, with_labels=with_labels)
-
-    def logits(self, examples):
-        from lftrain.evaluation.inference import infer_logits
-
-        encoded = self.task.encode(self.tokenizer, examples)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        return infer_logits(self.model, self.task, encoded, batch_size=self.recipe.train.eval_batch_size,
-                            precision=self.precision, device=self.device, pad_id=pad), encoded
-
-
 def evaluate(run: str | Path, data: str | Path, *, encoding: str | None = None,
              output: str | Path | None = None) -> dict[str, Any]:
     """Metrics of a trained run on a labelled data file (same columns as the recipe's data)."""
@@ -103,7 +68,7 @@ def evaluate(run: str | Path, data: str | Path, *, encoding: str | None = None,
         if output:
             Path(output).write_text(json.dumps(metrics, indent=1))
         return metrics
-    tm = _TrainedModel(run)
+    tm = LoadedRun(run)
     examples = tm.read(data, with_labels=True, encoding=encoding)
     for i, raw in enumerate(examples.fields["label"]):
         tm.task.labels.index(raw, examples, i)  # unknown labels: a clear error naming the row
@@ -122,11 +87,14 @@ def predict(run: str | Path, input: str | Path, output: str | Path | None = None
     Probabilities are calibrated with the temperature stored in model/calibration.json (fitted on the eval
     split at training time) unless `temperature=False`; labels are the same either way."""
     from lftrain.evaluation.evidence import stored_temperature
-    from lftrain.tasks.sft_inference import is_generative_run, predict_file, write_rows
+    from lftrain.tasks.sft_inference import is_generative_run, predict_file
 
     if is_generative_run(run):  # causal-lm-sft: the generated response per row
-        return write_rows(predict_file(run, input, encoding=encoding), output)
-    tm = _TrainedModel(run)
+        rows = predict_file(run, input, encoding=encoding)
+        if output:
+            write_jsonl_atomic(output, rows)
+        return rows
+    tm = LoadedRun(run)
     examples = tm.read(input, with_labels=False, encoding=encoding)
     logits, _ = tm.logits(examples)
     if temperature:
@@ -134,12 +102,7 @@ def predict(run: str | Path, input: str | Path, output: str | Path | None = None
     preds = tm.task.predictions(logits)
     rows = [{"row": where[1], **p} for where, p in zip(examples.where, preds)]
     if output:
-        out = Path(output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        tmp.replace(out)
-        log.info("wrote %d predictions to %s", len(rows), out)
+        log.info("wrote %d predictions to %s", len(rows), write_jsonl_atomic(output, rows))
     return rows
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
-from tests.conftest import NEGATIVE, NEUTRAL, POSITIVE, write_csv
+from tests.conftest import NEUTRAL, toy_rows, write_csv
 
 # A larger neutral vocabulary than conftest's, so clean rows do not collide by chance.
 FILLER = NEUTRAL + [f"{a}{b}" for a in ("bra", "clo", "dre", "fli", "gro", "ple", "sta", "tru")
@@ -14,14 +13,7 @@ FILLER = NEUTRAL + [f"{a}{b}" for a in ("bra", "clo", "dre", "fli", "gro", "ple"
 
 def clean_rows(n: int, seed: int = 0) -> list[dict]:
     """Sentences of 12-20 words whose label follows from three sentiment words: learnable, no duplicates."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = "pos" if i % 2 == 0 else "neg"
-        words = rng.sample(FILLER, rng.randint(9, 17)) + rng.sample(POSITIVE if label == "pos" else NEGATIVE, 3)
-        rng.shuffle(words)
-        rows.append({"text": " ".join(words), "label": label})
-    return rows
+    return toy_rows(n, seed, filler=FILLER, filler_words=(9, 17), sentiment_words=3)
 
 
 def write_clean(directory: Path, n_train: int = 200, n_test: int = 40) -> tuple[Path, Path]:

@@ -10,6 +10,7 @@ import torch
 
 import lftrain.api as api
 from lftrain.errors import DataError, InputError
+from lftrain.models.trained import LoadedRun
 from tests.conftest import make_tokenizer, run_lft, tiny_recipe, toy_rows, write_csv, write_recipe
 
 
@@ -69,7 +70,7 @@ def test_cached_teacher_logits_equal_fresh_ones(teacher, tmp_path):
                             cache_dir=recipe.data.cache_dir, stats=stats)
     assert stats["teacher_cache"] == "hit"
     # Fresh: the finished teacher through the public inference path, row by row order preserved.
-    tm = api._TrainedModel(result.run_dir)
+    tm = LoadedRun(result.run_dir)
     fresh = np.concatenate([tm.logits(p)[0] for p in parts])
     assert first["logits"].shape == (len(prepared.train) + len(prepared.unlabeled), 2)
     np.testing.assert_allclose(again["logits"], first["logits"], rtol=0, atol=0)

@@ -5,34 +5,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lftrain.config import load_recipe
 from lftrain.data.batching import epoch_batches
-from lftrain.data.examples import Examples
 from lftrain.methods import build_method
-from lftrain.models.loading import load_tokenizer, vet_model_dir
-from lftrain.tasks import build_task
-from lftrain.tasks.labels import LabelSet
 from lftrain.training.loop import FitContext
 from lftrain.training.optim import build_optimizer, build_scheduler
-from tests.conftest import toy_rows
+from tests.conftest import toy_setup
 
 ROWS = 40  # with batch 9: steps of 9, 9, 9, 9, 4 examples -> uneven shards and a padded micro-batch
 
 
 def build(model_dir, batch: int, n: int = ROWS):
-    recipe = load_recipe(data={"model": {"path": str(model_dir)}, "data": {"train": "x.csv"},
-                               "train": {"lr": 1e-3, "batch_size": batch, "warmup_ratio": 0, "precision": "fp32",
-                                         "max_grad_norm": 1.0}})
-    task = build_task(recipe.task)
-    task.labels = LabelSet(["neg", "pos"])
-    rows = toy_rows(n)
-    ex = Examples("toy", {"text": [r["text"] for r in rows], "label": [r["label"] for r in rows]},
-                  [("toy", i + 1, i + 2) for i in range(n)])
-    source = vet_model_dir(str(model_dir), allow_pickle=False, trust_remote_code=False)
-    tok = load_tokenizer(source, False)
-    torch.manual_seed(0)  # the new head's initialisation: the same in every process
-    model = task.load_model(source, trust_remote_code=False, attention="eager")
-    return recipe, task, tok, task.encode(tok, ex), model
+    # clipping on: the distributed path clips by the global norm, which must match one process's
+    return toy_setup(model_dir, n, lr=1e-3, batch_size=batch, max_grad_norm=1.0)
 
 
 def fit_context(recipe, task, data, model, tok, dist=None) -> FitContext:

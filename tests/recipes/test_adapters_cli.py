@@ -137,13 +137,14 @@ def test_other_adapters_train_predict_and_merge(kind, tiny_bert, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
     import lftrain
-    from lftrain.api import _TrainedModel, export
+    from lftrain.api import export
+    from lftrain.models.trained import LoadedRun
 
     train = write_csv(tmp_path / "train.csv", toy_rows(60))
     recipe = tiny_recipe(tiny_bert, train, tmp_path / "run", max_steps=3, lr=5e-2)
     recipe["adaptation"] = {"type": kind}
     lftrain.train(recipe)
-    adapter = _TrainedModel(tmp_path / "run")  # what `lft predict` and `lft evaluate` use
+    adapter = LoadedRun(tmp_path / "run")  # what `lft predict` and `lft evaluate` use
     assert type(adapter.model).__name__ == "PeftModelForSequenceClassification"
     examples = adapter.read(train, with_labels=False)
     logits, encoded = adapter.logits(examples)

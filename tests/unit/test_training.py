@@ -9,33 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from lftrain.config import load_recipe
 from lftrain.data.batching import epoch_batches
-from lftrain.data.examples import Examples
 from lftrain.methods import build_method
-from lftrain.models.loading import load_tokenizer, vet_model_dir
-from lftrain.tasks import build_task
-from lftrain.tasks.labels import LabelSet
 from lftrain.training import checkpoint as ck
 from lftrain.training.loop import FitContext, _train_step
 from lftrain.training.optim import build_optimizer, build_scheduler
-from tests.conftest import toy_rows
+from tests.conftest import toy_setup
 
-
-def _setup(model_dir, n=32, lr=1e-2, attention="eager"):
-    recipe = load_recipe(data={"model": {"path": str(model_dir)}, "data": {"train": "x.csv"},
-                               "train": {"lr": lr, "batch_size": n, "warmup_ratio": 0, "precision": "fp32",
-                                         "max_grad_norm": None}})  # clipping could hide a wrong scale
-    task = build_task(recipe.task)
-    task.labels = LabelSet(["neg", "pos"])
-    rows = toy_rows(n)
-    ex = Examples("toy", {"text": [r["text"] for r in rows], "label": [r["label"] for r in rows]},
-                  [("toy", i + 1, i + 2) for i in range(n)])
-    source = vet_model_dir(str(model_dir), allow_pickle=False, trust_remote_code=False)
-    tok = load_tokenizer(source, False)
-    torch.manual_seed(0)
-    model = task.load_model(source, trust_remote_code=False, attention=attention)
-    return recipe, task, tok, task.encode(tok, ex), model
+_setup = toy_setup  # (model_dir, n, lr=..., attention=...): in-process setup shared with the other loop tests
 
 
 def _ctx(recipe, task, data, model, tok, sgd: bool = False):

@@ -25,6 +25,7 @@ import numpy as np
 from lftrain.evaluation.bootstrap import bootstrap_ci, classification_metric_fns
 from lftrain.evaluation.calibration import calibration_metrics, fit_temperature, reliability_bins
 from lftrain.evaluation.metrics import softmax
+from lftrain.files import write_json_atomic
 
 log = logging.getLogger("lftrain")
 CALIBRATION_FILE = "calibration.json"
@@ -143,9 +144,7 @@ def write_evidence(out: RunOutputs) -> dict[str, Any]:
         from lftrain.evaluation.gate import check_gate
 
         evidence["gate"] = check_gate(cfg.fail_if, evidence)
-    tmp = run_dir / ".evidence.json.tmp"
-    tmp.write_text(json.dumps(evidence, indent=1))
-    tmp.replace(run_dir / "evidence.json")
+    write_json_atomic(run_dir / "evidence.json", evidence)
     print(summary(evidence), flush=True)
     if cfg.report:
         from lftrain.reports.html import write_report

@@ -88,7 +88,7 @@ def _cache_key(ref: TeacherRef, texts: list[Examples], task_cfg: dict, layers: l
                                   sort_keys=True).encode())
     for p in weights:
         h.update(p.name.encode())
-        h.update(sha256_file(p).encode())
+        h.update(sha256_file(p, cached=True).encode())
     for ex in texts:
         h.update(examples_hash(ex).encode())
     return h.hexdigest()[:32]

@@ -3,10 +3,10 @@
 Under autocast every `F.linear` casts its fp32 weight to bf16 on each call, and peft casts each adapter
 layer's bf16 input back to fp32 before the adapter runs (where autocast then casts it to bf16 again).
 For an adapter run the base Linear weights are frozen, so their bf16 copy never changes: storing them
-in bf16 once gives bit-identical matmuls (autocast would round them the same way) and removes ~15% of a
-step on CPU. Adapter weights, norms and embeddings stay fp32 (the optimiser and the residual stream
-need their precision). Only for peft models: their saved output is the adapter alone, so the rounded base
-weights are never written anywhere.
+in bf16 once gives bit-identical matmuls (autocast would round them the same way) and removes those casts
+from every step (benchmarks/bench_adaptation.py measures the LoRA run end to end). Adapter weights, norms and
+embeddings stay fp32 (the optimiser and the residual stream need their precision). Only for peft models:
+their saved output is the adapter alone, so the rounded base weights are never written anywhere.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def converted_dir(file: Path, cache_dir: str | None = None) -> Path:
     from lftrain.data.token_cache import cache_root
     from lftrain.reports.manifest import sha256_file
 
-    digest = sha256_file(file)
+    digest = sha256_file(file, cached=True)
     out = cache_root(cache_dir) / "gguf" / digest[:32]
     if (out / MARKER).is_file():
         return out

@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from lftrain.files import write_text_atomic
 from lftrain.reports import plots
 from lftrain.reports.runfiles import RunFiles, read_run
 
@@ -168,9 +169,7 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
 
     run = read_run(run_dir)
     out, card = run.path / "report.html", run.path / "model_card.md"
-    for path, text in ((out, render(run)), (card, render_model_card(run))):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+    write_text_atomic(out, render(run))
+    write_text_atomic(card, render_model_card(run))
     log.info("report: %s; model card: %s", out, card)
     return out, card

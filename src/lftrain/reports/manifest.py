@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import json
-import os
 import platform
 import subprocess
 import sys
@@ -13,11 +12,28 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from lftrain.files import write_json_atomic
+
 _PACKAGES = ("lftrain", "torch", "transformers", "tokenizers", "safetensors", "numpy", "scikit-learn", "peft",
              "accelerate", "datasets", "pydantic", "pyyaml")
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, *, cached: bool = False) -> str:
+    """Hex sha256 of a file's bytes. `cached=True` (for input data and base-model files, which one run hashes
+    for the manifest, the resume fingerprint and the data checks, and a tuning study once per trial) reuses the
+    digest while the file's identity, size and mtime are unchanged; checksum *verification* never caches."""
+    if cached:
+        st = Path(path).stat()
+        return _sha256_cached(str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    return _sha256(path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256_cached(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    return _sha256(Path(path))
+
+
+def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -69,15 +85,13 @@ def build_manifest(*, seed: int, threads: int, precision: str, precision_reason:
             "torch_threads": torch.get_num_threads(),
             "note": "bitwise-equal results need the same seed, thread count, precision, hardware and package versions",
         },
-        "data": {role: {"path": str(p), "sha256": sha256_file(p), "bytes": p.stat().st_size}
+        "data": {role: {"path": str(p), "sha256": sha256_file(p, cached=True), "bytes": p.stat().st_size}
                  for role, p in data_files.items()},
         "base_model": {"path": str(model_dir),
-                       "files": {str(f.relative_to(model_dir)): sha256_file(f) for f in model_files}},
+                       "files": {str(f.relative_to(model_dir)): sha256_file(f, cached=True) for f in model_files}},
         **(extra or {}),
     }
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    write_json_atomic(path, data)

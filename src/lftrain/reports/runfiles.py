@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from lftrain.errors import InputError
+from lftrain.training.rundir import read_jsonl
 
 
 @dataclass
@@ -57,14 +58,7 @@ def read_run(path: str | Path) -> RunFiles:
         p = p.parent
     if not (p / "recipe.yaml").is_file():
         raise InputError(f"{path}: not an lftrain run directory (no recipe.yaml)")
-    records = []
-    metrics = p / "metrics.jsonl"
-    if metrics.is_file():
-        for i, line in enumerate(metrics.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    raise InputError(f"{metrics}: line {i} is not valid JSON") from None
+    # the run's own reader: a last line cut short by a kill is dropped, as when the run resumes
+    records = read_jsonl(p / "metrics.jsonl")
     return RunFiles(p, yaml.safe_load((p / "recipe.yaml").read_text()) or {}, _json(p / "run.json"),
                     _json(p / "manifest.json"), records, _json(p / "evidence.json"))

@@ -7,32 +7,20 @@ from pathlib import Path
 import torch
 
 from lftrain.errors import InputError
+from lftrain.models.trained import LoadedRun
 
 
-class ChatModel:
+class ChatModel(LoadedRun):
     """A finished causal-lm-sft run, loaded for generation (adapter runs on their base model)."""
 
     def __init__(self, run: str | Path) -> None:
-        from lftrain.config.loader import load_recipe
-        from lftrain.models.trained import load_trained_model, resolve_run
-        from lftrain.tasks import build_task
-        from lftrain.training.precision import pick_device, resolve_precision
-        from lftrain.training.run import set_threads
-
-        self.run_dir, model_dir = resolve_run(run)
-        recipe = load_recipe(self.run_dir / "recipe.yaml")
-        if recipe.task.type != "causal-lm-sft":
-            raise InputError(f"{self.run_dir}: a {recipe.task.type} run; `lft generate` and `lft chat` need a "
-                             "causal-lm-sft run (use `lft predict` for classifiers)")
-        self.task = build_task(recipe.task)
-        set_threads(recipe.train.threads)
-        trained = load_trained_model(model_dir, self.task, base_fallback=recipe.model.path)
-        self.tokenizer = trained.tokenizer
+        kind = run_task_type(run)  # checked before loading any weights
+        if kind != "causal-lm-sft":
+            raise InputError(f"{run}: a {kind} run; `lft generate` and `lft chat` need a causal-lm-sft run (use "
+                             "`lft predict` for classifiers)")
+        super().__init__(run)
         self.task.prepare_tokenizer(self.tokenizer)  # the template saved with the model (or the recipe's)
-        self.device = pick_device()
-        self.precision, _ = resolve_precision(recipe.train.precision, self.device)
-        self.model = trained.model.to(self.device).eval()
-        self.system = recipe.task.system
+        self.system = self.recipe.task.system
 
     def reply(self, messages: list[dict], *, max_new_tokens: int = 128, temperature: float = 0.0) -> str:
         """The assistant's next message after `messages` (greedy unless temperature > 0)."""
@@ -73,24 +61,20 @@ class ChatSession:
         self.messages = list(self.start)
 
 
-def is_generative_run(run: str | Path) -> bool:
-    """Whether a run directory holds a causal-lm-sft run (so evaluate/predict score or produce text)."""
+def run_task_type(run: str | Path) -> str:
+    """The task type of a run directory, read from its recipe.yaml without loading anything else."""
     import yaml
 
     from lftrain.models.trained import resolve_run
 
     run_dir, _ = resolve_run(run)
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}
-    return (recipe.get("task") or {}).get("type") == "causal-lm-sft"
+    return (recipe.get("task") or {}).get("type") or "text-classification"
 
 
-def _read(model: ChatModel, path: str | Path, *, with_labels: bool, encoding: str | None):
-    from lftrain.config.loader import load_recipe
-    from lftrain.data.prepare import read_examples
-
-    recipe = load_recipe(model.run_dir / "recipe.yaml")
-    cfg = recipe.data.model_copy(update={"format": "auto", **({"encoding": encoding} if encoding else {})})
-    return read_examples(str(path), cfg, model.task, with_labels=with_labels)
+def is_generative_run(run: str | Path) -> bool:
+    """Whether a run directory holds a causal-lm-sft run (so evaluate/predict score or produce text)."""
+    return run_task_type(run) == "causal-lm-sft"
 
 
 def evaluate_file(run: str | Path, data: str | Path, *, encoding: str | None = None) -> dict:
@@ -99,7 +83,7 @@ def evaluate_file(run: str | Path, data: str | Path, *, encoding: str | None = N
     from lftrain.evaluation.generation import generate, held_out_prompts, lm_loss, text_scores
 
     model = ChatModel(run)
-    examples = _read(model, data, with_labels=True, encoding=encoding)
+    examples = model.read(data, with_labels=True, encoding=encoding)
     enc = model.task.encode(model.tokenizer, examples)
     pad = model.tokenizer.pad_token_id or 0
     common = {"batch_size": 32, "precision": model.precision, "device": model.device}
@@ -115,21 +99,10 @@ def predict_file(run: str | Path, input: str | Path, *, encoding: str | None = N
     from lftrain.evaluation.generation import generate, held_out_prompts
 
     model = ChatModel(run)
-    examples = _read(model, input, with_labels=False, encoding=encoding)
+    examples = model.read(input, with_labels=False, encoding=encoding)
     prompts, _ = held_out_prompts(model.task, model.tokenizer, examples, len(examples))
     preds = generate(model.model, model.tokenizer, prompts, max_new_tokens=model.task.config.generation.max_new_tokens,
                      batch_size=32, precision=model.precision, device=model.device)
     return [{"row": where[1], "response": p} for where, p in zip(examples.where, preds)]
 
 
-def write_rows(rows: list[dict], output: str | Path | None) -> list[dict]:
-    """Write prediction rows as JSON lines (atomically: a temporary file renamed into place); returns them."""
-    import json
-
-    if output:
-        out = Path(output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        tmp.replace(out)
-    return rows

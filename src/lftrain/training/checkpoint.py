@@ -122,19 +122,29 @@ def save_checkpoint(root: Path, model: torch.nn.Module, optimizer, scheduler, st
 
 
 def _save(root: Path, tmp: Path, model, optimizer, scheduler, state: TrainState) -> Path:
-    final = root / f"step-{state.step:08d}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
 
     _write(tmp / "model.safetensors", _safetensors(model))
     _write(tmp / "optimizer.pt", lambda f: torch.save(optimizer.state_dict(), f))
+    return seal(root, tmp, scheduler, state)
+
+
+def seal(root: Path, tmp: Path, scheduler, state: TrainState, **manifest: object) -> Path:
+    """Complete a checkpoint whose weights and optimiser state are already in `tmp`: add the RNG, scheduler and
+    train state, fsync every file, write the MANIFEST of checksums last, and rename `tmp` to `step-N`.
+    Shared by ordinary and sharded (FSDP) checkpoints, so both have the same completeness guarantee."""
+    final = root / f"step-{state.step:08d}"
     _write(tmp / "rng.pt", lambda f: torch.save(rng_state(), f))
     _write(tmp / "scheduler.json", _json(scheduler.state_dict()))
     _write(tmp / "state.json", _json(asdict(state)))
     files = sorted(p for p in tmp.iterdir())
+    for p in files:  # files written by other writers (DCP shards) reach the disk too; a no-op for _write's
+        _fsync(p)
     # the manifest is written last: a directory without one is an unfinished save
-    _write(tmp / MANIFEST, _json({"step": state.step, "files": {p.name: sha256_file(p) for p in files}}))
+    _write(tmp / MANIFEST, _json({"step": state.step, **manifest,
+                                  "files": {p.name: sha256_file(p) for p in files}}))
     if final.exists():  # a re-save of the same step (e.g. final save right after an eval save)
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -31,8 +29,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from lftrain.errors import InputError
-from lftrain.reports.manifest import sha256_file
-from lftrain.training.checkpoint import MANIFEST, TrainState, rng_state, rotate, save_checkpoint
+from lftrain.training.checkpoint import TrainState, rotate, save_checkpoint, seal
 
 log = logging.getLogger("lftrain")
 DCP_METADATA = ".metadata"
@@ -48,14 +45,6 @@ def is_fsdp(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save(ctx, root: Path, model: nn.Module, optimizer, scheduler, state: TrainState, keep: int,
          protect: set[int]) -> None:
     """Collective: every rank calls it at the same step."""
@@ -65,7 +54,7 @@ def save(ctx, root: Path, model: nn.Module, optimizer, scheduler, state: TrainSt
             rotate(root, keep, protect)
         ctx.barrier()  # nobody resumes work (or a kill's aftermath) ahead of a half-written checkpoint
         return
-    final, tmp = root / f"step-{state.step:08d}", root / f".tmp-step-{state.step:08d}"
+    tmp = root / f".tmp-step-{state.step:08d}"
     if ctx.main:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -75,19 +64,7 @@ def save(ctx, root: Path, model: nn.Module, optimizer, scheduler, state: TrainSt
     dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=tmp)
     ctx.barrier()  # every rank's shard is on disk
     if ctx.main:
-        torch.save(rng_state(), tmp / "rng.pt")
-        (tmp / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
-        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1))
-        files = sorted(tmp.iterdir())
-        for p in files:
-            _fsync(p)
-        (tmp / MANIFEST).write_text(json.dumps({"step": state.step, "sharded": True,
-                                                "files": {p.name: sha256_file(p) for p in files}}, indent=1))
-        _fsync(tmp / MANIFEST)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync(root)
+        seal(root, tmp, scheduler, state, sharded=True)
         rotate(root, keep, protect)
     ctx.barrier()
 

@@ -10,7 +10,6 @@ plain calls, not callbacks.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 import time
@@ -114,11 +113,6 @@ def _train_step(ctx: FitContext, batch_idx: np.ndarray, micro: int, prepared: li
     return loss_total, units
 
 
-def _try_step(ctx: FitContext, batch_idx: np.ndarray, prepared_micro: int | None, prepared: list | None,
-              state: TrainState, micro: int) -> tuple[float, int]:
-    return _train_step(ctx, batch_idx, micro, prepared if prepared_micro == micro else None, state)
-
-
 def _checkpoint(ctx: FitContext, state: TrainState) -> None:
     if ctx.dist is not None:  # rank 0 writes (DDP), or every rank its shard (FSDP)
         from lftrain.training import dist_checkpoint
@@ -195,9 +189,11 @@ def fit(ctx: FitContext, state: TrainState) -> TrainState:
                 if ctx.dist is not None:
                     ctx.dist.seed_step(cfg.seed, state.step)
                 # out of memory (or over train.memory_cap_mb): retried at half the micro-batch (training/memory.py)
+                # (the workers' micro-batches are used only while their size is the one being tried)
                 (loss_sum, units), micro = with_backoff(
-                    functools.partial(_try_step, ctx, batch_idx, prepared_micro, prepared, state), micro,
-                    optimizer=ctx.optimizer, batch_size=cfg.batch_size, step=state.step + 1)
+                    lambda m, b=batch_idx, pm=prepared_micro, p=prepared: _train_step(
+                        ctx, b, m, p if pm == m else None, state),
+                    micro, optimizer=ctx.optimizer, batch_size=cfg.batch_size, step=state.step + 1)
                 state.micro_batch_size = micro
                 if cfg.log_samples:
                     ctx.run.log_samples(state.step + 1, batch_idx)

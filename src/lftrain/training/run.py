@@ -249,29 +249,23 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
             method.finish(model)  # drop training-only parts (distill's projection) before saving
         _save_model(model, tokenizer, run.model_dir)
 
-        results: dict[str, dict[str, Any]] = {}
-        split_logits: dict[str, np.ndarray] = {}
+        def infer(e: dict) -> np.ndarray:
+            return infer_logits(model, task, e, batch_size=cfg.eval_batch_size, precision=precision, device=device,
+                                pad_id=pad_id)
+
         if generative:
             results = _generative_results(task, model, tokenizer, enc, data, recipe, source, run, state.step,
                                           precision, device)
-        for split in recipe.eval.splits if not generative else ():
-            if split in enc:
-                logits = infer_logits(model, task, enc[split], batch_size=cfg.eval_batch_size, precision=precision,
-                                      device=device, pad_id=pad_id)
-                results[split] = task.metrics(logits, enc[split]["labels"])
-                split_logits[split] = logits
-                run.log_metrics({"event": "eval", "split": split, "step": state.step, "final": True,
-                                 **results[split]})
-                print(format_table(results[split], data.labels, f"{split} metrics ({run.path})"), flush=True)
+        else:
+            results, split_logits = _classification_results(task, infer, enc, data, recipe, run, state.step)
         sps = state.samples_seen / max(state.train_seconds, 1e-9)
         run.log_metrics({"event": "train_end", "step": state.step, "train_runtime": state.train_seconds,
                          "train_samples": state.samples_seen, "train_samples_per_second": sps,
                          "best_step": state.best_step, "stopped_early": state.stopped_early})
         if not generative:  # logit-based evidence; generative tasks report in _generative_results
             write_evidence(RunOutputs(  # calibration, intervals, OOD, latency, fail_if, report.html, model_card.md
-                run.path, recipe, task, model, tokenizer, enc, {"eval": data.eval, "test": data.test},
-                lambda e: infer_logits(model, task, e, batch_size=cfg.eval_batch_size, precision=precision,
-                                       device=device, pad_id=pad_id), precision, split_logits, ood))
+                run.path, recipe, task, model, tokenizer, enc, {"eval": data.eval, "test": data.test}, infer,
+                precision, split_logits, ood))
         run.set_status("finished", step=state.step, state=asdict(state),
                        results={k: headline(v) for k, v in results.items()})
         log.info("model: %s", run.model_dir)
@@ -290,6 +284,18 @@ def _save_model(model, tokenizer, out: Path) -> None:
     from lftrain.models.trained import save_trained_model
 
     save_trained_model(model, tokenizer, out)
+
+
+def _classification_results(task, infer, enc, data, recipe, run, step) -> tuple[dict, dict]:
+    """Final metrics of each split in eval.splits (logged and printed), and the logits they came from."""
+    results, logits = {}, {}
+    for split in recipe.eval.splits:
+        if split in enc:
+            logits[split] = infer(enc[split])
+            results[split] = task.metrics(logits[split], enc[split]["labels"])
+            run.log_metrics({"event": "eval", "split": split, "step": step, "final": True, **results[split]})
+            print(format_table(results[split], data.labels, f"{split} metrics ({run.path})"), flush=True)
+    return results, logits
 
 
 def _generative_results(task, model, tokenizer, enc, data, recipe, source, run, step, precision, device) -> dict:

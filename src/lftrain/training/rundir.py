@@ -104,7 +104,7 @@ class RunDir:
         self._append(self.metrics_file, record)
 
     def read_metrics(self) -> list[dict]:
-        return _read_jsonl(self.metrics_file)
+        return read_jsonl(self.metrics_file)
 
     def _append(self, path: Path, record: dict[str, Any]) -> None:
         try:
@@ -125,7 +125,7 @@ class RunDir:
     def trim_samples(self, step: int) -> None:
         """Drop lines after the checkpoint a resumed run starts from: those steps run again."""
         if self.samples_file.is_file():
-            kept = [r for r in _read_jsonl(self.samples_file) if r["step"] <= step]
+            kept = [r for r in read_jsonl(self.samples_file) if r["step"] <= step]
             tmp = self.samples_file.with_name(f".{SAMPLES}.tmp")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
             os.replace(tmp, self.samples_file)
@@ -149,7 +149,7 @@ class RunDir:
             self._lock_fd = None
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     """Records of an append-only log. A last line cut short by a kill or a full disk is dropped, not fatal."""
     if not path.is_file():
         return []
@@ -169,7 +169,7 @@ def fingerprint(files: dict[str, Path]) -> dict[str, str]:
     """sha256 of each input data file, keyed `data.<role>`: a resumed run must see the same bytes."""
     from lftrain.reports.manifest import sha256_file
 
-    return {f"data.{role} sha256": sha256_file(p) for role, p in sorted(files.items())}
+    return {f"data.{role} sha256": sha256_file(p, cached=True) for role, p in sorted(files.items())}
 
 
 def _next_free(path: Path) -> Path:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lftrain.files import write_json_atomic
 from lftrain.training.rundir import RunDir
 from lftrain.tuning.config import TuneConfig
 from lftrain.tuning.space import override, suggest
@@ -79,7 +80,7 @@ class Objective:
             pruned_at.append(previous["pruned_at_step"])
         values = eval_values(run, self.metric)
         best = (max if direction(self.tune, self.metric) == "maximize" else min)(values.values()) if values else None
-        _write_json(run.path / "trial.json", {"trial": trial.number, "retry_of": retried, "params": params,
+        write_json_atomic(run.path / "trial.json", {"trial": trial.number, "retry_of": retried, "params": params,
                                                "metric": self.metric, "best": best,
                                                "state": "pruned" if pruned_at else "complete",
                                                **({"pruned_at_step": pruned_at[0]} if pruned_at else {})})
@@ -116,7 +117,7 @@ class _Reporter:
         self.pruned_at.append(step)
         log.info("trial %d pruned at step %d (%s %.4f)", self.trial.number, step, self.metric, metrics[self.metric])
         # Written now, so a retry knows the pruning decision even if this worker dies before recording it.
-        _write_json(self.run.path / "trial.json", {"trial": self.trial.number, "pruned_at_step": step})
+        write_json_atomic(self.run.path / "trial.json", {"trial": self.trial.number, "pruned_at_step": step})
         return True
 
 
@@ -128,10 +129,6 @@ def _retry_of(trial) -> int | None:
     return RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    tmp.replace(path)
 
 
 def _read_json(path: Path) -> dict:

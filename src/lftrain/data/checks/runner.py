@@ -60,7 +60,7 @@ def source_info(recipe, files: dict) -> dict[str, Any]:
         p = resolve_path(path.split("#", 1)[0])
         info: dict[str, Any] = {"path": path, "rows": len(ex)}
         if p.is_file():
-            info.update({"resolved": str(p), "sha256": sha256_file(p), "bytes": p.stat().st_size})
+            info.update({"resolved": str(p), "sha256": sha256_file(p, cached=True), "bytes": p.stat().st_size})
         if path.startswith("pkg:"):
             pkg = package_licence(path[4:].split("/", 1)[0])
             if pkg:
