@@ -135,6 +135,7 @@ def test_bad_inputs_fail_before_any_model_loads(teacher, tmp_path, monkeypatch):
         api.train(r)
 
 
+@pytest.mark.slow  # ~40 s: CLI distill then three exports (runs in `make test-slow`, which CI runs)
 def test_cli_distill_into_dropped_layers_then_int8_and_onnx(teacher, tmp_path):
     from lftrain.models.compress import load_exported
 

@@ -45,6 +45,7 @@ def _workers_gone(run, timeout=30.0):
     return False
 
 
+@pytest.mark.slow  # ~1 min: two processes killed and resumed (runs in `make test-slow`, which CI runs)
 @pytest.mark.parametrize("strategy", ["ddp"])
 def test_killed_distributed_run_resumes_to_the_same_weights(tiny_bert, tmp_path, strategy):
     train = write_csv(tmp_path / "train.csv", toy_rows(300))
