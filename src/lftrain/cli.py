@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Predict a label and the class probabilities for every row of INPUT, in input "
                        "order, as JSON lines: {\"row\": N, \"label\": ..., \"probs\": {label: p, ...}}.")
     r.add_argument("run", help="run directory written by `lft train`")
-    r.add_argument("--input", required=True, help="data file with the recipe's text column(s); labels not needed")
+    r.add_argument("--input", required=True, nargs="+",
+                   help="data file with the recipe's text column(s), labels not needed; image/audio tasks: also a "
+                   "folder or several files")
     r.add_argument("--output", required=True, help="where to write predictions (JSON lines)")
     r.add_argument("--encoding", help="text encoding of INPUT (default: the recipe's data.encoding)")
     r.add_argument("--no-temperature", action="store_true",
@@ -140,7 +142,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "evaluate":
         api.evaluate(args.run, args.data, encoding=args.encoding, output=args.output)
     elif args.command == "predict":
-        api.predict(args.run, args.input, args.output, encoding=args.encoding, temperature=not args.no_temperature)
+        inputs = args.input[0] if len(args.input) == 1 else args.input  # several files: image/audio tasks
+        api.predict(args.run, inputs, args.output, encoding=args.encoding, temperature=not args.no_temperature)
     elif args.command == "export":
         api.export(args.run, args.output, merge=args.merge, quantize=args.quantize, format=args.format)
     else:

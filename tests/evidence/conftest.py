@@ -14,13 +14,15 @@ OOD_TEXTS = ["abc def", "xyz", "q w e r t y", "lorem ipsum dolor", "zzz zzz", "k
 def evidence_runs(tiny_bert, tmp_path_factory):
     work = tmp_path_factory.mktemp("evidence")
     train = write_csv(work / "train.csv", toy_rows(160))
-    ood = write_csv(work / "ood.csv", [{"text": t} for t in OOD_TEXTS * 3])
+    # eval.ood_filter keeps the 18 `ood` rows; the in-domain-looking `other` rows must not be scored
+    ood = write_csv(work / "ood.csv", [{"text": t, "kind": "ood"} for t in OOD_TEXTS * 3]
+                    + [{"text": r["text"], "kind": "other"} for r in toy_rows(7, seed=9)])
     runs = {}
     b_only = {"report": False, "latency": False}  # B only needs what compare and the gate read: keep it quick
     for name, seed, gate in (("a", 0, {"accuracy": "< 0.5"}), ("b", 1, {"accuracy": "< 0.99", "ece": "> 0.9"})):
         recipe = tiny_recipe(tiny_bert, train, work / name, epochs=2, seed=seed)
         recipe["eval"] = {"fail_if": gate, "bootstrap_samples": 200, "calibration_bins": 10,
-                          **({"ood": str(ood)} if name == "a" else b_only)}
+                          **({"ood": str(ood), "ood_filter": {"kind": "ood"}} if name == "a" else b_only)}
         path = write_recipe(work / f"{name}.yaml", recipe)
         runs[name] = (work / name, run_lft("train", str(path)))
     runs["work"] = work

@@ -28,6 +28,7 @@ def test_run_writes_evidence(evidence_runs):
     t = json.loads((run / "model" / "calibration.json").read_text())
     assert t["temperature"] == ev["temperature"]["temperature"] and t["nll_after"] <= t["nll_before"]
     assert set(ev["ood"]["scores"]) == {"msp", "energy"} and ev["ood"]["n"] == 18
+    assert ev["ood"]["data"].endswith("ood.csv [kind=ood]")  # eval.ood_filter applied and recorded
     assert ev["latency"]["latency_p50_ms"] > 0 and ev["latency"]["throughput_per_s"] > 0
     assert ev["gate"]["passed"]
     saved = np.load(run / "evidence" / "test.npz", allow_pickle=False)

@@ -9,7 +9,6 @@ import pytest
 
 from lftrain import api
 from lftrain.errors import EXIT_INPUT, DataError
-from lftrain.tasks import TASKS
 from tests.conftest import toy_rows, write_csv, write_recipe
 from tests.reliability.conftest import lft, recipe
 
@@ -80,8 +79,16 @@ def test_cli_exit_code_and_no_model_load(lab, tmp_path):
     assert "model directory not found" not in res.log and not (tmp_path / "run").exists()
 
 
-def test_image_and_audio_folders_have_no_task_yet():
-    """An empty image/audio folder applies only where such tasks exist; none is registered in this tree."""
-    kinds = [n for n in TASKS.names() if any(w in n for w in ("image", "audio", "speech"))]
-    if kinds:
-        pytest.fail(f"tasks {kinds} exist: add the empty-folder case for them here")
+@pytest.mark.parametrize("kind", ["image", "audio"])
+def test_empty_media_folder_is_named_before_any_model_loads(tmp_path, kind):
+    """A folder with no image/audio files: a data error naming the folder, exit code 2, no run directory (the
+    model path does not even exist: validation comes first)."""
+    folder = tmp_path / "clips" / "cat"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("not a picture or a sound")
+    r = {"model": {"path": str(tmp_path / "no-such-model")}, "task": {"type": f"{kind}-classification"},
+         "data": {"train": str(tmp_path / "clips")}, "output": {"dir": str(tmp_path / "run")}}
+    with pytest.raises(DataError, match=rf"clips.*no {kind} files|no {kind} files.*clips") as e:
+        api.train(r)
+    assert e.value.exit_code == EXIT_INPUT
+    assert not (tmp_path / "run").exists()

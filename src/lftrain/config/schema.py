@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 
 from lftrain.config.base import Section
 from lftrain.data.checks.config import ChecksConfig
+from lftrain.data.curriculum import CurriculumConfig
 from lftrain.methods import METHODS
 from lftrain.models.adaptation import ADAPTATIONS
 from lftrain.tasks import TASKS
@@ -53,6 +54,9 @@ class ModelConfig(Section):
     """Make the model shallower before training by keeping only these blocks, e.g. `[0, 2, 5]`, or
     `every_other` (half of them, spread evenly, first and last kept: DistilBERT's student initialisation).
     Null keeps every layer. See docs/distillation.md."""
+    init: Literal["pretrained", "random"] = "pretrained"
+    """`random` re-initialises every weight before training: the same architecture from scratch, a baseline that
+    shows what pre-training is worth (see docs/vision-audio.md)."""
 
 
 class DataConfig(Section):
@@ -169,6 +173,9 @@ class TrainConfig(Section):
     `batch_size` stays the effective batch. See docs/distributed.md."""
     gradient_checkpointing: bool = False
     """Recompute activations during the backward pass instead of storing them: less memory, ~30% more compute."""
+    curriculum: CurriculumConfig | None = None
+    """Curriculum learning: rank examples by difficulty and let each step draw from the easiest share the pacing
+    allows (see the `train.curriculum.*` keys and docs/semi-supervised.md). Null: every step sees all the data."""
 
     @model_validator(mode="after")
     def _micro_divides(self) -> TrainConfig:
@@ -210,6 +217,9 @@ class EvalConfig(Section):
     ood: str | None = None
     """Out-of-distribution data (same text column(s), labels not needed): AUROC and FPR@95 of the
     max-softmax-probability and energy scores of the test split against it."""
+    ood_filter: dict[str, str] = {}
+    """Keep only the `eval.ood` rows whose column equals the value, e.g. `{category: plot}` takes the plot
+    summaries out of a file that also holds the in-domain reviews."""
     latency: bool = True
     """Time the final model: per-example latency (p50/p95) at batch 1 and throughput at batch 32 (a few seconds)."""
     fail_if: dict[str, str] = {}
@@ -239,6 +249,26 @@ class OutputConfig(Section):
     licences)."""
 
 
+class StageConfig(Section):
+    """One stage of a multi-stage run: the recipe with these sections overridden, started from the previous
+    stage's model. See docs/semi-supervised.md."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """Stage name (letters, digits, `_.-`): its run directory is `<output.dir>/stages/NN-<name>`."""
+    method: MethodConfig | None = None  # type: ignore[valid-type]
+    """The stage's method (default: the recipe's `method`)."""
+    adaptation: AdaptationConfig | None = None  # type: ignore[valid-type]
+    """The stage's adaptation (default: the recipe's)."""
+    train: dict = {}
+    """Overrides of the recipe's `train` keys for this stage, e.g. `{epochs: 1, lr: 1.0e-4}`."""
+    model: dict = {}
+    """Overrides of `model` keys other than `path` (e.g. `{dropout: 0.2}`)."""
+    data: dict = {}
+    """Overrides of `data` keys for this stage."""
+    eval: dict = {}
+    """Overrides of `eval` keys for this stage."""
+
+
 class Recipe(Section):
     """A whole run: what to start from, what to predict, which data, which parameters learn and how."""
 
@@ -252,6 +282,9 @@ class Recipe(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    stages: list[StageConfig] = []
+    """Run these stages in order in one run directory, each starting from the previous stage's model (the first
+    from `model.path`); the run's `model/` is the last stage's. Empty: one stage, this recipe."""
     tune: TuneConfig | None = None
     """Hyperparameter search over this recipe's fields, run by `lft tune` (`lft train` ignores it).
     See docs/tuning.md."""

@@ -12,8 +12,11 @@ POOL_BATCHES = 64  # length grouping sorts within pools of this many batches, th
 
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int,
-                  group_by_length: bool = True) -> list[np.ndarray]:
-    """Indices of each batch of one epoch. The last batch may be smaller (no example is dropped)."""
+                  group_by_length: bool = True, curriculum=None) -> list[np.ndarray]:
+    """Indices of each batch of one epoch. The last batch may be smaller (no example is dropped).
+    With a curriculum (data/curriculum.py) each step draws from the easiest share its pacing allows instead."""
+    if curriculum is not None:
+        return curriculum.batches(epoch)
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
     if group_by_length:

@@ -27,15 +27,18 @@ class PreparedData:
 
 
 def read_examples(path: str, data_cfg, task, *, with_labels: bool = True, stats: dict | None = None) -> Examples:
-    table = read_table(path, data_cfg.format, data_cfg.encoding)
-    if not table.rows:
-        raise DataError("the file has a header but no rows", file=path)
     drop = None
     configured = getattr(task.config, "labels", None)
     if with_labels and configured and data_cfg.unknown_labels == "drop":
         known = LabelSet([str(x) for x in configured])
         drop = lambda raw: known.lookup(raw) is None  # noqa: E731
-    ex = task.extract(table, normalize=data_cfg.normalize_whitespace, with_labels=with_labels, drop_label=drop)
+    if hasattr(task, "read"):  # non-text tasks read their own sources (folders, IDX files, lists of files)
+        ex = task.read(path, data_cfg, with_labels=with_labels, drop_label=drop, stats=stats)
+    else:
+        table = read_table(path, data_cfg.format, data_cfg.encoding)
+        if not table.rows:
+            raise DataError("the file has a header but no rows", file=path)
+        ex = task.extract(table, normalize=data_cfg.normalize_whitespace, with_labels=with_labels, drop_label=drop)
     if ex.dropped:
         if stats is not None:
             stats[f"{path}:unknown_labels_dropped"] = ex.dropped

@@ -200,6 +200,11 @@ def _read_parquet(path: str, resolved: Path) -> Table:
     return Table(path, table.column_names, rows, list(range(1, len(rows) + 1)), [None] * len(rows))
 
 
+def is_saved_dataset(folder: Path) -> bool:
+    """A folder written by `datasets`' save_to_disk (a Dataset or a DatasetDict), rather than a folder of files."""
+    return any((folder / f).is_file() for f in ("dataset_dict.json", "state.json", "dataset_info.json"))
+
+
 def _read_hf(path: str) -> Table:
     from datasets import Dataset, DatasetDict, load_from_disk
 

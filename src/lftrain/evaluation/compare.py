@@ -5,6 +5,8 @@ must have predicted the same examples: same count and same labels in the same or
 manifests record it, the same test file checksum). For each headline metric the paired bootstrap gives
 an interval for B - A; the verdict is `better` / `worse` when the interval excludes 0, otherwise
 `no significant change`.
+
+`lft compare RUN --base` puts a linear probe on the run's frozen base model in A's place (compare_with_base).
 """
 
 from __future__ import annotations
@@ -46,19 +48,47 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, split: str = "test", s
     a, b = read_run(run_a), read_run(run_b)
     pa, pb = _predictions(a, split), _predictions(b, split)
     _same_data(a, b, pa, pb, split)
-    y, n = pa["labels"], len(pa["labels"])
-    fa, fb = classification_metric_fns(pa["logits"], y), classification_metric_fns(pb["logits"], y)
+    names = a.evidence.get("labels") or [str(c) for c in range(pa["logits"].shape[-1])]
+    result = paired_comparison(pa["logits"], pb["logits"], pa["labels"], names, samples=samples, level=level)
+    result = {"run_a": str(a.path), "run_b": str(b.path), "split": split, **result}
+    return _finish(result, output)
+
+
+def compare_with_base(run: str | Path, *, split: str = "test", samples: int = 1000, level: float = 0.95,
+                      output: str | Path | None = None) -> dict[str, Any]:
+    """The run (B) against a linear probe on its frozen base model (A), on the run's saved `split`
+    predictions; see lftrain.evaluation.base_probe."""
+    from lftrain.evaluation.base_probe import fit_probe
+
+    b = read_run(run)
+    pb = _predictions(b, split)
+    probe = fit_probe(b, pb["labels"], split)
+    names = b.evidence.get("labels") or [str(c) for c in range(pb["logits"].shape[-1])]
+    result = paired_comparison(probe.logits, pb["logits"], pb["labels"], names, samples=samples, level=level)
+    result = {"run_a": f"linear probe on frozen {probe.model} (logistic regression, {probe.train_rows} train rows)",
+              "run_b": str(b.path), "split": split, **result,
+              "base": {"model": probe.model, "train_rows": probe.train_rows,
+                       "probe_train_accuracy": probe.train_accuracy}}
+    return _finish(result, output)
+
+
+def paired_comparison(logits_a: np.ndarray, logits_b: np.ndarray, y: np.ndarray, names: list[str], *,
+                      samples: int, level: float) -> dict[str, Any]:
+    """Paired bootstrap of B - A for each headline metric and each class's F1, with verdicts."""
+    n = len(y)
+    fa, fb = classification_metric_fns(logits_a, y), classification_metric_fns(logits_b, y)
     metrics = {}
     for name, (fn_a, higher) in fa.items():
         d = paired_bootstrap(fn_a, fb[name][0], n, samples=samples, level=level)
         metrics[name] = {**d, "higher_is_better": higher, "verdict": verdict(d, higher)}
     classes = {}
-    names = a.evidence.get("labels") or [str(c) for c in range(pa["logits"].shape[-1])]
-    for name, ca, cb in zip(names, per_class_f1_fns(pa["logits"], y), per_class_f1_fns(pb["logits"], y)):
+    for name, ca, cb in zip(names, per_class_f1_fns(logits_a, y), per_class_f1_fns(logits_b, y)):
         d = paired_bootstrap(ca, cb, n, samples=samples, level=level)
         classes[name] = {**d, "verdict": verdict(d, True)}
-    result = {"run_a": str(a.path), "run_b": str(b.path), "split": split, "n": n, "samples": samples,
-              "level": level, "metrics": metrics, "per_class_f1": classes}
+    return {"n": n, "samples": samples, "level": level, "metrics": metrics, "per_class_f1": classes}
+
+
+def _finish(result: dict[str, Any], output: str | Path | None) -> dict[str, Any]:
     print(format_comparison(result), flush=True)
     if output:
         Path(output).write_text(json.dumps(result, indent=1))

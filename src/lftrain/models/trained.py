@@ -95,7 +95,7 @@ def load_trained_model(model_dir: Path, task, *, base_fallback: str | None = Non
 
     `task` builds the model class (its `load_model`); `base_fallback` (the recipe's `model.path`) is where
     an adapter's base model is looked for when the path recorded in adapter_config.json no longer exists."""
-    from lftrain.models.loading import ModelSource, load_tokenizer, offline, vet_model_dir
+    from lftrain.models.loading import ModelSource, offline, vet_model_dir
     from lftrain.tasks.labels import LabelSet
 
     offline()
@@ -107,7 +107,7 @@ def load_trained_model(model_dir: Path, task, *, base_fallback: str | None = Non
             task.labels = LabelSet([id2label[str(i)] for i in range(len(id2label))])
         model = task.load_model(source, trust_remote_code=False, attention="eager")
         names = task.labels.names if task.labels is not None else []
-        return TrainedModel(model.eval(), load_tokenizer(source, False), names, None)
+        return TrainedModel(model.eval(), _processor(task, source), names, None)
 
     from lftrain.models.adaptation import require_peft
 
@@ -121,8 +121,15 @@ def load_trained_model(model_dir: Path, task, *, base_fallback: str | None = Non
         task.labels = LabelSet(_adapter_labels(model_dir))
     model = task.load_model(base, trust_remote_code=False, attention="eager")
     model = PeftModel.from_pretrained(model, str(model_dir), is_trainable=False)
-    tokenizer = load_tokenizer(ModelSource(path=model_dir, safetensors=True, config={}), False)
+    tokenizer = _processor(task, ModelSource(path=model_dir, safetensors=True, config=base.config))
     return TrainedModel(model.eval(), tokenizer, task.labels.names if task.labels is not None else [], base.path)
+
+
+def _processor(task, source):
+    """What prepares the inputs, saved beside the weights: the tokenizer, or the task's processor (images, audio)."""
+    from lftrain.models.loading import load_tokenizer
+
+    return task.load_processor(source) if hasattr(task, "load_processor") else load_tokenizer(source, False)
 
 
 def _adapter_base(model_dir: Path, fallback: str | None) -> Path:
@@ -176,7 +183,11 @@ class LoadedRun:
         from lftrain.data.prepare import read_examples
 
         cfg = self.recipe.data.model_copy(update={"format": "auto", **({"encoding": encoding} if encoding else {})})
-        return read_examples(str(path), cfg, self.task, with_labels=with_labels)
+        # A list of files (image/audio prediction input) goes to the task's reader as it is.
+        if isinstance(path, (list, tuple)) and not hasattr(self.task, "read"):
+            raise InputError(f"{self.recipe.task.type} reads one data file, not a list of {len(path)} files")
+        return read_examples(path if isinstance(path, (list, tuple)) else str(path), cfg, self.task,
+                             with_labels=with_labels)
 
     def logits(self, examples):
         from lftrain.evaluation.inference import infer_logits

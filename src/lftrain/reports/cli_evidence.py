@@ -7,14 +7,19 @@ import argparse
 
 def add_parsers(sub, epilog: str) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
-    c = sub.add_parser("compare", help="is run B better than run A? (paired bootstrap on the same test data)",
+    c = sub.add_parser("compare", help="is run B better than run A, or than its base model? (paired bootstrap)",
                        epilog=epilog, formatter_class=fmt,
                        description="Compare two finished runs on the test predictions they saved (no model is "
                        "loaded): B - A for accuracy, macro/weighted F1, NLL, Brier and ECE with paired bootstrap "
                        "intervals, per-class F1 changes, and a verdict per metric (better / worse / no significant "
-                       "change). Both runs must have been tested on the same examples.")
-    c.add_argument("run_a", help="baseline run directory")
-    c.add_argument("run_b", help="candidate run directory")
+                       "change). Both runs must have been tested on the same examples.\n\n"
+                       "lft compare RUN --base: the run against its own base model, i.e. a logistic regression "
+                       "fitted on the frozen base encoder's mean-pooled embeddings of the run's train split "
+                       "(text classification; the base model is loaded).")
+    c.add_argument("run_a", help="baseline run directory (with --base: the run)")
+    c.add_argument("run_b", nargs="?", help="candidate run directory (not with --base)")
+    c.add_argument("--base", action="store_true",
+                   help="compare RUN with a linear probe on its frozen base model instead of with another run")
     c.add_argument("--split", default="test", choices=["test", "eval"], help="which saved split to compare")
     c.add_argument("--samples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     c.add_argument("--output", help="also write the comparison as JSON to this file")
@@ -46,7 +51,8 @@ def run(args: argparse.Namespace) -> int | None:
     from lftrain import api
 
     if args.command == "compare":
-        result = api.compare(args.run_a, args.run_b, split=args.split, samples=args.samples, output=args.output)
+        result = api.compare(args.run_a, args.run_b, base=args.base, split=args.split, samples=args.samples,
+                             output=args.output)
         if args.fail_if_worse and any(m["verdict"] == "worse" for m in result["metrics"].values()):
             from lftrain.evaluation.gate import EXIT_GATE
 

@@ -4,7 +4,12 @@ from lftrain.registry import Registry
 
 TASKS: Registry = Registry("task")
 
-from lftrain.tasks import causal_lm_sft, text_classification  # noqa: E402,F401  (registers)
+from lftrain.tasks import (  # noqa: E402,F401  (registers)
+    audio_classification,
+    causal_lm_sft,
+    image_classification,
+    text_classification,
+)
 
 
 def build_task(config):

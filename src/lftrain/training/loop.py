@@ -57,6 +57,7 @@ class FitContext:
     cap: ActivationCap | None = None  # train.memory_cap_mb (training/memory.py); set by fit()
     dist: DistContext | None = None  # set when launched on several processes (training/distributed.py)
     on_eval: Callable[[int, dict], bool] | None = None  # (step, eval metrics) -> stop now? (a tuning trial's pruner)
+    curriculum: object | None = None  # train.curriculum: a CurriculumPlan (data/curriculum.py) drawing each step
 
 
 def plan_steps(n_examples: int, cfg) -> tuple[int, int]:
@@ -181,7 +182,8 @@ def fit(ctx: FitContext, state: TrainState) -> TrainState:
     ctx.model.train()
     try:
         while state.step < ctx.total_steps and not state.stopped_early:
-            batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length)
+            batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length,
+                                    curriculum=ctx.curriculum)
             inputs = step_inputs(ctx.task, ctx.train_data, batches[state.batch_in_epoch:], micro, ctx.pad_id,
                                  cfg.num_workers if ctx.dist is None else -1)
             for batch_idx, (prepared_micro, prepared) in zip(batches[state.batch_in_epoch:], inputs):

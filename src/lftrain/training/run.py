@@ -86,6 +86,8 @@ def _data_files(recipe) -> dict[str, Path]:
 
 
 def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = False, on_eval=None) -> TrainResult:
+    from lftrain.data.curriculum import check as check_curriculum
+    from lftrain.data.curriculum import plan_curriculum
     from lftrain.data.token_cache import encode_cached
     from lftrain.evaluation.inference import infer_logits
     from lftrain.methods import build_method
@@ -110,6 +112,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
     checks = data_preflight(recipe, task, data)  # data.checks: one table; a blocking check stops here (exit 2)
     ood = read_ood(recipe, task)  # eval.ood, validated now too
     method = build_method(recipe.method, task)  # vets the method's own inputs (a teacher) before any model loads
+    check_curriculum(recipe, data)  # train.curriculum: its column's values, its scorer's path
     source = vet_model_dir(recipe.model.path, allow_pickle=recipe.model.allow_pickle,
                            trust_remote_code=recipe.model.trust_remote_code)
     if recipe.output.dir is None:
@@ -131,7 +134,9 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
         log.info("data: %d train, %d eval, %d test rows", data.stats["train_rows"], data.stats["eval_rows"],
                  data.stats["test_rows"])
 
-        tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
+        # The task's input processor: a tokenizer for text, an image/audio processor for other inputs.
+        tokenizer = (task.load_processor(source) if hasattr(task, "load_processor")
+                     else load_tokenizer(source, recipe.model.trust_remote_code))
         if hasattr(task, "prepare_tokenizer"):
             task.prepare_tokenizer(tokenizer)  # causal-lm-sft: the chat template and a pad token
         t0 = time.perf_counter()
@@ -147,6 +152,10 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
         if attention == "auto":
             attention = register_attention() if cfg.fast_dropout else "eager"
         model = task.load_model(source, trust_remote_code=recipe.model.trust_remote_code, attention=attention)
+        if recipe.model.init == "random":  # the same architecture from scratch (a baseline for pre-training)
+            from lftrain.models.loading import reinitialise
+
+            log.info("model.init: random: %d modules re-initialised", reinitialise(model))
         model = drop_layers(model, recipe.model.keep_layers)  # a shallower student (model.keep_layers)
         model = build_adaptation(recipe.adaptation).apply(model)  # may wrap it (adapters)
         if recipe.model.dropout is not None:
@@ -173,6 +182,8 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
             distributed.wrap(model, dctx, device)
             log.info("%s", distributed.describe_batch(cfg, dctx.world))
         total_steps, steps_per_epoch = plan_steps(len(fit_task.lengths(train_enc)), cfg)
+        curriculum = plan_curriculum(recipe, data, train_enc, fit_task.lengths(train_enc), total_steps=total_steps,
+                                     steps_per_epoch=steps_per_epoch, precision=precision, device=device)
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg, total_steps)
 
@@ -207,6 +218,8 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
         generative = getattr(task, "generative", False)  # scored on generated text, not on class logits
 
         def evaluate() -> dict:
+            if hasattr(method, "before_eval"):
+                method.before_eval(model)  # contrastive-few-shot refits its head on the current encoder
             if generative:
                 return task.eval_metrics(model, enc["eval"], batch_size=cfg.eval_batch_size, precision=precision,
                                          device=device, pad_id=pad_id)
@@ -218,6 +231,8 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
         prefix_cache = None
         k, why = plan_cache(model, enabled=cfg.cache_frozen and dctx is None,
                             augments_input=getattr(task, "augments_input", False))
+        if k >= 0 and "offsets" not in train_enc:  # images, audio: the cache stores token sequences
+            k, why = -1, "not supported for this task's inputs (they are not token sequences)"
         if k >= 0:
             prefix_cache = FrozenPrefixCache(model, k)
             t0 = time.perf_counter()
@@ -231,7 +246,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
                          scheduler=scheduler, cfg=cfg, run=run, device=device, precision=precision, pad_id=pad_id,
                          evaluate=evaluate if "eval" in enc else None, total_steps=total_steps,
                          steps_per_epoch=steps_per_epoch, sparse=sparse if sparse and sparse.active else None,
-                         prefix_cache=prefix_cache, on_eval=on_eval, dist=dctx)
+                         prefix_cache=prefix_cache, on_eval=on_eval, dist=dctx, curriculum=curriculum)
         run.set_status("running", step=state.step, total_steps=total_steps)
         state = fit(ctx, state)
 

@@ -19,7 +19,7 @@ from lftrain.data.checks import contamination as contamination_mod
 from lftrain.data.checks import duplicates as dup
 from lftrain.data.checks import near, noise, pii, stats
 from lftrain.data.checks.report import CheckReport, CheckResult
-from lftrain.data.checks.text import normalised_texts
+from lftrain.data.checks.text import is_text, normalised_texts
 from lftrain.data.paths import resolve_path
 
 log = logging.getLogger("lftrain")
@@ -110,27 +110,32 @@ def run_checks(recipe, task=None, prepared=None, *, load_tokenizer: bool = True)
     files = read_files(recipe, task)
     split_norms = {k: normalised_texts(v) for k, v in splits.items()}
     file_norms = {k: normalised_texts(v) for k, v in files.items()}
-    source, tokenizer = _tokenizer(recipe) if load_tokenizer else (None, None)
+    text = is_text(prepared.train)  # images, audio: checks on content hashes only (no n-grams, tokens or PII)
+    source, tokenizer = _tokenizer(recipe) if load_tokenizer and text else (None, None)
 
     results: dict[str, CheckResult] = {}
     _timed(results, dup.duplicates, files, file_norms)
-    t_near = time.perf_counter()
-    pairs = near.near_pairs(splits, split_norms, cfg.near_threshold)
-    _timed(results, near.near_duplicates, splits, pairs).seconds += round(time.perf_counter() - t_near, 3)
+    if text:
+        t_near = time.perf_counter()
+        pairs = near.near_pairs(splits, split_norms, cfg.near_threshold)
+        _timed(results, near.near_duplicates, splits, pairs).seconds += round(time.perf_counter() - t_near, 3)
     _timed(results, dup.leakage, splits, split_norms, cfg.leakage_tolerance)
-    _timed(results, near.near_leakage, splits, pairs)
+    if text:
+        _timed(results, near.near_leakage, splits, pairs)
     _timed(results, dup.conflicts, files, file_norms)
     _timed(results, stats.imbalance, splits, cfg.imbalance_ratio)
-    _timed(results, stats.truncation, splits, tokenizer, getattr(recipe.task, "max_length", None),
-           cfg.truncation_share)
-    if cfg.noise != "off":
+    if text:
+        _timed(results, stats.truncation, splits, tokenizer, getattr(recipe.task, "max_length", None),
+               cfg.truncation_share)
+    if text and cfg.noise != "off":
         _timed(results, noise.noise, splits, method=cfg.noise, folds=cfg.noise_folds,
                model_dir=source.path if source else None, max_length=getattr(recipe.task, "max_length", 128))
-    bench, bench_norms = _benchmarks(recipe, task)
-    targets = {**{k: v for k, v in splits.items() if k != "train"}, **bench}
-    _timed(results, contamination_mod.contamination, splits, split_norms, targets,
-           {**{k: v for k, v in split_norms.items() if k != "train"}, **bench_norms}, cfg.ngram)
-    _timed(results, pii.pii, files)
+    if text:
+        bench, bench_norms = _benchmarks(recipe, task)
+        targets = {**{k: v for k, v in splits.items() if k != "train"}, **bench}
+        _timed(results, contamination_mod.contamination, splits, split_norms, targets,
+               {**{k: v for k, v in split_norms.items() if k != "train"}, **bench_norms}, cfg.ngram)
+        _timed(results, pii.pii, files)
 
     sources = source_info(recipe, files)
     licences = _licences(recipe, sources, source)
