@@ -5,7 +5,9 @@ sides load that folder). Data: Rotten Tomatoes snippets as prompt -> "fresh"/"ro
 loss on the response only. Both sides: LoRA r=8, alpha 16, dropout 0 on q/k/v/o/gate/up/down; bf16
 autocast over fp32 master weights; packing into rows of 128 tokens; ~16 examples per optimiser step;
 AdamW lr 1e-3, linear decay, no warm-up, no weight decay, clip 1.0; one epoch; seed 0; same thread count.
-TRL runs at its documented packing settings (`packing=True`, BFD strategy, hence padding-free batches
+TRL gets lftrain's own tokenisation of the data, pre-tokenized (`input_ids` + `completion_mask`: the same chat
+template rendering and response-only loss mask, so both fit the same token sequences), and runs at its
+documented packing settings (`packing=True`, BFD strategy, hence padding-free batches
 with position ids; the model's default `sdpa` attention; `completion_only_loss` for prompt-completion data).
 
 Each system trains in its own child process. Reported: training tokens/s (prompt + response tokens of
@@ -81,14 +83,17 @@ def child_trl(args) -> None:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
     torch.set_num_threads(args.threads)
     rows = [json.loads(x) for x in args.train.read_text().splitlines()]
-    data = Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}],
-                               "completion": [{"role": "assistant", "content": r["response"]}]} for r in rows])
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    # The very token sequences lftrain trains on (its chat-template rendering, response-only loss mask), given
+    # to TRL pre-tokenized: both systems then fit the same data and the one validation loss measures both alike.
+    enc, _, tokenizer = lftrain_encoding(args.model, args.train)
+    spans = list(zip(enc["offsets"][:-1], enc["offsets"][1:]))
+    data = Dataset.from_dict({"input_ids": [enc["input_ids"][a:b].tolist() for a, b in spans],
+                              "completion_mask": [enc["loss_mask"][a:b].tolist() for a, b in spans]})
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     config = SFTConfig(output_dir=str(args.out), per_device_train_batch_size=8, num_train_epochs=1,
                        learning_rate=SETTINGS["lr"], lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
@@ -112,7 +117,24 @@ def child_trl(args) -> None:
         "adapter": str(args.out / "adapter")}))
 
 
-# ---- the same validation loss for both ------------------------------------------------------------------
+# ---- the same data and the same validation loss for both ------------------------------------------------
+
+def lftrain_encoding(model_path: Path, file: Path):
+    """(lftrain's encoding of a prompt/response file, the task, the tokenizer): chat template applied, one
+    span per example in `offsets`, `loss_mask` 1 on response tokens."""
+    from transformers import AutoTokenizer
+
+    from lftrain.config.loader import load_recipe
+    from lftrain.data.prepare import read_examples
+    from lftrain.tasks import build_task
+
+    recipe = load_recipe(data={"model": {"path": str(model_path)}, "data": {"train": str(file)},
+                               "task": {"type": "causal-lm-sft", "max_length": SETTINGS["max_length"]}})
+    task = build_task(recipe.task)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    task.prepare_tokenizer(tokenizer)
+    return task.encode(tokenizer, read_examples(str(file), recipe.data, task)), task, tokenizer
+
 
 def eval_losses(model_path: Path, adapters: dict[str, str], eval_file: Path, train_file: Path,
                 threads: int) -> tuple[dict[str, float], int]:
@@ -120,21 +142,13 @@ def eval_losses(model_path: Path, adapters: dict[str, str], eval_file: Path, tra
     import numpy as np
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from lftrain.config.loader import load_recipe
-    from lftrain.data.prepare import read_examples
     from lftrain.evaluation.generation import lm_loss
-    from lftrain.tasks import build_task
 
     torch.set_num_threads(threads)
-    recipe = load_recipe(data={"model": {"path": str(model_path)}, "data": {"train": str(eval_file)},
-                               "task": {"type": "causal-lm-sft", "max_length": SETTINGS["max_length"]}})
-    task = build_task(recipe.task)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    task.prepare_tokenizer(tokenizer)
-    enc = task.encode(tokenizer, read_examples(str(eval_file), recipe.data, task))
-    train_enc = task.encode(tokenizer, read_examples(str(train_file), recipe.data, task))
+    enc, task, tokenizer = lftrain_encoding(model_path, eval_file)
+    train_enc, _, _ = lftrain_encoding(model_path, train_file)
     train_tokens = int(np.diff(train_enc["offsets"]).sum())
     losses = {}
     for name, adapter in adapters.items():

@@ -24,3 +24,9 @@ def test_demo_recipe_reaches_80_percent(tmp_path):
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["data_stats"]["test_rows"] == 2551  # 20% of the 12,753 distinct fresh/rotten reviews
     assert manifest["precision"] in ("bf16", "fp32")
+    # evidence on real data: plot summaries (eval.ood_filter: category plot) are told apart from reviews better
+    # than chance (measured: MSP AUROC 0.805 on 2026-11-22), and the temperature is fitted and stored
+    evidence = json.loads((tmp_path / "run" / "evidence.json").read_text())
+    assert evidence["ood"]["n"] > 500 and evidence["ood"]["data"].endswith("[category=plot]")
+    assert evidence["ood"]["scores"]["msp"]["auroc"] > 0.7
+    assert (tmp_path / "run" / "model" / "calibration.json").is_file()

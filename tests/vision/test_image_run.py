@@ -53,3 +53,30 @@ def test_cli_predict_files(tmp_path, tiny_effnet):
     bad.write_bytes(b"GIF89a broken")
     p = run_lft("predict", str(tmp_path / "run"), "--input", files[0], str(bad), "--output", str(tmp_path / "q.jsonl"))
     assert p.returncode == 2 and "bad.png" in p.stderr and "cannot decode image" in p.stderr
+
+
+def test_lora_on_efficientnet_default_targets_and_merge(tmp_path, tiny_effnet):
+    """peft has no LoRA default for EfficientNet-Lite: lftrain adapts its pointwise convolutions, saves a peft
+    adapter, and the merged export predicts the same as the adapter."""
+    import torch
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForImageClassification
+
+    from lftrain import api
+
+    data = write_image_folder(tmp_path / "imgs", n_per_class=6)
+    recipe = image_recipe(tiny_effnet, str(data), tmp_path / "run", augment=False)
+    recipe.update(adaptation={"type": "lora", "r": 4}, eval={"bootstrap_samples": 0, "latency": False,
+                                                             "report": False})
+    recipe["train"]["epochs"] = 1
+    result = api.train(recipe)
+    assert set(PeftConfig.from_pretrained(result.model_dir).target_modules) == {"_expand_conv", "_project_conv"}
+    api.export(result.run_dir, tmp_path / "merged", merge=True)
+    merged = AutoModelForImageClassification.from_pretrained(tmp_path / "merged").eval()
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    base = AutoModelForImageClassification.from_pretrained(tiny_effnet, num_labels=2, ignore_mismatched_sizes=True)
+    adapter = PeftModel.from_pretrained(base, result.model_dir).eval()  # peft's own loader
+    pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(adapter(pixel_values=pixels).logits, merged(pixel_values=pixels).logits, atol=1e-4)
+    assert api.evaluate(result.run_dir, data)["n"] == 12  # and lftrain reloads the adapter run itself

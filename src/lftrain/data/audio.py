@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from lftrain.data.media import labelled_folder, list_media
 from lftrain.errors import DataError
 
 log = logging.getLogger("lftrain")
@@ -100,22 +101,13 @@ def _add(rows: AudioRows, source: bytes | Path, name: str, label: Any, where: tu
 
 
 def list_audio(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    return list_media(folder, AUDIO_SUFFIXES)
 
 
 def read_folder(folder: Path, *, with_labels: bool, skip_bad: bool) -> AudioRows:
     """`folder/<label>/*.wav|flac...` (labels = sub-folder names); unlabelled: every clip below `folder`."""
     rows = AudioRows()
-    files = list_audio(folder)
-    if with_labels:
-        loose = [f for f in files if f.parent == folder]
-        if loose:
-            raise DataError("audio files directly in the data folder have no label; put them in "
-                            "<folder>/<label>/ sub-folders", file=str(loose[0]))
-    if not files:
-        raise DataError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in this folder", file=str(folder))
-    for i, f in enumerate(files):
-        label = f.relative_to(folder).parts[0] if with_labels else None
+    for i, (f, label) in enumerate(labelled_folder(folder, AUDIO_SUFFIXES, "audio", with_labels=with_labels)):
         _add(rows, f, str(f), label, (str(f), i + 1, None), skip_bad)
     return rows
 

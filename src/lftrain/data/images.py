@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from lftrain.data.media import labelled_folder, list_media
 from lftrain.data.paths import resolve_path
 from lftrain.errors import DataError
 
@@ -72,22 +73,13 @@ def _add(rows: ImageRows, source: bytes | Path, name: str, label: Any, where: tu
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return list_media(folder, IMAGE_SUFFIXES)
 
 
 def read_folder(folder: Path, *, with_labels: bool, skip_bad: bool) -> ImageRows:
     """`folder/<label>/*.png|jpg...` (labels = sub-folder names); unlabelled: every image below `folder`."""
     rows = ImageRows()
-    files = list_images(folder)
-    if with_labels:
-        loose = [f for f in files if f.parent == folder]
-        if loose:
-            raise DataError("an image directly in the data folder has no label; put images in "
-                            "<folder>/<label>/", file=str(loose[0]))
-    if not files:
-        raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder", file=str(folder))
-    for i, f in enumerate(files):
-        label = f.relative_to(folder).parts[0] if with_labels else None
+    for i, (f, label) in enumerate(labelled_folder(folder, IMAGE_SUFFIXES, "image", with_labels=with_labels)):
         _add(rows, f, str(f), label, (str(f), i + 1, None), skip_bad)
     return rows
 

@@ -28,7 +28,7 @@ def run_lm(recipe, *, new_run: bool = False, allow_recipe_change: bool = False, 
     from lftrain.training.optim import build_optimizer, build_scheduler
     from lftrain.training.precision import pick_device, resolve_precision
     from lftrain.training.run import TrainResult, _data_files, _seed_everything, _trim_metrics, set_threads
-    from lftrain.training.rundir import open_run
+    from lftrain.training.rundir import marked_failed_on_error, open_run
 
     offline()
     task = build_task(recipe.task)
@@ -45,7 +45,7 @@ def run_lm(recipe, *, new_run: bool = False, allow_recipe_change: bool = False, 
         raise InputError("output.dir is not set")
     run, resuming = open_run(recipe.output.dir, dump_recipe(recipe), new_run=new_run,
                              allow_recipe_change=allow_recipe_change, inputs=_data_files(recipe))
-    try:
+    with marked_failed_on_error(run):
         cfg = recipe.train
         threads = set_threads(cfg.threads)
         device = pick_device()
@@ -125,9 +125,3 @@ def run_lm(recipe, *, new_run: bool = False, allow_recipe_change: bool = False, 
                          "best_step": state.best_step})
         run.set_status("finished", step=state.step, state=asdict(state), results=results)
         return TrainResult(run.path, run.model_dir, results, state.step, state.train_seconds, sps, resuming)
-    except BaseException as exc:
-        if not isinstance(exc, KeyboardInterrupt):
-            run.set_status("failed", error=f"{type(exc).__name__}: {exc}"[:2000])
-        raise
-    finally:
-        run.unlock()

@@ -291,12 +291,18 @@ def _task_type(model: nn.Module) -> str | None:
 
 def _default_targets(model: nn.Module, mapping: dict) -> list[str] | str:
     model_type = _model_type(model)
-    targets = mapping.get(model_type)
+    targets = mapping.get(model_type) or _OWN_DEFAULTS.get(model_type)
     if targets is None:
         raise InputError(f"adaptation.target_modules is not set and peft has no default for model type "
-                         f"'{model_type}'; set it to the names of the layers to adapt. This model's Linear layers: "
-                         f"{', '.join(linear_names(model))}")
+                         f"'{model_type}'; set it to the names of the layers to adapt. This model's "
+                         f"{_layer_kinds(model)}: {', '.join(linear_names(model))}")
     return list(targets) if isinstance(targets, list) else targets
+
+
+# Defaults for models peft does not know, by model type (lftrain's own model wrappers). EfficientNet-Lite: the
+# pointwise (1x1) convolutions of every block, which hold most of its weights; depthwise and strided ones are
+# left out (an adapter beside a padded, strided convolution would not line up with its output).
+_OWN_DEFAULTS: dict[str, list[str]] = {"lftrain-efficientnet-lite": ["_expand_conv", "_project_conv"]}
 
 
 def _matches(name: str, target: str) -> bool:
@@ -319,14 +325,28 @@ def _check_targets(model: nn.Module, targets: list[str] | str, key: str) -> None
     missing = [t for t in targets if not any(_matches(n, t) for n in names)]
     if missing:
         raise InputError(f"adaptation.{key}: no module named {', '.join(map(repr, missing))} in "
-                         f"{type(unwrap(model)).__name__}. Its Linear layers: {', '.join(linear_names(model))}")
+                         f"{type(unwrap(model)).__name__}. Its {_layer_kinds(model)}: "
+                         f"{', '.join(linear_names(model))}")
+
+
+def _adaptable(module: nn.Module) -> bool:
+    """Layers a LoRA-family adapter can wrap: Linear, and dense (not depthwise) 2-D convolutions."""
+    return isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1)
+
+
+def _layer_kinds(model: nn.Module) -> str:
+    hf = unwrap(model)
+    base = getattr(hf, "base_model", hf)
+    convs = any(isinstance(m, nn.Conv2d) and m.groups == 1 for m in base.modules())
+    return "Linear and convolution layers" if convs else "Linear layers"
 
 
 def linear_names(model: nn.Module) -> list[str]:
-    """Distinct last names of the Linear layers below the task head (what `target_modules` usually lists)."""
+    """Distinct last names of the layers below the task head an adapter can wrap (what `target_modules` usually
+    lists): Linear layers, and dense convolutions in a convolutional network."""
     hf = unwrap(model)
     base = getattr(hf, "base_model", hf)
-    return sorted({n.rsplit(".", 1)[-1] for n, m in base.named_modules() if isinstance(m, nn.Linear)})
+    return sorted({n.rsplit(".", 1)[-1] for n, m in base.named_modules() if _adaptable(m)})
 
 
 def _newly_initialised_modules(model: nn.Module) -> list[str]:

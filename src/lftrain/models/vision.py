@@ -48,6 +48,19 @@ class EfficientNetLiteConfig(PretrainedConfig):
         super().__init__(**kwargs)
 
 
+class SamePaddedConv2d(torch.nn.Conv2d):
+    """The package's `Conv2dStaticSamePadding` (TF-style "same" padding fixed for one image size) with torch's own
+    constructor. peft builds each LoRA convolution as `type(layer)(in, out, kernel, stride, ...)`, which the
+    package's class refuses (it requires `image_size`); the computation and the state-dict keys are unchanged."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.static_padding = torch.nn.Identity()  # replaced by the package's padding on converted layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.static_padding(x))
+
+
 def _network(config: EfficientNetLiteConfig, num_classes: int):
     from efficientnet_lite_pytorch import EfficientNet
     from efficientnet_lite_pytorch.utils import get_model_params
@@ -59,7 +72,11 @@ def _network(config: EfficientNetLiteConfig, num_classes: int):
         if getattr(config, key) is not None:
             overrides[key] = getattr(config, key)
     blocks, params = get_model_params(config.variant, overrides)
-    return EfficientNet(blocks, params)
+    network = EfficientNet(blocks, params)
+    for module in network.modules():
+        if type(module).__name__ == "Conv2dStaticSamePadding":
+            module.__class__ = SamePaddedConv2d
+    return network
 
 
 class EfficientNetLiteForImageClassification(PreTrainedModel):

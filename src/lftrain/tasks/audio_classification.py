@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,17 +26,6 @@ from lftrain.tasks.text_classification import TextClassification
 
 log = logging.getLogger("lftrain")
 INPUT_KEYS = ("input_features", "input_values")
-
-
-class _Places:
-    """`where(i)` for label errors, as a Table gives it."""
-
-    def __init__(self, where: list[tuple]) -> None:
-        self._where = where
-
-    def where(self, i: int) -> dict[str, Any]:
-        file, row, line = self._where[i]
-        return {"file": file, "row": row, "line": line}
 
 
 @TASKS.register("audio-classification")
@@ -111,21 +99,12 @@ class AudioClassification:
 
     @staticmethod
     def _examples(name: str, rows, with_labels: bool, drop_label) -> Examples:
-        from lftrain.tasks.labels import label_key
+        from lftrain.tasks.labels import keep_labelled
 
-        keep, dropped, keys = [], Counter(), []
-        for i, raw in enumerate(rows.labels):
-            key = None
-            if with_labels:
-                key = label_key(raw, _Places(rows.where), i, "label")
-                if drop_label is not None and drop_label(key):
-                    dropped[key] += 1
-                    continue
-            keep.append(i)
-            keys.append(key)
+        keep, keys, dropped = keep_labelled(rows.labels, rows.where, with_labels, drop_label)
         # "audio" first: content-based data checks hash the first non-label field
         return Examples(name, {"audio": [rows.waves[i] for i in keep], "rate": [rows.rates[i] for i in keep],
-                               "label": keys}, [rows.where[i] for i in keep], dict(dropped))
+                               "label": keys}, [rows.where[i] for i in keep], dropped)
 
     def dedupe_key(self, ex: Examples, i: int) -> tuple:
         wave = ex.fields["audio"][i]  # exact duplicates by content, whatever the file name

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,17 +23,6 @@ from lftrain.tasks.image_processor import ImageProcessor
 from lftrain.tasks.text_classification import TextClassification
 
 log = logging.getLogger("lftrain")
-
-
-class _Places:
-    """`where(i)` for label errors, as a Table gives it."""
-
-    def __init__(self, where: list[tuple]) -> None:
-        self._where = where
-
-    def where(self, i: int) -> dict[str, Any]:
-        file, row, line = self._where[i]
-        return {"file": file, "row": row, "line": line}
 
 
 @TASKS.register("image-classification")
@@ -111,20 +99,11 @@ class ImageClassification:
 
     @staticmethod
     def _examples(name: str, rows, with_labels: bool, drop_label) -> Examples:
-        from lftrain.tasks.labels import label_key
+        from lftrain.tasks.labels import keep_labelled
 
-        keep, dropped, keys = [], Counter(), []
-        for i, raw in enumerate(rows.labels):
-            key = None
-            if with_labels:
-                key = label_key(raw, _Places(rows.where), i, "label")
-                if drop_label is not None and drop_label(key):
-                    dropped[key] += 1
-                    continue
-            keep.append(i)
-            keys.append(key)
+        keep, keys, dropped = keep_labelled(rows.labels, rows.where, with_labels, drop_label)
         return Examples(name, {"image": [rows.images[i] for i in keep], "label": keys},
-                        [rows.where[i] for i in keep], dict(dropped))
+                        [rows.where[i] for i in keep], dropped)
 
     def dedupe_key(self, ex: Examples, i: int) -> tuple:
         img = ex.fields["image"][i]  # exact duplicates by content, whatever the file name

@@ -74,3 +74,33 @@ class LabelSet:
 
     def label2id(self) -> dict[str, int]:
         return dict(self._index)
+
+
+class _Places:
+    """`where(i)` for label errors, as a Table gives it, from (file, row, line) tuples."""
+
+    def __init__(self, where: list[tuple]) -> None:
+        self._where = where
+
+    def where(self, i: int) -> dict[str, Any]:
+        file, row, line = self._where[i]
+        return {"file": file, "row": row, "line": line}
+
+
+def keep_labelled(labels: list, where: list[tuple], with_labels: bool, drop_label) -> tuple[list[int], list, dict]:
+    """For media rows read one file at a time: (indices kept, their canonical label keys or None, dropped count
+    per label) — rows whose label `drop_label` rejects are dropped and counted."""
+    from collections import Counter
+
+    keep, keys, dropped, places = [], [], Counter(), _Places(where)
+    for i, raw in enumerate(labels):
+        key = None
+        if with_labels:
+            key = label_key(raw, places, i, "label")
+            if drop_label is not None and drop_label(key):
+                dropped[key] += 1
+                continue
+        keep.append(i)
+        keys.append(key)
+    return keep, keys, dict(dropped)
+

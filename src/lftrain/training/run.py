@@ -27,7 +27,7 @@ from lftrain.evaluation.metrics import format_table, headline
 from lftrain.models.loading import model_files, vet_model_dir
 from lftrain.tasks import build_task
 from lftrain.training import distributed
-from lftrain.training.rundir import RunDir, open_run
+from lftrain.training.rundir import RunDir, marked_failed_on_error, open_run
 
 log = logging.getLogger("lftrain")
 
@@ -125,7 +125,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
                         allow_recipe_change=allow_recipe_change, inputs=_data_files(recipe))
     run, resuming = opener() if dctx is None else distributed.open_run_shared(dctx, opener)
     log.info("run directory: %s%s", run.path, " (resuming)" if resuming else "")
-    try:
+    with marked_failed_on_error(run):
         cfg = recipe.train
         threads = set_threads(cfg.threads or (dctx.threads_per_process() if dctx else None))
         device = pick_device()
@@ -285,12 +285,6 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
                        results={k: headline(v) for k, v in results.items()})
         log.info("model: %s", run.model_dir)
         return TrainResult(run.path, run.model_dir, results, state.step, state.train_seconds, sps, resuming)
-    except BaseException as exc:
-        if not isinstance(exc, KeyboardInterrupt):
-            run.set_status("failed", error=f"{type(exc).__name__}: {exc}"[:2000])
-        raise
-    finally:
-        run.unlock()
 
 
 def _save_model(model, tokenizer, out: Path) -> None:

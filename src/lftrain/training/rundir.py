@@ -8,6 +8,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -217,3 +219,17 @@ def open_run(path: str | Path, recipe_yaml: str, *, new_run: bool = False, allow
     run.recipe_file.write_text(recipe_yaml)
     run.set_status("running", created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), inputs=prints)
     return run, False
+
+
+@contextmanager
+def marked_failed_on_error(run) -> Iterator[None]:
+    """Around a run's work: an error marks the run `failed` in its status file (a Ctrl-C leaves it as it was:
+    interrupted, resumable), and the run directory's lock is always released."""
+    try:
+        yield
+    except BaseException as exc:
+        if not isinstance(exc, KeyboardInterrupt):
+            run.set_status("failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    finally:
+        run.unlock()

@@ -155,7 +155,7 @@ def train_recipe(recipe, *, new_run: bool = False, allow_recipe_change: bool = F
 def run_stages(recipe, *, new_run: bool = False, allow_recipe_change: bool = False, on_eval=None):
     from lftrain.config import dump_recipe
     from lftrain.training.run import TrainResult
-    from lftrain.training.rundir import open_run
+    from lftrain.training.rundir import marked_failed_on_error, open_run
 
     expand(recipe)  # every stage validated before anything is written or loaded
     run, resuming = open_run(recipe.output.dir, dump_recipe(recipe), new_run=new_run,
@@ -166,7 +166,7 @@ def run_stages(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fal
     index: list[dict] = []
     steps, seconds, samples = 0, 0.0, 0.0
     result = None
-    try:
+    with marked_failed_on_error(run):
         run.set_status("running", stages=[s.name for s in stages])
         for st in stages:
             status = _stage_status(st.dir)
@@ -199,12 +199,6 @@ def run_stages(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fal
         run.set_status("finished", step=steps, results=_headline(final), stages=[e["name"] for e in index])
         return TrainResult(run.path, run.path / "model", final, steps, seconds, samples / max(seconds, 1e-9),
                            resuming)
-    except BaseException as exc:
-        if not isinstance(exc, KeyboardInterrupt):
-            run.set_status("failed", error=f"{type(exc).__name__}: {exc}"[:2000])
-        raise
-    finally:
-        run.unlock()
 
 
 def _headline(metrics: dict) -> dict:
