@@ -122,19 +122,13 @@ class AudioClassification:
         return AudioProcessor.from_dir(source.path, self.config.window_seconds)
 
     def load_model(self, source, *, trust_remote_code: bool, attention: str):
-        import torch
         from transformers import AutoModelForAudioClassification
 
-        from lftrain.models.loading import load_kwargs
+        from lftrain.models.loading import load_classifier
 
         assert self.labels is not None
-        try:
-            model = AutoModelForAudioClassification.from_pretrained(
-                source.path, num_labels=len(self.labels), id2label=self.labels.id2label(),
-                label2id=self.labels.label2id(), ignore_mismatched_sizes=True, attn_implementation=attention,
-                dtype=torch.float32, **load_kwargs(source, trust_remote_code))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{source.path}: cannot load as an audio classifier: {exc}") from None
+        model = load_classifier(AutoModelForAudioClassification, source, self.labels, "an audio classifier",
+                                trust_remote_code, ignore_mismatched_sizes=True, attn_implementation=attention)
         frames = self.load_processor(source).frames
         if frames is not None and getattr(model.config, "model_type", "") == "whisper":
             shorten_whisper_encoder(model, frames // 2)

@@ -17,7 +17,6 @@ from pydantic import Field
 
 from lftrain.config.base import Section
 from lftrain.data.examples import Examples
-from lftrain.errors import InputError
 from lftrain.tasks import TASKS
 from lftrain.tasks.image_processor import ImageProcessor
 from lftrain.tasks.text_classification import TextClassification
@@ -122,24 +121,18 @@ class ImageClassification:
         return ImageProcessor.from_dir(source.path, image_size=self.config.image_size, default_size=default)
 
     def load_model(self, source, *, trust_remote_code: bool, attention: str):
-        import torch
         from transformers import AutoModelForImageClassification
 
         import lftrain.models.vision as vision  # registers EfficientNet-Lite with the Auto classes
-        from lftrain.models.loading import load_kwargs
+        from lftrain.models.loading import load_classifier
 
         assert self.labels is not None
         extra = {}
         if source.config.get("model_type") == vision.MODEL_TYPE:
             # Its "same" padding is computed for a fixed input size: build it for the size we feed.
             extra["image_size"] = self.load_processor(source).image_size
-        try:
-            return AutoModelForImageClassification.from_pretrained(
-                source.path, num_labels=len(self.labels), id2label=self.labels.id2label(),
-                label2id=self.labels.label2id(), ignore_mismatched_sizes=True, dtype=torch.float32,
-                **extra, **load_kwargs(source, trust_remote_code))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{source.path}: cannot load as an image classifier: {exc}") from None
+        return load_classifier(AutoModelForImageClassification, source, self.labels, "an image classifier",
+                               trust_remote_code, ignore_mismatched_sizes=True, **extra)
 
     def encode(self, processor: ImageProcessor, ex: Examples) -> dict[str, np.ndarray]:
         """Resize every image to the model's size: uint8 (N, C, S, S), C = 1 when all are grey, else 3."""

@@ -12,7 +12,7 @@ from pydantic import Field
 from lftrain.config.base import Section
 from lftrain.data.examples import Examples, clean_text
 from lftrain.data.readers import Table, is_missing
-from lftrain.errors import DataError, InputError
+from lftrain.errors import DataError
 from lftrain.tasks import TASKS
 from lftrain.tasks.labels import LabelSet, label_key
 
@@ -91,19 +91,13 @@ class TextClassification:
 
     # ---- model ----------------------------------------------------------------------------------------
     def load_model(self, source, *, trust_remote_code: bool, attention: str):
-        import torch
         from transformers import AutoModelForSequenceClassification
 
-        from lftrain.models.loading import load_kwargs
+        from lftrain.models.loading import load_classifier
 
         assert self.labels is not None
-        try:
-            return AutoModelForSequenceClassification.from_pretrained(
-                source.path, num_labels=len(self.labels), id2label=self.labels.id2label(),
-                label2id=self.labels.label2id(), attn_implementation=attention, dtype=torch.float32,
-                **load_kwargs(source, trust_remote_code))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{source.path}: cannot load as a sequence classifier: {exc}") from None
+        return load_classifier(AutoModelForSequenceClassification, source, self.labels, "a sequence classifier",
+                               trust_remote_code, attn_implementation=attention)
 
     def encode(self, tokenizer, ex: Examples) -> dict[str, np.ndarray]:
         """Tokenise into flat arrays (ids, offsets, type ids, labels): compact, and cacheable without pickle."""
