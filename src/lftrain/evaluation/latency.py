@@ -89,18 +89,7 @@ def measure_latency(model: torch.nn.Module, tokenizer, texts: Sequence[str], *,
                 break
     finally:
         model.train(was_training)
-    ms = np.asarray(times) * 1000.0
-    return {
-        "latency_p50_ms": float(np.percentile(ms, 50)),
-        "latency_p95_ms": float(np.percentile(ms, 95)),
-        "throughput_per_s": float(done / busy) if busy > 0 else float("nan"),
-        "batch1_n": len(times),
-        "throughput_batch": throughput_batch,
-        "throughput_examples": done,
-        "threads": torch.get_num_threads(),
-        "precision": precision,
-        "device": str(device),
-    }
+    return _summary(times, done, busy, throughput_batch, precision, device)
 
 
 @torch.no_grad()
@@ -144,6 +133,11 @@ def measure_latency_encoded(model: torch.nn.Module, task, encoded: dict[str, np.
                 break
     finally:
         model.train(was_training)
+    return _summary(times, done, busy, throughput_batch, precision, device)
+
+
+def _summary(times: list[float], done: int, busy: float, throughput_batch: int, precision: str, device) -> dict:
+    """The evidence's latency block: batch-1 percentiles (ms) and batched throughput, with the conditions."""
     ms = np.asarray(times) * 1000.0
     return {"latency_p50_ms": float(np.percentile(ms, 50)), "latency_p95_ms": float(np.percentile(ms, 95)),
             "throughput_per_s": float(done / busy) if busy > 0 else float("nan"), "batch1_n": len(times),

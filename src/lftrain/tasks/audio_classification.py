@@ -141,9 +141,9 @@ class AudioClassification:
         waves = [fit_window(resample(w, r, processor.rate), processor.n_samples)
                  for w, r in zip(ex.fields["audio"], ex.fields["rate"])]
         out = {processor.input_name: processor(waves)}
-        if self.labels is not None and all(label is not None for label in ex.fields["label"]):
-            out["labels"] = np.asarray([self.labels.index(v, ex, i) for i, v in enumerate(ex.fields["label"])],
-                                       dtype=np.int64)
+        labels = self.labels.encode(ex) if self.labels is not None else None
+        if labels is not None:
+            out["labels"] = labels
         return out
 
     @staticmethod

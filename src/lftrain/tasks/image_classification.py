@@ -149,9 +149,9 @@ class ImageClassification:
                "rescale": np.asarray([processor.rescale], dtype=np.float32)}
         if ex.name == "train" and self.config.augment:
             out["augment"] = np.asarray([self.config.crop_scale, float(self.config.hflip)], dtype=np.float32)
-        if self.labels is not None and all(label is not None for label in ex.fields["label"]):
-            out["labels"] = np.asarray([self.labels.index(v, ex, i) for i, v in enumerate(ex.fields["label"])],
-                                       dtype=np.int64)
+        labels = self.labels.encode(ex) if self.labels is not None else None
+        if labels is not None:
+            out["labels"] = labels
         return out
 
     @staticmethod

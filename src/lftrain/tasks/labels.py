@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from lftrain.errors import DataError
 
 
@@ -68,6 +70,13 @@ class LabelSet:
             raise DataError(f"unknown label '{raw}' (labels: {', '.join(self.names)}); add it to task.labels "
                             "or set data.unknown_labels: drop", file=file, row=row, line=line, column=column)
         return idx
+
+    def encode(self, ex) -> np.ndarray | None:
+        """Class indices of `ex`'s labels (int64), or None when the rows are unlabelled (e.g. predict input)."""
+        raw = ex.fields["label"]
+        if not all(label is not None for label in raw):
+            return None
+        return np.asarray([self.index(v, ex, i) for i, v in enumerate(raw)], dtype=np.int64)
 
     def id2label(self) -> dict[int, str]:
         return dict(enumerate(self.names))

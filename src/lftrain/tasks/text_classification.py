@@ -112,9 +112,9 @@ class TextClassification:
             "token_type_ids": np.fromiter((t for x in enc["token_type_ids"] for t in x), dtype=np.int8,
                                           count=int(lengths.sum())),
         }
-        if self.labels is not None and all(label is not None for label in ex.fields["label"]):
-            out["labels"] = np.asarray([self.labels.index(v, ex, i) for i, v in enumerate(ex.fields["label"])],
-                                       dtype=np.int64)
+        labels = self.labels.encode(ex) if self.labels is not None else None
+        if labels is not None:
+            out["labels"] = labels
         return out
 
     @staticmethod
