@@ -12,6 +12,8 @@ labelled reviews per class are drawn, and the remaining reviews are the unlabell
   contrastive       lftrain, method contrastive-few-shot (SetFit-style pairs + logistic-regression head)
   contrastive+self-training  two stages: contrastive few-shot, then self-training with it as the teacher
   setfit            the peer: the `setfit` library, same encoder, same labelled reviews, same pair budget
+  <method>@mean     the same lftrain method with `task.pooling: mean`: the classification head reads the
+                    mean of the last layer's token vectors (the encoder's sentence embedding), not [CLS]
 
 Each finished (method, k, seed) is appended to `--results` (JSON), so runs in chunks combine:
 
@@ -38,8 +40,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO_ROOT, minilm_dir, rotten_tomatoes_source  # noqa: E402
 
-METHODS = ("supervised", "mlm", "self-training", "mlm+self-training", "contrastive", "contrastive+self-training",
-           "setfit")
+BASE_METHODS = ("supervised", "mlm", "self-training", "mlm+self-training", "contrastive", "contrastive+self-training")
+# "<method>@mean": the same with task.pooling: mean (the head reads the mean-pooled sentence embedding, as SetFit's)
+METHODS = BASE_METHODS + tuple(f"{m}@mean" for m in BASE_METHODS) + ("setfit",)
+DEFAULT_METHODS = ("supervised", "mlm", "self-training", "mlm+self-training", "contrastive", "setfit",
+                   "supervised@mean", "self-training@mean", "contrastive@mean")
 LABELS = ["rotten", "fresh"]
 
 
@@ -96,7 +101,7 @@ def supervised_train(k: int) -> dict:
     return {"epochs": 20 if k <= 8 else 10 if k <= 64 else 3}
 
 
-def run_lftrain(recipe: dict) -> dict:
+def run_lftrain(recipe: dict, keep: bool = False) -> dict:
     import lftrain.api as api
 
     out = Path(recipe["output"]["dir"])
@@ -109,6 +114,8 @@ def run_lftrain(recipe: dict) -> dict:
     if rounds:  # self-training: how many pseudo-labels each round took, and how many were right
         rec["pseudo_labels"] = [{"selected": r["selected"], "accuracy": r.get("pseudo_label_accuracy")}
                                 for r in rounds]
+    if not keep:  # checkpoints and models of ~200 runs fill a disk (~800 MB each); the JSON keeps the figures
+        shutil.rmtree(out)
     return rec
 
 
@@ -166,6 +173,7 @@ def run_method(method: str, k: int, seed: int, args, files: dict) -> dict:
     train, unl, test = files["train"], files["unlabeled"], files["test"]
     if method == "setfit":
         return run_setfit(train, test, seed, args)
+    method, _, pooling = method.partition("@")
     model = mlm_model(args, files) if method.startswith("mlm") else minilm_dir()
     if method == "contrastive":
         recipe = base_recipe(model, train, test, out, args.work, seed, epochs=1)
@@ -176,7 +184,9 @@ def run_method(method: str, k: int, seed: int, args, files: dict) -> dict:
         recipe = base_recipe(model, train, test, out, args.work, seed, **supervised_train(k))
         if method.endswith("self-training"):
             recipe = self_training_recipe(recipe, unl, k, args)
-    return run_lftrain(recipe)
+    if pooling:
+        recipe["task"]["pooling"] = pooling
+    return run_lftrain(recipe, keep=args.keep_runs)
 
 
 # ---- the peer -------------------------------------------------------------------------------------------------
@@ -240,15 +250,31 @@ def markdown(runs: list[dict], meta: dict) -> str:
                      f"{row['seconds_mean']:.0f} |")
     head = (f"Rotten Tomatoes fresh vs rotten, MiniLM-L6; test = {meta['n_test']} fixed reviews; "
             f"unlabelled pool for self-training capped at {meta['pool_cap']}; pair iterations {meta['iterations']}.")
-    return head + "\n\n" + "\n".join(lines) + "\n"
+    diffs = ["| k per class | method | − supervised | − supervised@mean | − setfit |", "|---|---|---|---|---|"]
+    for row in summarise(runs):
+        cells = [paired(runs, row["k"], row["method"], other) for other in ("supervised", "supervised@mean", "setfit")]
+        if row["method"] not in ("supervised", "setfit") and any(cells):
+            diffs.append(f"| {row['k']} | {row['method']} | " + " | ".join(c or "" for c in cells) + " |")
+    return (head + "\n\n" + "\n".join(lines) + "\n\nPaired differences in points (mean ± sd over the seeds both "
+            "ran; the same labelled draw per seed):\n\n" + "\n".join(diffs) + "\n")
+
+
+def paired(runs: list[dict], k: int, a: str, b: str) -> str | None:
+    """`a` − `b` in accuracy points, mean ± sd over the seeds both ran (None when fewer than two, or a is b)."""
+    acc = {(r["method"], r["seed"]): r["accuracy"] for r in runs if r["k"] == k}
+    seeds = sorted(s for m, s in acc if m == a and (b, s) in acc)
+    if a == b or len(seeds) < 2:
+        return None
+    d = 100 * np.array([acc[a, s] - acc[b, s] for s in seeds])
+    return f"{d.mean():+.1f} ± {d.std(ddof=1):.1f}"
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--k", type=int, nargs="+", default=[64])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--methods", nargs="+", default=[m for m in METHODS if m != "contrastive+self-training"],
-                   choices=METHODS, help="default: all but contrastive+self-training (an extra, not the protocol)")
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS,
+                   help="default: %(default)s; '@mean': with task.pooling: mean")
     p.add_argument("--test-size", type=int, default=1000)
     p.add_argument("--pool-cap", type=int, default=3000, help="unlabelled reviews given to self-training")
     p.add_argument("--mlm-text", type=int, default=4000, help="non-test reviews the masked-LM pretraining reads")
@@ -262,6 +288,8 @@ def main() -> int:
     p.add_argument("--results", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "semi_supervised.json")
     p.add_argument("--table", action="store_true", help="only print (and write) the table of recorded runs")
     p.add_argument("--redo", action="store_true", help="run again (method, k, seed) already recorded")
+    p.add_argument("--keep-runs", action="store_true", help="keep each run's directory (default: deleted once "
+                   "its figures are recorded)")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch

@@ -5,7 +5,8 @@ sides load that folder). Data: Rotten Tomatoes snippets as prompt -> "fresh"/"ro
 loss on the response only. Both sides: LoRA r=8, alpha 16, dropout 0 on q/k/v/o/gate/up/down; bf16
 autocast over fp32 master weights; packing into rows of 128 tokens; ~16 examples per optimiser step;
 AdamW lr 1e-3, linear decay, no warm-up, no weight decay, clip 1.0; 3 epochs (`--epochs`: long enough for
-the validation loss to settle); seed 0; same thread count; no activation checkpointing on either side.
+the validation loss to settle); the same seed (`--seeds`: one run pair per seed; the seed draws the LoRA
+initialisation and the batch order); same thread count; no activation checkpointing on either side.
 TRL gets lftrain's own tokenisation of the data, pre-tokenized (`input_ids` + `completion_mask`: the same chat
 template rendering and response-only loss mask, so both fit the same token sequences), and runs at its
 documented packing settings (`packing=True`, BFD strategy, hence padding-free batches
@@ -17,8 +18,12 @@ wall time of the child, peak RSS, and the validation loss of both trained adapte
 function (lftrain's `lm_loss`, bf16) on the same held-out examples, so "equal loss" is measured the
 same way for both.
 
-    python benchmarks/bench_sft.py                 # ~15 min on 2 cores (3 epochs)
+    python benchmarks/bench_sft.py                 # ~15 min per seed on 2 cores (3 epochs)
+    python benchmarks/bench_sft.py --seeds 0 1 2   # "equal loss" needs several seeds: one seed's loss varies
     python benchmarks/bench_sft.py --train 96 --eval 16   # plumbing check
+
+With several seeds the summary gives the mean speed ratio and the paired validation-loss gap (mean ± sd over
+seeds); every seed's figures are in the JSON.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from _common import child_env, default_threads, format_table, run_measured  # no
 
 PROMPT = "Movie review: {text}\nIs this review fresh or rotten? Answer with one word."
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-SETTINGS = {"r": 8, "alpha": 16, "dropout": 0.0, "lr": 1e-3, "max_length": 128, "examples_per_step": 16, "seed": 0}
+SETTINGS = {"r": 8, "alpha": 16, "dropout": 0.0, "lr": 1e-3, "max_length": 128, "examples_per_step": 16}
 
 
 def model_dir() -> Path:
@@ -69,7 +74,7 @@ def child_lftrain(args) -> None:
                              "dropout": SETTINGS["dropout"], "target_modules": TARGETS},
               "train": {"epochs": args.epochs, "batch_size": SETTINGS["examples_per_step"], "lr": SETTINGS["lr"],
                         "scheduler": "linear", "warmup_ratio": 0.0, "weight_decay": 0.0, "max_grad_norm": 1.0,
-                        "precision": "bf16", "threads": args.threads, "seed": SETTINGS["seed"], "log_every": 5},
+                        "precision": "bf16", "threads": args.threads, "seed": args.seed, "log_every": 5},
               "eval": {"splits": []},
               "output": {"dir": str(args.out)}}
     result = lftrain.train(recipe, new_run=True)
@@ -103,7 +108,7 @@ def child_trl(args) -> None:
                        learning_rate=SETTINGS["lr"], lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
                        max_grad_norm=1.0, bf16=True, use_cpu=True, packing=True, max_length=SETTINGS["max_length"],
                        completion_only_loss=True, logging_steps=5, save_strategy="no", eval_strategy="no",
-                       report_to="none", seed=SETTINGS["seed"], dataloader_num_workers=0)
+                       report_to="none", seed=args.seed, dataloader_num_workers=0)
     peft = LoraConfig(r=SETTINGS["r"], lora_alpha=SETTINGS["alpha"], lora_dropout=SETTINGS["dropout"],
                       target_modules=TARGETS, task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer, peft_config=peft)
@@ -168,6 +173,7 @@ def main() -> int:
     p.add_argument("--train", type=int, default=384, help="training examples (default 384: 24 steps per epoch)")
     p.add_argument("--eval", type=int, default=96, help="held-out examples for the validation loss")
     p.add_argument("--epochs", type=int, default=3, help="passes over the training examples (both systems)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run pair per seed (default: 0)")
     p.add_argument("--threads", type=int, default=default_threads())
     p.add_argument("--work", type=Path, default=Path("/tmp/lft-bench-sft"))
     p.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "bench_sft.json")
@@ -178,27 +184,64 @@ def main() -> int:
     p.add_argument("--eval-file", dest="eval_file", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        args.train, args.eval = args.train_file, args.eval_file
+        args.train, args.eval, args.seed = args.train_file, args.eval_file, args.seeds[0]
         (child_lftrain if args.child == "lftrain" else child_trl)(args)
         return 0
 
     import shutil
+
+    import numpy as np
 
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     model = model_dir()
     train, evals = prepare(args.work, args.train, args.eval)
     env = child_env(args.threads)
+    runs = []
+    for seed in args.seeds:
+        measured = run_pair(args, seed, model, train, evals, env)
+        if measured is None:
+            return 1
+        ours, peer = measured["lftrain"], measured["trl"]
+        runs.append({"seed": seed, "systems": measured, "speed_ratio": ours["tokens_per_s"] / peer["tokens_per_s"],
+                     "val_loss_relative_gap": ours["val_loss"] / peer["val_loss"] - 1.0})
+        rows = [[n, f"{m['tokens']}", f"{m['steps']}", f"{m['train_seconds']:.1f}", f"{m['tokens_per_s']:.0f}",
+                 f"{m['val_loss']:.4f}", f"{m['wall_s']:.0f}", f"{m['peak_rss_mb']:.0f}"] for n, m in measured.items()]
+        print(f"seed {seed}")
+        print(format_table(["system", "train tokens", "steps", "train s", "tokens/s", "val loss", "wall s",
+                            "peak MB"], rows))
+    ratios = np.array([r["speed_ratio"] for r in runs])
+    gaps = np.array([r["val_loss_relative_gap"] for r in runs])
+    loss = {n: np.array([r["systems"][n]["val_loss"] for r in runs]) for n in ("lftrain", "trl")}
+    def sd(a):
+        return (float(np.std(a, ddof=1)) if len(a) > 1 else float("nan"))
+    summary = {"seeds": [r["seed"] for r in runs], "speed_ratio_mean": float(ratios.mean()),
+               "val_loss_mean": {n: float(v.mean()) for n, v in loss.items()},
+               "val_loss_sd": {n: sd(v) for n, v in loss.items()},
+               "val_loss_relative_gap_mean": float(gaps.mean()), "val_loss_relative_gap_sd": sd(gaps)}
+    print(f"{len(runs)} seed(s): speed ratio lftrain/TRL {ratios.mean():.2f}x (target >= 1.5x); validation loss "
+          f"lftrain {loss['lftrain'].mean():.4f} vs TRL {loss['trl'].mean():.4f}, paired gap "
+          f"{100 * gaps.mean():+.2f}% ± {100 * sd(gaps):.2f} (target within 2%)")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"settings": SETTINGS, "epochs": args.epochs, "threads": args.threads,
+                                       "n_train": args.train, "n_eval": args.eval, "summary": summary,
+                                       "runs": runs}, indent=1))
+    return 0
+
+
+def run_pair(args, seed: int, model: Path, train: Path, evals: Path, env: dict) -> dict | None:
+    """Both systems on one seed, each in its own child process; their validation losses by one function."""
     measured = {}
     for name in ("lftrain", "trl"):
-        cmd = [sys.executable, __file__, "--child", name, "--model", str(model), "--out",
-               str(args.work / f"{name}-out"), "--train-file", str(train), "--eval-file", str(evals),
-               "--threads", str(args.threads), "--work", str(args.work), "--epochs", str(args.epochs)]
+        out = args.work / f"{name}-out-s{seed}"
+        cmd = [sys.executable, __file__, "--child", name, "--model", str(model), "--out", str(out),
+               "--train-file", str(train), "--eval-file", str(evals), "--threads", str(args.threads),
+               "--work", str(args.work), "--epochs", str(args.epochs), "--seeds", str(seed)]
         t0 = time.perf_counter()
-        m = run_measured(cmd, env, args.work / f"{name}-rss.json", log=args.work / f"{name}.log")
+        m = run_measured(cmd, env, args.work / f"{name}-rss.json", log=args.work / f"{name}-s{seed}.log")
         if m.returncode != 0:
-            print(f"{name} failed (exit {m.returncode}); see {args.work / f'{name}.log'}", file=sys.stderr)
-            return 1
+            print(f"{name} failed (exit {m.returncode}); see {args.work / f'{name}-s{seed}.log'}", file=sys.stderr)
+            return None
         measured[name] = {**json.loads((args.work / f"{name}.json").read_text()), "wall_s": time.perf_counter() - t0,
                           "peak_rss_mb": m.peak_rss_mb}
     losses, tokens = eval_losses(model, {k: v["adapter"] for k, v in measured.items()}, evals, train, args.threads)
@@ -206,21 +249,7 @@ def main() -> int:
         m["tokens"] = m.get("tokens", tokens) * args.epochs  # tokens seen in training: every epoch's
         m["tokens_per_s"] = m["tokens"] / m["train_seconds"]
         m["val_loss"] = losses[name]
-    ours, peer = measured["lftrain"], measured["trl"]
-    ratio = ours["tokens_per_s"] / peer["tokens_per_s"]
-    loss_gap = ours["val_loss"] / peer["val_loss"] - 1.0
-    rows = [[n, f"{m['tokens']}", f"{m['steps']}", f"{m['train_seconds']:.1f}", f"{m['tokens_per_s']:.0f}",
-             f"{m['val_loss']:.4f}", f"{m['wall_s']:.0f}", f"{m['peak_rss_mb']:.0f}"] for n, m in measured.items()]
-    print(format_table(["system", "train tokens", "steps", "train s", "tokens/s", "val loss", "wall s", "peak MB"],
-                       rows))
-    print(f"speed ratio lftrain/TRL: {ratio:.2f}x (target >= 1.5x); validation loss lftrain vs TRL: "
-          f"{100 * loss_gap:+.2f}% (target within 2%)")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"settings": SETTINGS, "epochs": args.epochs, "threads": args.threads,
-                                       "n_train": args.train,
-                                       "n_eval": args.eval, "systems": measured, "speed_ratio": ratio,
-                                       "val_loss_relative_gap": loss_gap}, indent=1))
-    return 0
+    return measured
 
 
 if __name__ == "__main__":

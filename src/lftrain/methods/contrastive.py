@@ -4,8 +4,9 @@ together and different-label pairs far apart, and fit a logistic-regression head
 
     method: {type: contrastive-few-shot, iterations: 20, loss: cosine}
 
-The saved model must stay a plain `AutoModelForSequenceClassification` (`lft evaluate/predict`, calibration and
-the reports work on it unchanged), whose head reads one vector (for BERT: the pooler output of [CLS]). By
+The saved model must stay an `AutoModelForSequenceClassification` (`lft evaluate/predict`, calibration and
+the reports work on it unchanged), whose head reads one vector: for BERT the pooler output of [CLS], or with
+`task.pooling: mean` the mean-pooled sentence embedding (models/pooled.py; SetFit's choice, best with few labels). By
 default the pair loss compares mean-pooled token vectors (the sentence embedding a sentence-transformer encoder
 was trained for), each batch also carries the rows' classification loss through the model's own head (which
 teaches the [CLS] path), and the logistic regression is fitted on the head's input and written into the head's
@@ -202,6 +203,10 @@ class ContrastiveFewShot:
         per_class = np.bincount(train_encoded["labels"], minlength=model.config.num_labels).tolist()
         log.info("contrastive-few-shot: %d labelled rows (per class %s) -> %d pairs (%d same-label), loss %s",
                  len(train_encoded["labels"]), per_class, len(a), int(target.sum()), self.config.loss)
+        if getattr(self.task.config, "pooling", None) == "model":
+            log.info("contrastive-few-shot: the head reads the architecture's own pooled vector (BERT: [CLS]); "
+                     "with a sentence-transformers encoder, task.pooling: mean usually classifies better from few "
+                     "labels (docs/semi-supervised.md)")
         if self.config.head == "logistic":
             self.refit_head(model)
         return {**train_encoded, "pair_a": a, "pair_b": b, "pair_target": target}, _PairTask(self.task)
@@ -230,7 +235,7 @@ class ContrastiveFewShot:
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Both sides of every pair in one forward pass (rows [a₁..a_B, b₁..b_B]); the loss summed over pairs:
         pair loss + ce_weight · the rows' mean classification loss per pair (each pair has two rows)."""
-        from lftrain.methods.teacher import mean_pool
+        from lftrain.models.pooled import mean_pool
 
         cfg = self.config
         with capture_head_input(model) as box:

@@ -149,7 +149,7 @@ class Distill:
 
     def _hidden_loss(self, model, hidden_states, batch) -> torch.Tensor:
         proj = getattr(model, PROJECTION)
-        from lftrain.methods.teacher import mean_pool
+        from lftrain.models.pooled import mean_pool
 
         losses = []
         for k, (s, _) in enumerate(self.pairs):

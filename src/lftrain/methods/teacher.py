@@ -151,17 +151,13 @@ def _compute(ref: TeacherRef, recipe, parts: list[Examples], *, layers: list[int
     return out
 
 
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of the token vectors that are not padding: (B, T, H) -> (B, H). Independent of the tokenizer,
-    so teacher and student with different vocabularies still compare."""
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp_min(1)
 
 
 @torch.no_grad()
 def run_teacher(model: torch.nn.Module, task, encoded: dict[str, np.ndarray], *, layers: list[int], batch_size: int,
                 precision: str, device: torch.device, pad_id: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Logits (and pooled block outputs) for every example, in input order (batches formed longest-first)."""
+    from lftrain.models.pooled import mean_pool  # tokenizer-independent: teacher and student vocabularies may differ
     from lftrain.training.precision import autocast
 
     lengths = task.lengths(encoded)

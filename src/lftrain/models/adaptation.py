@@ -281,7 +281,11 @@ _PEFT_HEADS = ("classifier", "score")  # what peft adds to modules_to_save for S
 
 
 def _model_type(model: nn.Module) -> str | None:
-    return getattr(getattr(unwrap(model), "config", None), "model_type", None)
+    """The architecture of the base model: for a wrapper (task.pooling: mean) the encoder's, whose layers are
+    the ones adapted."""
+    hf = unwrap(model)
+    base = getattr(hf, "base_model", hf)
+    return getattr(getattr(base, "config", None), "model_type", None)
 
 
 def _task_type(model: nn.Module) -> str | None:

@@ -42,6 +42,8 @@ class ExportCheckError(LftError):
 def _load_fp32(model_dir: Path) -> nn.Module:
     from transformers import AutoModelForSequenceClassification
 
+    import lftrain.models.pooled  # noqa: F401  (registers the mean-pooled classifier, task.pooling: mean)
+
     return AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True,
                                                               use_safetensors=True, attn_implementation="eager",
                                                               dtype=torch.float32).eval()
@@ -152,6 +154,8 @@ class OnnxClassifier(nn.Module):
 def load_exported(path: str | Path, threads: int | None = None) -> nn.Module:
     """A model written by `lft export` (plain, int8 or ONNX), ready for `model(**inputs).logits` on CPU."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    import lftrain.models.pooled  # noqa: F401  (registers the mean-pooled classifier, task.pooling: mean)
 
     path = Path(path)
     if (path / ONNX_FILE).is_file():

@@ -36,6 +36,11 @@ class TextClassification:
         """Tokens per example; longer texts are truncated."""
         label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
         """Label smoothing of the cross-entropy loss (0 = none)."""
+        pooling: Literal["model", "mean"] = "model"
+        """What the classification head reads. `model`: the architecture's own head (BERT: the [CLS] vector
+        through its pooler layer). `mean`: the mean of the last layer's token vectors, the sentence embedding a
+        sentence-transformers encoder was trained to produce; better with few labels (docs/semi-supervised.md).
+        The saved model then loads with `AutoModelForSequenceClassification` after `import lftrain.models.pooled`."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -91,11 +96,18 @@ class TextClassification:
 
     # ---- model ----------------------------------------------------------------------------------------
     def load_model(self, source, *, trust_remote_code: bool, attention: str):
-        from transformers import AutoModelForSequenceClassification
+        from transformers import AutoModel, AutoModelForSequenceClassification
 
+        import lftrain.models.pooled as pooled  # registers the mean-pooled classifier with the Auto classes
         from lftrain.models.loading import load_classifier
 
         assert self.labels is not None
+        if self.config.pooling == "mean" and source.config.get("model_type") != pooled.MODEL_TYPE:
+            encoder = load_classifier(AutoModel, source, self.labels, "an encoder", trust_remote_code,
+                                      attn_implementation=attention)
+            return pooled.wrap_encoder(encoder, num_labels=len(self.labels), id2label=self.labels.id2label(),
+                                       label2id=self.labels.label2id())
+        # A model saved with mean pooling keeps it whatever `pooling` says: its head was trained on that input.
         return load_classifier(AutoModelForSequenceClassification, source, self.labels, "a sequence classifier",
                                trust_remote_code, attn_implementation=attention)
 
