@@ -104,3 +104,13 @@ def test_lora_on_the_mean_pooled_model_merges_to_the_same_logits(tiny_bert, tmp_
     with torch.no_grad():
         merged_logits = merged(**adapter.task.model_inputs(batch)).logits.numpy()
     np.testing.assert_allclose(merged_logits, logits, atol=1e-4)
+
+
+def test_freeze_with_the_frozen_prefix_cache_on_the_mean_pooled_model(tiny_bert, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="lftrain")
+    r = _recipe(tiny_bert, tmp_path, type="freeze", bottom_layers=1)
+    result = api.train(r)
+    assert "frozen-prefix cache on: embeddings and 1 frozen layer" in caplog.text  # found through base_model
+    assert result.metrics["test"]["accuracy"] > 0.5

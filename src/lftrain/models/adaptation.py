@@ -284,8 +284,11 @@ def _model_type(model: nn.Module) -> str | None:
     """The architecture of the base model: for a wrapper (task.pooling: mean) the encoder's, whose layers are
     the ones adapted."""
     hf = unwrap(model)
-    base = getattr(hf, "base_model", hf)
-    return getattr(getattr(base, "config", None), "model_type", None)
+    for owner in (getattr(hf, "base_model", hf), hf):  # a base model without a config (EfficientNet): the whole's
+        model_type = getattr(getattr(owner, "config", None), "model_type", None)
+        if model_type:
+            return model_type
+    return None
 
 
 def _task_type(model: nn.Module) -> str | None:
