@@ -151,8 +151,6 @@ def _compute(ref: TeacherRef, recipe, parts: list[Examples], *, layers: list[int
     return out
 
 
-
-
 @torch.no_grad()
 def run_teacher(model: torch.nn.Module, task, encoded: dict[str, np.ndarray], *, layers: list[int], batch_size: int,
                 precision: str, device: torch.device, pad_id: int) -> tuple[np.ndarray, np.ndarray | None]:

@@ -8,8 +8,9 @@ large (experiments/head_features.py: logistic regression on the untrained MiniLM
 
 The model wraps any `AutoModel` encoder, kept whole under `encoder` (the base model: layer-range freezing, LoRA
 target defaults, the frozen-layer cache and `keep_layers` find it as in any Hugging Face classifier), with the
-encoder's own config nested in ours. Config and class are registered with the Auto classes when lftrain is
-imported, so a saved model loads with `AutoModelForSequenceClassification.from_pretrained` after `import lftrain`.
+encoder's own config nested in ours. Config and class are registered with the Auto classes when this module is
+imported (lftrain's loaders do), so a saved model loads with `AutoModelForSequenceClassification.from_pretrained`
+after `import lftrain.models.pooled`.
 """
 
 from __future__ import annotations
