@@ -114,3 +114,18 @@ def test_freeze_with_the_frozen_prefix_cache_on_the_mean_pooled_model(tiny_bert,
     result = api.train(r)
     assert "frozen-prefix cache on: embeddings and 1 frozen layer" in caplog.text  # found through base_model
     assert result.metrics["test"]["accuracy"] > 0.5
+
+
+def test_keep_layers_on_the_mean_pooled_model_is_saved_shallower(tiny_bert, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    r = _recipe(tiny_bert, tmp_path)
+    r["model"]["keep_layers"] = [1]
+    result = api.train(r)
+    saved = json.loads((result.model_dir / "config.json").read_text())
+    assert saved["encoder"]["num_hidden_layers"] == 1  # the nested config rebuilds the encoder on load
+    model = AutoModelForSequenceClassification.from_pretrained(result.model_dir)
+    assert len(model.encoder.encoder.layer) == 1
+    preds = api.predict(result.run_dir, r["data"]["test"], temperature=False)
+    assert result.metrics["test"]["accuracy"] == np.mean([p["label"] == t["label"]
+                                                          for p, t in zip(preds, toy_rows(40, seed=9))])

@@ -55,6 +55,8 @@ class MeanPooledForSequenceClassification(PreTrainedModel):
     def __init__(self, config: MeanPooledConfig, encoder: PreTrainedModel | None = None) -> None:
         super().__init__(config)
         self.encoder = encoder if encoder is not None else AutoModel.from_config(config.encoder)
+        # One config object for the encoder and ours: what changes the encoder's shape (model.keep_layers) is saved.
+        config.encoder = self.encoder.config
         if getattr(self.encoder, "pooler", None) is not None:
             self.encoder.pooler = None  # its [CLS] pooler is never read: no parameters that get no gradient
         rate = config.classifier_dropout

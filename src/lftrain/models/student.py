@@ -68,7 +68,9 @@ def drop_layers(model: nn.Module, spec: KeepLayers | None) -> nn.Module:
     for part in route:
         parent = getattr(parent, part)
     setattr(parent, last, nn.ModuleList(kept))
-    config = model.config
+    # The config of the model that owns the stack: for a wrapper (task.pooling: mean) its encoder's, which is
+    # what rebuilds the encoder on load; for a plain classifier the same object as model.config.
+    config = getattr(getattr(unwrap(model), "base_model", None), "config", None) or model.config
     for attr in ("num_hidden_layers", "n_layer", "num_layers"):
         if hasattr(config, attr):
             setattr(config, attr, len(keep))
