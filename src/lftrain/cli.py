@@ -156,6 +156,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the `lft` command itself (not a call from Python): run on jemalloc when the machine has it
+        from lftrain.training import allocator
+
+        allocator.ensure(sys.argv[1:])
     parser = build_parser()
     # Overrides may follow flags (`lft train r.yaml --new-run train.lr=1e-4`), which argparse's positional
     # handling cannot take after an option; collect the stragglers that look like overrides.

@@ -76,3 +76,52 @@ def test_freeze_recipe_turns_the_cache_on_and_frozen_dropout_turns_it_off(tiny_b
         proc = run_lft("train", str(write_recipe(tmp_path / f"{name}.yaml", recipe)))
         assert proc.returncode == 0, proc.stderr
         assert expected in proc.stderr, proc.stderr
+
+
+def test_bf16_cache_holds_the_rounded_states_in_memory_and_on_disk(tiny_bert, tmp_path, monkeypatch):
+    """train.cache_precision: bf16 keeps half the bytes; the states are the fp32 cache's rounded to bf16, the
+    memory-mapped copy (a large cache) holds the same words, and replay hands the model fp32."""
+    import lftrain.training.frozen_cache as fc
+
+    recipe, task, tok, data, model = _setup(tiny_bert, 32, attention=register_attention())
+    _freeze_bottom(model, 1)
+    build = {"batch_size": 7, "precision": "fp32", "device": torch.device("cpu"), "pad_id": tok.pad_token_id}
+    exact = FrozenPrefixCache(model, 1)
+    exact.build(task, data, spill_dir=tmp_path, **build)
+    half = FrozenPrefixCache(model, 1)
+    half.build(task, data, spill_dir=tmp_path, dtype=torch.bfloat16, **build)
+    assert half.states.dtype == torch.bfloat16 and half.states.shape == exact.states.shape
+    assert torch.equal(half.states, exact.states.to(torch.bfloat16))
+    monkeypatch.setattr(fc, "MEMORY_LIMIT_BYTES", 16)  # force the memory-mapped file
+    mapped = FrozenPrefixCache(model, 1)
+    mapped.build(task, data, spill_dir=tmp_path / "spill", dtype=torch.bfloat16, **build)
+    assert (tmp_path / "spill" / "frozen_prefix.npy").is_file()
+    assert torch.equal(mapped.states, half.states)
+    replayed = mapped.batch_states(np.array([3, 0]), 40, torch.device("cpu"))
+    assert replayed.dtype == torch.float32
+    n = int(data["offsets"][4] - data["offsets"][3])
+    torch.testing.assert_close(replayed[0, :n], exact.states[data["offsets"][3]:data["offsets"][4]],
+                               rtol=2 ** -8, atol=0)
+    assert not replayed[0, n:].any()  # padding stays zero
+
+
+def test_training_memory_is_released_before_the_final_evaluation(tiny_bert):
+    """Once fit() is done, the optimizer moments, gradients and cached states are dropped (they would sit
+    under the final evaluation's memory); the model itself is untouched."""
+    from lftrain.training.loop import release_training_memory
+
+    recipe, task, tok, data, model = _setup(tiny_bert, 32, lr=1e-3, attention=register_attention())
+    _freeze_bottom(model, 1)
+    ctx = _ctx(recipe, task, data, model, tok)
+    ctx.prefix_cache = FrozenPrefixCache(model, 1)
+    ctx.prefix_cache.build(task, data, batch_size=7, precision="fp32", device=torch.device("cpu"),
+                           pad_id=tok.pad_token_id, spill_dir=None)
+    model.train()
+    _train_step(ctx, np.arange(16), 8)
+    ctx.optimizer.zero_grad(set_to_none=False)  # gradients present, as they could be after a skipped step
+    assert ctx.optimizer.state
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    release_training_memory(ctx)
+    assert not ctx.optimizer.state and ctx.prefix_cache.states is None
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())

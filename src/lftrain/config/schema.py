@@ -144,6 +144,10 @@ class TrainConfig(Section):
     cache_frozen: bool = True
     """Compute the outputs of frozen, dropout-free bottom layers once and train the layers above from that
     cache (switches itself off, saying why, when the conditions do not hold). See docs/performance.md."""
+    cache_precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """How the frozen-prefix cache stores its states. `auto`: bf16 when the run trains in bf16 (half the memory;
+    the states are rounded as the trained layers' bf16 matmuls round them anyway), else fp32 (the cached run
+    then takes exactly the uncached run's steps)."""
     compile: bool = False
     """`torch.compile` the model (in place). Measured slower on CPU for these models; may help on GPUs."""
     fast_dropout: bool = True

@@ -24,7 +24,7 @@ def run_lm(recipe, *, new_run: bool = False, allow_recipe_change: bool = False, 
     from lftrain.reports.manifest import build_manifest, write_json
     from lftrain.tasks import build_task
     from lftrain.training.checkpoint import TrainState, clean_temporary, load_weights, resume_latest
-    from lftrain.training.loop import FitContext, fit, plan_steps
+    from lftrain.training.loop import FitContext, fit, plan_steps, release_training_memory
     from lftrain.training.optim import build_optimizer, build_scheduler
     from lftrain.training.precision import pick_device, resolve_precision
     from lftrain.training.run import TrainResult, _data_files, _seed_everything, _trim_metrics, set_threads
@@ -103,6 +103,7 @@ def run_lm(recipe, *, new_run: bool = False, allow_recipe_change: bool = False, 
                          steps_per_epoch=steps_per_epoch, on_eval=on_eval)
         run.set_status("running", step=state.step, total_steps=total_steps)
         state = fit(ctx, state)
+        release_training_memory(ctx)
         if cfg.keep_best and state.best_step is not None and state.best_step != state.step:
             load_weights(run.checkpoints / f"step-{state.best_step:08d}", model)
             log.info("final model = best checkpoint (step %d, eval %s %.4f)", state.best_step, metric,

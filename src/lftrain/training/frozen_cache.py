@@ -97,7 +97,7 @@ class FrozenPrefixCache:
         self.model, (self.base, self.embeddings, self.layers) = model, parts
         self.k = n_layers
         self.replay = _Replay()
-        self.states: np.ndarray | None = None
+        self.states: torch.Tensor | None = None
         self.offsets: np.ndarray | None = None
 
     @contextlib.contextmanager
@@ -112,17 +112,23 @@ class FrozenPrefixCache:
 
     @torch.no_grad()
     def build(self, task, encoded: dict[str, np.ndarray], *, batch_size: int, precision: str,
-              device: torch.device, pad_id: int, spill_dir: Path) -> None:
+              device: torch.device, pad_id: int, spill_dir: Path, dtype: torch.dtype = torch.float32) -> None:
+        """`dtype`: how the states are stored. bf16 halves the cache; the replayed states are then the frozen
+        layers' fp32 outputs rounded to bf16 (the trained layers' matmuls round them so under bf16 autocast
+        anyway; only the residual connection into the first trained layer sees the rounding)."""
         offsets = encoded["offsets"]
         hidden = self.base.config.hidden_size
         total = int(offsets[-1])
-        nbytes = total * hidden * 4
+        nbytes = total * hidden * torch.finfo(dtype).bits // 8
         if nbytes > MEMORY_LIMIT_BYTES:
             spill_dir.mkdir(parents=True, exist_ok=True)
-            states = np.lib.format.open_memmap(spill_dir / "frozen_prefix.npy", mode="w+", dtype=np.float32,
+            # numpy has no bf16: the file holds the raw 16-bit words, viewed as bf16 by torch
+            np_dtype = np.float32 if dtype == torch.float32 else np.int16
+            mapped = np.lib.format.open_memmap(spill_dir / "frozen_prefix.npy", mode="w+", dtype=np_dtype,
                                                shape=(total, hidden))
+            states = torch.from_numpy(mapped).view(dtype)
         else:
-            states = np.empty((total, hidden), dtype=np.float32)
+            states = torch.empty((total, hidden), dtype=dtype)
         was_training = self.model.training
         self.base.eval()
         lengths = task.lengths(encoded)
@@ -133,22 +139,27 @@ class FrozenPrefixCache:
                 batch = task.collate(encoded, idx, pad_id)
                 inputs = {k: v.to(device) for k, v in task.model_inputs(batch).items()}
                 with autocast(precision, device):
-                    out = self.base(**inputs).last_hidden_state.float().cpu().numpy()
+                    out = self.base(**inputs).last_hidden_state.to("cpu", dtype)
                 for row, i in enumerate(idx):
                     s, e = offsets[i], offsets[i + 1]
                     states[s:e] = out[row, : e - s]
         self.model.train(was_training)
         self.states, self.offsets = states, offsets
-        log.info("frozen-prefix cache: %d tokens x %d = %.0f MB%s", total, hidden, nbytes / 2**20,
-                 f" (memory-mapped in {spill_dir})" if nbytes > MEMORY_LIMIT_BYTES else " (in memory)")
+        log.info("frozen-prefix cache: %d tokens x %d in %s = %.0f MB%s", total, hidden, str(dtype).split(".")[-1],
+                 nbytes / 2**20, f" (memory-mapped in {spill_dir})" if nbytes > MEMORY_LIMIT_BYTES else " (in memory)")
+
+    def release(self) -> None:
+        """Training is over: drop the cached states (evaluation runs the real model)."""
+        self.states = None
 
     def batch_states(self, indices: np.ndarray, width: int, device: torch.device) -> torch.Tensor:
+        """The cached states of `indices`, padded to `width`, in fp32 (the residual stream's dtype)."""
         assert self.states is not None and self.offsets is not None
-        out = np.zeros((len(indices), width, self.states.shape[1]), dtype=np.float32)
+        out = torch.zeros((len(indices), width, self.states.shape[1]), dtype=torch.float32)
         for row, i in enumerate(indices):
             s, e = self.offsets[i], self.offsets[i + 1]
             out[row, : e - s] = self.states[s:e]
-        return torch.from_numpy(out).to(device)
+        return out.to(device)
 
     @contextlib.contextmanager
     def replaying(self, indices: np.ndarray, batch: dict[str, torch.Tensor]):

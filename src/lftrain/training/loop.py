@@ -167,6 +167,17 @@ def _log_train(ctx: FitContext, state: TrainState, w: _Window, progress: Progres
     progress.update(state.step, epoch, loss, lr, sps, log_line=True)
 
 
+def release_training_memory(ctx: FitContext) -> None:
+    """After the last checkpoint: free what only training needs (optimizer moments, gradients, the sparse
+    gradients' buffers, the frozen-prefix cache), so the final evaluation does not stack its memory on top
+    of them and raise the run's peak."""
+    ctx.optimizer.zero_grad(set_to_none=True)
+    ctx.optimizer.state.clear()
+    for part in (ctx.sparse, ctx.prefix_cache):
+        if part is not None:
+            part.release()
+
+
 def fit(ctx: FitContext, state: TrainState) -> TrainState:
     """Train from `state` (fresh or restored from a checkpoint) to the end; returns the final state."""
     cfg = ctx.cfg

@@ -26,7 +26,7 @@ from lftrain.evaluation.evidence import RunOutputs, read_ood, write_evidence
 from lftrain.evaluation.metrics import format_table, headline
 from lftrain.models.loading import model_files, vet_model_dir
 from lftrain.tasks import build_task
-from lftrain.training import distributed
+from lftrain.training import allocator, distributed
 from lftrain.training.rundir import RunDir, marked_failed_on_error, open_run
 
 log = logging.getLogger("lftrain")
@@ -86,6 +86,8 @@ def _data_files(recipe) -> dict[str, Path]:
 
 
 def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = False, on_eval=None) -> TrainResult:
+    import torch
+
     from lftrain.data.curriculum import check as check_curriculum
     from lftrain.data.curriculum import plan_curriculum
     from lftrain.data.token_cache import encode_cached
@@ -101,7 +103,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
     from lftrain.training.determinism import determinism_info
     from lftrain.training.frozen_cache import FrozenPrefixCache
     from lftrain.training.frozen_cache import plan as plan_cache
-    from lftrain.training.loop import FitContext, fit, plan_steps
+    from lftrain.training.loop import FitContext, fit, plan_steps, release_training_memory
     from lftrain.training.optim import build_optimizer, build_scheduler
     from lftrain.training.precision import pick_device, resolve_precision
     from lftrain.training.sparse_grads import SparseEmbeddingGrads
@@ -130,7 +132,8 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
         threads = set_threads(cfg.threads or (dctx.threads_per_process() if dctx else None))
         device = pick_device()
         precision, why = resolve_precision(cfg.precision, device)
-        log.info("precision: %s (%s); %d threads; device %s", precision, why, threads, device)
+        log.info("precision: %s (%s); %d threads; device %s; memory allocator %s", precision, why, threads, device,
+                 allocator.describe())
         log.info("data: %d train, %d eval, %d test rows", data.stats["train_rows"], data.stats["eval_rows"],
                  data.stats["test_rows"])
 
@@ -194,6 +197,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
                                          "trainable_parameters": sum(p.numel() for p in model.parameters()
                                                                      if p.requires_grad),
                                          "total_steps": total_steps,
+                                         "allocator": allocator.in_use(),
                                          "determinism": determinism_info(seed=cfg.seed, threads=threads,
                                                                          precision=precision, device=str(device),
                                                                          num_workers=cfg.num_workers),
@@ -236,8 +240,10 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
         if k >= 0:
             prefix_cache = FrozenPrefixCache(model, k)
             t0 = time.perf_counter()
+            bf16 = cfg.cache_precision == "bf16" or (cfg.cache_precision == "auto" and precision == "bf16")
             prefix_cache.build(task, train_enc, batch_size=cfg.eval_batch_size, precision=precision,
-                               device=device, pad_id=pad_id, spill_dir=run.path / "cache")
+                               device=device, pad_id=pad_id, spill_dir=run.path / "cache",
+                               dtype=torch.bfloat16 if bf16 else torch.float32)
             log.info("frozen-prefix cache on: %s (built in %.1fs)", why, time.perf_counter() - t0)
         elif any(not p.requires_grad for p in model.parameters()):
             log.info("frozen-prefix cache off: %s", why)
@@ -249,6 +255,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
                          prefix_cache=prefix_cache, on_eval=on_eval, dist=dctx, curriculum=curriculum)
         run.set_status("running", step=state.step, total_steps=total_steps)
         state = fit(ctx, state)
+        release_training_memory(ctx)
 
         if cfg.keep_best and state.best_step is not None and state.best_step != state.step:
             best = run.checkpoints / f"step-{state.best_step:08d}"

@@ -52,6 +52,11 @@ class SparseEmbeddingGrads:
             self._touched[id(m)] = rows
             m.weight.grad = buf
 
+    def release(self) -> None:
+        """Training is over: drop the dense buffers (the size of each embedding table)."""
+        self._buffers.clear()
+        self._touched.clear()
+
     def reset(self) -> None:
         """After the optimiser step: zero only the rows written, so the buffer is all zeros again."""
         for key, rows in self._touched.items():

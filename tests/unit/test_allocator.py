@@ -1,0 +1,66 @@
+"""`lft` re-executes itself on jemalloc (training/allocator.py): when, how, and what the run records."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lftrain.training import allocator
+from tests.conftest import tiny_recipe, toy_rows, write_csv, write_recipe
+
+
+def test_no_reexec_when_told_system(monkeypatch):
+    monkeypatch.setenv(allocator.ENV, "system")
+    assert allocator.reexec_command(["train", "r.yaml"]) is None
+
+
+def test_reexec_command_preloads_the_library_and_keeps_the_arguments(monkeypatch):
+    monkeypatch.setenv(allocator.ENV, "auto")
+    monkeypatch.setenv("LD_PRELOAD", "libmine.so")
+    monkeypatch.setattr(allocator, "find", lambda name: "libjemalloc.so.2")
+    monkeypatch.setattr(allocator, "in_use", lambda: "system")
+    args, env = allocator.reexec_command(["train", "r.yaml", "train.lr=1e-4"])
+    assert args == [sys.executable, "-m", "lftrain", "train", "r.yaml", "train.lr=1e-4"]
+    assert env["LD_PRELOAD"] == "libjemalloc.so.2 libmine.so"  # the user's own preload is kept
+    monkeypatch.setattr(allocator, "in_use", lambda: "jemalloc")  # already on it: nothing to do
+    assert allocator.reexec_command(["train"]) is None
+
+
+def test_the_reexecuted_process_restores_the_users_environment(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/x/python", "-m"])
+    monkeypatch.setenv(allocator._ARGV0, "/venv/bin/lft")
+    monkeypatch.setenv(allocator._PRELOAD_BEFORE, "")
+    monkeypatch.setenv("LD_PRELOAD", "libjemalloc.so.2")
+    allocator.ensure(["train"])  # must return, not exec again
+    assert sys.argv[0] == "/venv/bin/lft"
+    assert "LD_PRELOAD" not in os.environ and allocator._ARGV0 not in os.environ
+
+
+def test_unknown_choice_falls_back_to_auto(monkeypatch):
+    monkeypatch.setenv(allocator.ENV, "mimalloc")
+    assert allocator.choice() == "auto"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD is Linux's")
+def test_lft_train_runs_on_the_allocator_it_reports(tiny_bert, tmp_path):
+    """The real command, with and without the allocator: the manifest and the log name the allocator the
+    process really ran on (read from its own memory map), and the command as the user typed it."""
+    train = write_csv(tmp_path / "train.csv", toy_rows(64))
+    lft = os.path.join(os.path.dirname(sys.executable), "lft")
+    expected = {"auto": "jemalloc" if allocator.find("jemalloc") else
+                ("tcmalloc" if allocator.find("tcmalloc") else "system"), "system": "system"}
+    for choice, want in expected.items():
+        run = tmp_path / f"run-{choice}"
+        recipe = write_recipe(tmp_path / f"{choice}.yaml", tiny_recipe(tiny_bert, train, run, epochs=1))
+        env = {**os.environ, allocator.ENV: choice, "OMP_NUM_THREADS": "1"}
+        env.pop("LD_PRELOAD", None)
+        proc = subprocess.run([lft, "train", str(recipe)], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert manifest["allocator"] == want
+        assert manifest["command"][0] == lft  # the command as typed, not `python -m lftrain`
+        assert f"memory allocator {want}" in proc.stderr
