@@ -98,12 +98,14 @@ def ensure(argv: list[str]) -> None:
 
 
 def describe() -> str:
-    """For the log and the manifest: which allocator, and how to change it."""
+    """For the log: which allocator this process runs on, and how to change it (the manifest records `in_use()`)."""
     name = in_use()
     if name != "system":
         return name
     wanted = choice()
     if wanted == "system":
         return f"system ({ENV}=system)"
-    return "system (no jemalloc/tcmalloc library found: install libjemalloc2 for a lower peak memory)" \
-        if find(wanted) is None else f"system (preload it with LD_PRELOAD={find(wanted)})"
+    library = find(wanted)
+    if library is None:
+        return "system (no jemalloc/tcmalloc library found: install libjemalloc2 for a lower peak memory)"
+    return f"system (preload it with LD_PRELOAD={library})"

@@ -114,8 +114,8 @@ class FrozenPrefixCache:
     def build(self, task, encoded: dict[str, np.ndarray], *, batch_size: int, precision: str,
               device: torch.device, pad_id: int, spill_dir: Path, dtype: torch.dtype = torch.float32) -> None:
         """`dtype`: how the states are stored. bf16 halves the cache; the replayed states are then the frozen
-        layers' fp32 outputs rounded to bf16 (the trained layers' matmuls round them so under bf16 autocast
-        anyway; only the residual connection into the first trained layer sees the rounding)."""
+        layers' fp32 outputs rounded to bf16 (under bf16 autocast the trained layers' matmuls round them the
+        same way; only the residual connection into the first trained layer sees the difference)."""
         offsets = encoded["offsets"]
         hidden = self.base.config.hidden_size
         total = int(offsets[-1])
