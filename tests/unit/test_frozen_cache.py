@@ -125,3 +125,10 @@ def test_training_memory_is_released_before_the_final_evaluation(tiny_bert):
     assert not ctx.optimizer.state and ctx.prefix_cache.states is None
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+
+
+def test_cache_precision_follows_the_run_unless_set():
+    from lftrain.training.frozen_cache import cache_dtype
+
+    assert cache_dtype("auto", "bf16") == torch.bfloat16 and cache_dtype("auto", "fp32") == torch.float32
+    assert cache_dtype("fp32", "bf16") == torch.float32 and cache_dtype("bf16", "fp32") == torch.bfloat16

@@ -283,12 +283,7 @@ _PEFT_HEADS = ("classifier", "score")  # what peft adds to modules_to_save for S
 def _model_type(model: nn.Module) -> str | None:
     """The architecture of the base model: for a wrapper (task.pooling: mean) the encoder's, whose layers are
     the ones adapted."""
-    hf = unwrap(model)
-    for owner in (getattr(hf, "base_model", hf), hf):  # a base model without a config (EfficientNet): the whole's
-        model_type = getattr(getattr(owner, "config", None), "model_type", None)
-        if model_type:
-            return model_type
-    return None
+    return getattr(stack_config(model), "model_type", None) or None
 
 
 def _task_type(model: nn.Module) -> str | None:
@@ -418,6 +413,14 @@ def unwrap(model: nn.Module) -> nn.Module:
     if hasattr(model, "peft_config") and hasattr(model, "get_base_model"):
         return model.get_base_model()
     return model
+
+
+def stack_config(model: nn.Module):
+    """The config of the model that owns the layer stack: the base model's (for a wrapper such as
+    task.pooling: mean, its encoder's, which rebuilds the encoder on load), or the whole model's when the base
+    has none (EfficientNet). For a plain Hugging Face classifier both are the same object."""
+    hf = unwrap(model)
+    return getattr(getattr(hf, "base_model", None), "config", None) or getattr(hf, "config", None)
 
 
 def find_layers(model: nn.Module) -> LayerStack | None:

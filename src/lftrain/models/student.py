@@ -53,7 +53,7 @@ def drop_layers(model: nn.Module, spec: KeepLayers | None) -> nn.Module:
     """Keep only the blocks `spec` names (in their original order); returns the same model, made shallower."""
     if spec is None:
         return model
-    from lftrain.models.adaptation import find_layers, unwrap
+    from lftrain.models.adaptation import find_layers, stack_config, unwrap
 
     stack = find_layers(model)
     if stack is None:
@@ -68,9 +68,7 @@ def drop_layers(model: nn.Module, spec: KeepLayers | None) -> nn.Module:
     for part in route:
         parent = getattr(parent, part)
     setattr(parent, last, nn.ModuleList(kept))
-    # The config of the model that owns the stack: for a wrapper (task.pooling: mean) its encoder's, which is
-    # what rebuilds the encoder on load; for a plain classifier the same object as model.config.
-    config = getattr(getattr(unwrap(model), "base_model", None), "config", None) or model.config
+    config = stack_config(model)  # the stack owner's: for task.pooling: mean, the nested encoder config
     for attr in ("num_hidden_layers", "n_layer", "num_layers"):
         if hasattr(config, attr):
             setattr(config, attr, len(keep))

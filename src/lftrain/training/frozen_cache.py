@@ -88,6 +88,11 @@ def plan(model: nn.Module, *, enabled: bool, augments_input: bool) -> tuple[int,
     return k, f"embeddings and {k} frozen layer(s) computed once and replayed"
 
 
+def cache_dtype(setting: str, precision: str) -> torch.dtype:
+    """train.cache_precision: `auto` stores bf16 in bf16 runs (half the memory) and fp32 otherwise."""
+    return torch.bfloat16 if setting == "bf16" or (setting == "auto" and precision == "bf16") else torch.float32
+
+
 class FrozenPrefixCache:
     """Per-example outputs of the frozen prefix, stored flat (tokens x hidden) with the data's offsets."""
 

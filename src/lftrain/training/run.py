@@ -86,8 +86,6 @@ def _data_files(recipe) -> dict[str, Path]:
 
 
 def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = False, on_eval=None) -> TrainResult:
-    import torch
-
     from lftrain.data.curriculum import check as check_curriculum
     from lftrain.data.curriculum import plan_curriculum
     from lftrain.data.token_cache import encode_cached
@@ -101,7 +99,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
     from lftrain.reports.manifest import build_manifest, write_json
     from lftrain.training.checkpoint import TrainState, clean_temporary, load_weights, resume_latest
     from lftrain.training.determinism import determinism_info
-    from lftrain.training.frozen_cache import FrozenPrefixCache
+    from lftrain.training.frozen_cache import FrozenPrefixCache, cache_dtype
     from lftrain.training.frozen_cache import plan as plan_cache
     from lftrain.training.loop import FitContext, fit, plan_steps, release_training_memory
     from lftrain.training.optim import build_optimizer, build_scheduler
@@ -240,10 +238,9 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
         if k >= 0:
             prefix_cache = FrozenPrefixCache(model, k)
             t0 = time.perf_counter()
-            bf16 = cfg.cache_precision == "bf16" or (cfg.cache_precision == "auto" and precision == "bf16")
             prefix_cache.build(task, train_enc, batch_size=cfg.eval_batch_size, precision=precision,
                                device=device, pad_id=pad_id, spill_dir=run.path / "cache",
-                               dtype=torch.bfloat16 if bf16 else torch.float32)
+                               dtype=cache_dtype(cfg.cache_precision, precision))
             log.info("frozen-prefix cache on: %s (built in %.1fs)", why, time.perf_counter() - t0)
         elif any(not p.requires_grad for p in model.parameters()):
             log.info("frozen-prefix cache off: %s", why)
