@@ -74,7 +74,9 @@ def test_peft_from_pretrained_predicts_like_lft_predict(lora_run, tiny_bert):
     probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
     np.testing.assert_allclose([[p["probs"]["neg"], p["probs"]["pos"]] for p in preds], probs, atol=1e-4)
     assert [p["label"] for p in preds] == [["neg", "pos"][i] for i in probs.argmax(-1)]
-    assert np.ptp(probs[:, 1]) > 0.05  # predictions differ between texts, so the comparison means something
+    # Predictions differ between texts by far more than the tolerance, so the comparison means something. (The
+    # tiny random model barely learns in 3 LoRA epochs: the spread was 0.006-0.018 over seeds 0-3.)
+    assert np.ptp(probs[:, 1]) > 20 * 1e-4
 
 
 def test_export_merges_the_adapter_into_a_plain_model(lora_run, tiny_bert):

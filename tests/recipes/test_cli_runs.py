@@ -12,7 +12,11 @@ from tests.conftest import run_lft, tiny_recipe, toy_rows, write_csv, write_reci
 
 # Per-step training losses of the tiny recipe (fp32, 1 thread, seed 0). They change only when the
 # maths of a step changes; if a deliberate change moves them, update them in the same commit and say why.
-GOLDEN_LOSSES = [0.686114, 0.717544, 0.688834, 0.683993, 0.708285, 0.708464, 0.664082, 0.719876]
+# Moved at stop 19, twice, by changes of the random stream (dropout masks are drawn per element): by
+# train.first_token_only (the last layer draws masks for the [CLS] row only; with it off the previous values
+# come back within 1e-4), then by task.pad_to_multiple_of: 8 (wider batches; with 1, the values of the first
+# change come back: 0.685409, 0.716959, 0.692464, ...).
+GOLDEN_LOSSES = [0.692152, 0.711678, 0.696341, 0.691908, 0.70029, 0.69885, 0.679785, 0.708743]
 
 
 def train_losses(run_dir) -> list[float]:
@@ -43,6 +47,7 @@ def test_run_directory_layout(trained):
     assert "model.safetensors" in manifest["base_model"]["files"]
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
     assert "test metrics" in proc.stdout and "confusion matrix" in proc.stdout
+    assert "first-token-only last layer: on" in proc.stderr  # BERT classifier: the short last layer is in use
 
 
 def test_golden_losses(trained):

@@ -81,6 +81,21 @@ def test_epoch_batches_cover_each_example_once_and_are_reproducible():
     assert padding(b1) < 0.2 * padding(epoch_batches(lengths, 32, 7, 3, group_by_length=False))
 
 
+def test_batches_are_padded_to_a_multiple_of_8_within_max_length(tiny_bert):
+    _, task, tok, data, model = _setup(tiny_bert, 16)
+    lengths = task.lengths(data)
+    assert len(set(lengths.tolist())) > 2 and lengths.max() % 8  # rows of several lengths, not all multiples
+    for idx in (np.arange(16), np.argsort(lengths)[:3], np.array([int(np.argmax(lengths))])):
+        batch = task.collate(data, idx, tok.pad_token_id)
+        width = batch["input_ids"].shape[1]
+        assert width % 8 == 0 and width - 8 < lengths[idx].max() <= width
+        assert batch["attention_mask"].sum(1).tolist() == lengths[idx].tolist()  # the padding is masked out
+    task.config.pad_to_multiple_of = 1
+    assert task.collate(data, np.arange(16), tok.pad_token_id)["input_ids"].shape[1] == lengths.max()
+    task.config.pad_to_multiple_of, task.config.max_length = 8, int(lengths.max())
+    assert task.collate(data, np.arange(16), tok.pad_token_id)["input_ids"].shape[1] == lengths.max()  # capped
+
+
 def test_checkpoint_round_trip_and_rotation(tmp_path, tiny_bert_nodrop):
     recipe, task, tok, data, model = _setup(tiny_bert_nodrop)
     ctx = _ctx(recipe, task, data, model, tok)

@@ -152,6 +152,9 @@ class TrainConfig(Section):
     """`torch.compile` the model (in place). Measured slower on CPU for these models; may help on GPUs."""
     fast_dropout: bool = True
     """Draw dropout masks from cheap random bits instead of `bernoulli_` (same expected rate and scaling)."""
+    first_token_only: bool = True
+    """In a BERT-family sequence classifier (its head reads only the first token), the last layer computes that
+    row alone: the same logits and gradients for ~5/6 less of that layer's work. See docs/performance.md."""
     sparse_embedding_grads: bool = True
     """Give large trainable embeddings sparse gradients (only the rows a batch uses): the same AdamW update
     with far less memory traffic. Off automatically for embeddings tied to an output layer."""

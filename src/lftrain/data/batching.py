@@ -34,3 +34,10 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int,
 
 def micro_batches(batch: np.ndarray, micro_batch_size: int) -> list[np.ndarray]:
     return [batch[i:i + micro_batch_size] for i in range(0, len(batch), micro_batch_size)]
+
+
+def padded_width(longest: int, multiple: int, limit: int) -> int:
+    """A batch's padded length: `longest` rounded up to `multiple`, but not past `limit` (the task's
+    max_length) unless `longest` itself is. Few distinct widths mean few distinct matmul shapes, and CPU
+    libraries (oneDNN) compile and cache a kernel for each."""
+    return max(longest, min(-(-longest // multiple) * multiple, limit))

@@ -94,6 +94,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
     from lftrain.methods.prepare import prepare_method_data
     from lftrain.models.adaptation import build_adaptation
     from lftrain.models.fast_dropout import install_fast_dropout, register_attention, set_dropout_rate
+    from lftrain.models.first_token import install_first_token_only
     from lftrain.models.loading import load_tokenizer, offline
     from lftrain.models.student import drop_layers
     from lftrain.reports.manifest import build_manifest, write_json
@@ -164,6 +165,10 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
                      set_dropout_rate(model, recipe.model.dropout))
         if cfg.fast_dropout:
             install_fast_dropout(model)
+        if cfg.first_token_only:
+            why_not = install_first_token_only(model)
+            log.info("first-token-only last layer: %s", "on (the head reads only the first token)"
+                     if why_not is None else f"off ({why_not})")
         model.to(device)
         if precision == "bf16":
             from lftrain.models.adapter_bf16 import bf16_frozen_base
