@@ -47,6 +47,7 @@ from _common import child_env, default_threads, format_table, prepare_rotten_tom
 # The HF settings, accuracy pairing, recipe writer and metrics reader are bench_trainer's own, imported
 # rather than copied, so the two benchmarks cannot drift apart on what "the same job" means.
 from bench_trainer import (
+    PEER_PAD_HELP,
     BenchError,
     _flow,
     _num,
@@ -99,6 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=default_threads())
     p.add_argument("--json", type=Path, help="also save the numbers to this JSON file")
+    p.add_argument("--peer-pad-multiple", type=int, help=PEER_PAD_HELP)
     # Hidden: the HF runs and the probe re-invoke this script in a child process.
     p.add_argument("--_child", choices=["hf", "probe"], help=argparse.SUPPRESS)
     p.add_argument("--_config", type=Path, help=argparse.SUPPRESS)

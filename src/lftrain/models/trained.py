@@ -178,6 +178,10 @@ class LoadedRun:
         self.precision, _ = resolve_precision(self.recipe.train.precision, self.device)
         self.model = trained.model.to(self.device)
         self.model.eval()
+        if self.recipe.train.first_token_only:  # the same logits, less work (evaluate, predict, latency)
+            from lftrain.models.first_token import install_first_token_only
+
+            install_first_token_only(self.model)
 
     def read(self, path: str | Path, *, with_labels: bool, encoding: str | None = None):
         from lftrain.data.prepare import read_examples
