@@ -6,8 +6,14 @@ import copy
 
 import pytest
 import torch
-from transformers import (AutoModelForSequenceClassification, AutoModelForTokenClassification, ElectraConfig,
-                          ElectraModel, RobertaConfig, RobertaModel)
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    ElectraConfig,
+    ElectraModel,
+    RobertaConfig,
+    RobertaModel,
+)
 
 from lftrain.models.fast_dropout import register_attention
 from lftrain.models.first_token import install_first_token_only
@@ -72,6 +78,10 @@ def test_the_short_path_runs_and_skips_the_other_rows(tiny_bert):
     assert rows == [1]
     fast.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])  # the encoder on its own
     assert rows == [1, 9]
+    with pytest.raises(ValueError, match="batch_size"):
+        fast(**{**batch, "labels": torch.tensor([0, 1])})  # a classifier call that fails half-way
+    fast.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    assert rows[-1] == 9  # the failed call left the short path off
 
 
 @pytest.mark.parametrize("family", ["roberta", "electra"])

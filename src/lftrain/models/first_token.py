@@ -15,13 +15,10 @@ contrastive method calls the encoder directly; distillation asks for hidden stat
 
 from __future__ import annotations
 
-import logging
 import types
 
 import torch
 from torch import nn
-
-log = logging.getLogger("lftrain")
 
 # Sequence classifiers whose head reads only position 0 of the last hidden state (BERT through its pooler).
 FIRST_TOKEN_HEADS = {
@@ -79,11 +76,13 @@ def install_first_token_only(model: nn.Module) -> str | None:
         config = module.config
         wants = (kwargs.get("output_hidden_states", config.output_hidden_states)
                  or kwargs.get("output_attentions", config.output_attentions))
-        setattr(last, _FLAG, not wants and len(args) <= 1)  # positional flags: take the full layer
+        # More than input_ids passed by position: the flags may be among them, so take the full layer.
+        setattr(last, _FLAG, not wants and len(args) <= 1)
 
     def after(module, args, output):
         setattr(last, _FLAG, False)
 
     hf.register_forward_pre_hook(before, with_kwargs=True)
-    hf.register_forward_hook(after)
+    hf.register_forward_hook(after, always_call=True)  # also when the forward raises: a later direct encoder
+    # call must get the full layer
     return None

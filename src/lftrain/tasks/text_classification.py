@@ -38,7 +38,8 @@ class TextClassification:
         pad_to_multiple_of: int = Field(8, gt=0)
         """Pad each batch to a multiple of this many tokens (never past `max_length`); 1 pads to the batch's
         longest row exactly. CPU matmul libraries compile and keep a kernel per shape: with 8, a MiniLM epoch
-        meets ~1/8 of the shapes, and peak memory fell by 300-350 MB at the same speed (docs/performance.md)."""
+        meets ~1/8 of the shapes, and peak memory fell by 300-370 MB (the same speed in full fine-tuning, 7% slower
+        in a LoRA run; docs/performance.md)."""
         label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
         """Label smoothing of the cross-entropy loss (0 = none)."""
         pooling: Literal["model", "mean"] = "model"
