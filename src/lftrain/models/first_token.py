@@ -4,8 +4,8 @@ A BERT-family sequence classifier (BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA) cla
 first token ([CLS] / <s>) and nothing else. In that layer every other row's query, attention output, feed-forward
 block and layer norms are computed and thrown away: the first row needs the keys and values of all rows, but
 nothing else from them. Computing that one row instead gives the same logits and the same gradients (a test
-compares both with the unchanged model) and saves ~5/6 of the layer's work: 1/7 of a 6-layer encoder's step,
-and 5/12 of the trained part when the bottom 4 of 6 layers are frozen and cached.
+compares both with the unchanged model) and saves ~5/6 of the layer's matmul work: ~5/36 of a 6-layer encoder's, and
+~5/12 of the trained part's when the bottom 4 of 6 layers are frozen and cached (measured: docs/performance.md).
 
 The layer's `forward` is replaced on the instance, so parameter names, checkpoints and the saved model are those of
 the plain Hugging Face model. The short path is taken only inside the classifier's own forward call and only when
