@@ -48,6 +48,7 @@ def test_run_directory_layout(trained):
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
     assert "test metrics" in proc.stdout and "confusion matrix" in proc.stdout
     assert "first-token-only last layer: on" in proc.stderr  # BERT classifier: the short last layer is in use
+    assert "unpadded layers: on" in proc.stderr
 
 
 def test_golden_losses(trained):

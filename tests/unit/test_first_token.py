@@ -106,16 +106,21 @@ def test_hidden_states_requested_get_the_full_layer(tiny_bert):
     torch.testing.assert_close(b.hidden_states[-1], a.hidden_states[-1])
 
 
-def test_lora_model_same_gradients(tiny_bert):
+def lora_model(directory):
+    """A LoRA classifier on the tiny BERT whose adapters change the output (B is non-zero)."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)
-    model = get_peft_model(_load(tiny_bert, dropout=0.0),
+    model = get_peft_model(_load(directory, dropout=0.0),
                            LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], task_type="SEQ_CLS"))
     for name, p in model.named_parameters():
         if "lora_B" in name:  # B starts at zero; make the adapters matter for the comparison
             torch.nn.init.normal_(p, std=0.1)
-    full, fast = _pair(model)
+    return model
+
+
+def test_lora_model_same_gradients(tiny_bert):
+    full, fast = _pair(lora_model(tiny_bert))
     _assert_same_training_step(full.train(), fast.train(), _batch(full.config.vocab_size))
 
 

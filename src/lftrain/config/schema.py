@@ -155,6 +155,10 @@ class TrainConfig(Section):
     first_token_only: bool = True
     """In a BERT-family sequence classifier (its head reads only the first token), the last layer computes that
     row alone: the same logits and gradients for ~5/6 less of that layer's work. See docs/performance.md."""
+    unpad: bool = True
+    """In a BERT-family sequence classifier, the layers' projections and feed-forward blocks skip the batch's
+    padding tokens (rows rounded up to a multiple of 128): the same logits and gradients for less work. See
+    docs/performance.md."""
     sparse_embedding_grads: bool = True
     """Give large trainable embeddings sparse gradients (only the rows a batch uses): the same AdamW update
     with far less memory traffic. Off automatically for embeddings tied to an output layer."""

@@ -10,7 +10,9 @@ compares both with the unchanged model) and saves ~5/6 of the layer's matmul wor
 The layer's `forward` is replaced on the instance, so parameter names, checkpoints and the saved model are those of
 the plain Hugging Face model. The short path is taken only inside the classifier's own forward call and only when
 that call asks for no hidden states or attentions, so anything that reads the encoder's per-token output (the
-contrastive method calls the encoder directly; distillation asks for hidden states) gets the full layer.
+contrastive method calls the encoder directly; distillation asks for hidden states) gets the full layer
+(`forward_scope.py`). With `train.unpad` the layers below skip padding rows (`unpad.py`) and hand this layer their rows
+packed: it computes keys and values for the real tokens only.
 """
 
 from __future__ import annotations
@@ -20,27 +22,35 @@ import types
 import torch
 from torch import nn
 
+from lftrain.models.forward_scope import UNPAD_STATE, ShortPath, during_plain_forward, supported_layer
+
 # Sequence classifiers whose head reads only position 0 of the last hidden state (BERT through its pooler).
 FIRST_TOKEN_HEADS = {
     "BertForSequenceClassification", "RobertaForSequenceClassification", "XLMRobertaForSequenceClassification",
     "CamembertForSequenceClassification", "ElectraForSequenceClassification",
 }
-_FLAG = "_lft_first_token_only"
+FIRST_TOKEN_STATE = _STATE = "_lft_first_token_only"
 
 
 def _first_token_forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
                          *args, **kwargs) -> torch.Tensor:
-    if not getattr(self, _FLAG, False):
+    if not getattr(self, _STATE).on:  # (the layer below hands up packed rows only when this is on: same hooks)
         return type(self).forward(self, hidden_states, attention_mask, *args, **kwargs)
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
     from transformers.models.bert.modeling_bert import eager_attention_forward
 
     sa = self.attention.self
-    batch, length, _ = hidden_states.shape
-    first = hidden_states[:, :1]
-    query = sa.query(first).view(batch, 1, -1, sa.attention_head_size).transpose(1, 2)
-    key = sa.key(hidden_states).view(batch, length, -1, sa.attention_head_size).transpose(1, 2)
-    value = sa.value(hidden_states).view(batch, length, -1, sa.attention_head_size).transpose(1, 2)
+    heads = sa.attention_head_size
+    if hidden_states.dim() == 2:  # packed rows (`unpad.py`): keys and values for the real tokens only
+        rows = getattr(self, UNPAD_STATE)
+        (batch, _), first = rows.grid, hidden_states.index_select(0, rows.first).unsqueeze(1)
+        key, value = rows.on_grid(sa.key(hidden_states), heads), rows.on_grid(sa.value(hidden_states), heads)
+    else:
+        batch, length, _ = hidden_states.shape
+        first = hidden_states[:, :1]
+        key = sa.key(hidden_states).view(batch, length, -1, heads).transpose(1, 2)
+        value = sa.value(hidden_states).view(batch, length, -1, heads).transpose(1, 2)
+    query = sa.query(first).view(batch, 1, -1, heads).transpose(1, 2)
     if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[-2] > 1:
         attention_mask = attention_mask[..., :1, :]  # the first query's row of a (B, 1, T, T) mask
     attend = ALL_ATTENTION_FUNCTIONS.get_interface(sa.config._attn_implementation, eager_attention_forward)
@@ -48,14 +58,6 @@ def _first_token_forward(self, hidden_states: torch.Tensor, attention_mask: torc
                         scaling=sa.scaling)
     attention_output = self.attention.output(context.reshape(batch, 1, -1), first)
     return self.feed_forward_chunk(attention_output)  # (B, 1, H): the pooler / head reads row 0
-
-
-def _supported_layer(layer: nn.Module) -> bool:
-    sa = getattr(getattr(layer, "attention", None), "self", None)
-    return (all(hasattr(sa, a) for a in ("query", "key", "value", "dropout", "scaling", "attention_head_size"))
-            and hasattr(layer.attention, "output") and hasattr(layer, "feed_forward_chunk")
-            and not getattr(layer, "is_decoder", False) and not getattr(layer, "add_cross_attention", False)
-            and getattr(layer, "chunk_size_feed_forward", 0) == 0)
 
 
 def install_first_token_only(model: nn.Module) -> str | None:
@@ -67,22 +69,11 @@ def install_first_token_only(model: nn.Module) -> str | None:
     if type(hf).__name__ not in FIRST_TOKEN_HEADS:
         return f"{type(hf).__name__}'s head may read more than the first token"
     stack = find_layers(model)
-    if stack is None or not _supported_layer(stack.layers[-1]):
+    if stack is None or not supported_layer(stack.layers[-1]):
         return "the last layer is not a BERT-style encoder layer"
     last = stack.layers[-1]
     last.forward = types.MethodType(_first_token_forward, last)
-
-    def before(module, args, kwargs):
-        config = module.config
-        wants = (kwargs.get("output_hidden_states", config.output_hidden_states)
-                 or kwargs.get("output_attentions", config.output_attentions))
-        # More than input_ids passed by position: the flags may be among them, so take the full layer.
-        setattr(last, _FLAG, not wants and len(args) <= 1)
-
-    def after(module, args, output):
-        setattr(last, _FLAG, False)
-
-    hf.register_forward_pre_hook(before, with_kwargs=True)
-    hf.register_forward_hook(after, always_call=True)  # also when the forward raises: a later direct encoder
-    # call must get the full layer
+    state = ShortPath()
+    setattr(last, _STATE, state)
+    during_plain_forward(hf, _STATE, state)
     return None

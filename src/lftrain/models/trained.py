@@ -178,10 +178,16 @@ class LoadedRun:
         self.precision, _ = resolve_precision(self.recipe.train.precision, self.device)
         self.model = trained.model.to(self.device)
         self.model.eval()
-        if self.recipe.train.first_token_only:  # the same logits, less work (evaluate, predict, latency)
+        # The same logits for less work (evaluate, predict, latency); the first-token layer goes first, and the
+        # unpadded path then takes the other layers.
+        if self.recipe.train.first_token_only:
             from lftrain.models.first_token import install_first_token_only
 
             install_first_token_only(self.model)
+        if self.recipe.train.unpad:
+            from lftrain.models.unpad import install_unpadded_layers
+
+            install_unpadded_layers(self.model)
 
     def read(self, path: str | Path, *, with_labels: bool, encoding: str | None = None):
         from lftrain.data.prepare import read_examples

@@ -97,6 +97,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
     from lftrain.models.first_token import install_first_token_only
     from lftrain.models.loading import load_tokenizer, offline
     from lftrain.models.student import drop_layers
+    from lftrain.models.unpad import install_unpadded_layers
     from lftrain.reports.manifest import build_manifest, write_json
     from lftrain.training.checkpoint import TrainState, clean_temporary, load_weights, resume_latest
     from lftrain.training.determinism import determinism_info
@@ -168,6 +169,10 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
         if cfg.first_token_only:
             why_not = install_first_token_only(model)
             log.info("first-token-only last layer: %s", "on (the head reads only the first token)"
+                     if why_not is None else f"off ({why_not})")
+        if cfg.unpad:
+            why_not = install_unpadded_layers(model)
+            log.info("unpadded layers: %s", "on (projections and feed-forward blocks skip padding tokens)"
                      if why_not is None else f"off ({why_not})")
         model.to(device)
         if precision == "bf16":

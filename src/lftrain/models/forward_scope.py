@@ -1,0 +1,55 @@
+"""Switch a layer's short path on for the length of a classifier's own forward call, and only then.
+
+The short paths (`first_token.py`, `unpad.py`) change what a layer returns for rows the classification head never
+reads. That is safe inside the classifier's forward when it returns only logits; anything else that runs the same
+layers (a direct encoder call, a call asking for hidden states or attentions) must get the full layer.
+
+The state lives on the model (and on the layers that read it), not in the hooks' closures, so a deep copy of the
+model switches its own layers.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+UNPAD_STATE = "_lft_unpad"  # the unpadded layers' rows (`unpad.py`), also read by the first-token layer
+
+
+class ShortPath:
+    """What the layers read. `enter` sees the classifier's keyword arguments; `leave` switches the path off."""
+
+    on: bool = False
+
+    def enter(self, kwargs: dict) -> None:
+        self.on = True
+
+    def leave(self) -> None:
+        self.on = False
+
+
+def during_plain_forward(hf: nn.Module, name: str, state: ShortPath) -> None:
+    """Keep `state` on `hf` as `name`; call its `enter(kwargs)` before each forward of `hf` that asks for no hidden
+    states or attentions and passes its inputs by keyword, and its `leave()` after every forward, also one that
+    raises."""
+    setattr(hf, name, state)
+
+    def before(module, args, kwargs):
+        config = module.config
+        wants = (kwargs.get("output_hidden_states", config.output_hidden_states)
+                 or kwargs.get("output_attentions", config.output_attentions))
+        # More than input_ids passed by position: the flags may be among them, so take the full layer.
+        if not wants and len(args) <= 1:
+            getattr(module, name).enter(kwargs)
+
+    hf.register_forward_pre_hook(before, with_kwargs=True)
+    # always_call: a forward that raises must not leave the short path on for a later direct encoder call.
+    hf.register_forward_hook(lambda module, args, output: getattr(module, name).leave(), always_call=True)
+
+
+def supported_layer(layer: nn.Module) -> bool:
+    """A BERT-style encoder layer (self-attention with query/key/value, no cross-attention, no FFN chunking)."""
+    sa = getattr(getattr(layer, "attention", None), "self", None)
+    return (all(hasattr(sa, a) for a in ("query", "key", "value", "dropout", "scaling", "attention_head_size"))
+            and hasattr(layer.attention, "output") and hasattr(layer, "feed_forward_chunk")
+            and not getattr(layer, "is_decoder", False) and not getattr(layer, "add_cross_attention", False)
+            and getattr(layer, "chunk_size_feed_forward", 0) == 0)
