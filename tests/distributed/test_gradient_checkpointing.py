@@ -29,3 +29,24 @@ def test_same_loss_and_gradients_with_and_without(tiny_bert):  # tiny_bert has d
     assert grads_a.keys() == grads_b.keys()
     for name in grads_a:
         torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_the_short_paths_stay_off_so_layers_are_recomputed(tiny_bert, caplog):
+    """A layer with its own forward would skip transformers' checkpointing: the short paths are not installed."""
+    from lftrain.config.schema import TrainConfig
+    from lftrain.training.run import install_short_paths
+
+    _, task, tok, data, model = build(tiny_bert, 16)
+    with caplog.at_level("INFO", logger="lftrain"):
+        install_short_paths(model, TrainConfig(gradient_checkpointing=True))
+    assert "unpadded layers: off (train.gradient_checkpointing" in caplog.text
+    gradient_checkpointing(model)
+    calls = []
+    for layer in model.bert.encoder.layer:
+        assert "forward" not in vars(layer)
+        layer.intermediate.register_forward_hook(lambda m, a, out: calls.append(out.shape))
+    _loss_and_grads(model, task, data, tok.pad_token_id)
+    assert len(calls) == 2 * len(model.bert.encoder.layer)  # forward, then the recomputation in backward
+    _, _, _, _, plain = build(tiny_bert, 16)
+    install_short_paths(plain, TrainConfig())
+    assert all("forward" in vars(layer) for layer in plain.bert.encoder.layer)

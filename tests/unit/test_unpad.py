@@ -117,3 +117,9 @@ def test_not_installed_where_the_head_reads_every_token(tiny_bert):
 
     tokens = AutoModelForTokenClassification.from_pretrained(tiny_bert, num_labels=3)
     assert "not a BERT-family sequence classifier" in install_unpadded_layers(tokens)
+
+
+def test_the_first_token_layer_goes_first(tiny_bert):
+    fast = _load(tiny_bert)
+    assert install_unpadded_layers(fast) is None
+    assert "install this first" in install_first_token_only(fast)

@@ -72,6 +72,8 @@ def install_first_token_only(model: nn.Module) -> str | None:
     if stack is None or not supported_layer(stack.layers[-1]):
         return "the last layer is not a BERT-style encoder layer"
     last = stack.layers[-1]
+    if "forward" in vars(last):  # e.g. unpad.py's, installed first: it would hand this path rows it cannot place
+        return "the last layer already runs its own forward (install this first)"
     last.forward = types.MethodType(_first_token_forward, last)
     state = ShortPath()
     setattr(last, _STATE, state)
