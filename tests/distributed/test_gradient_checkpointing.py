@@ -31,15 +31,13 @@ def test_same_loss_and_gradients_with_and_without(tiny_bert):  # tiny_bert has d
         torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_the_short_paths_stay_off_so_layers_are_recomputed(tiny_bert, caplog):
+def test_the_short_paths_stay_off_so_layers_are_recomputed(tiny_bert):
     """A layer with its own forward would skip transformers' checkpointing: the short paths are not installed."""
-    from lftrain.config.schema import TrainConfig
-    from lftrain.training.run import install_short_paths
+    from lftrain.models.forward_scope import install_short_paths
 
     _, task, tok, data, model = build(tiny_bert, 16)
-    with caplog.at_level("INFO", logger="lftrain"):
-        install_short_paths(model, TrainConfig(gradient_checkpointing=True))
-    assert "unpadded layers: off (train.gradient_checkpointing" in caplog.text
+    lines = install_short_paths(model, first_token_only=True, unpad=True, checkpointing=True)
+    assert lines[1] == "unpadded layers: off (train.gradient_checkpointing recomputes the layers)"
     gradient_checkpointing(model)
     calls = []
     for layer in model.bert.encoder.layer:
@@ -48,5 +46,6 @@ def test_the_short_paths_stay_off_so_layers_are_recomputed(tiny_bert, caplog):
     _loss_and_grads(model, task, data, tok.pad_token_id)
     assert len(calls) == 2 * len(model.bert.encoder.layer)  # forward, then the recomputation in backward
     _, _, _, _, plain = build(tiny_bert, 16)
-    install_short_paths(plain, TrainConfig())
+    assert [line.split(" (")[0] for line in install_short_paths(plain, first_token_only=True, unpad=True)] == [
+        "first-token-only last layer: on", "unpadded layers: on"]
     assert all("forward" in vars(layer) for layer in plain.bert.encoder.layer)

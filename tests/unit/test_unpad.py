@@ -16,7 +16,7 @@ from tests.unit.test_first_token import _assert_same_training_step, _load, lora_
 
 @pytest.fixture(autouse=True)
 def _small_row_multiple(monkeypatch):
-    monkeypatch.setattr(unpad, "ROWS_MULTIPLE", 4)  # the tiny batches below would not fill 64 rows
+    monkeypatch.setattr(unpad, "ROWS_MULTIPLE", 4)  # the tiny batches below hold fewer than 128 tokens
 
 
 def _batch(vocab: int, seed: int = 0):
@@ -94,6 +94,16 @@ def test_no_padding_and_full_rounding_take_the_whole_grid(tiny_bert, monkeypatch
     monkeypatch.setattr(unpad, "ROWS_MULTIPLE", 64)  # 21 real tokens round past the 36-position grid
     fast(**batch)
     assert seen == [36, 36, 36, 36]
+
+
+def test_a_training_step_with_dropout(tiny_bert):
+    """Dropout (the tiny BERT has 0.1) on packed rows: finite loss and gradients from the short paths."""
+    _, fast = _pair(_load(tiny_bert), first_token=True)
+    seen = _ffn_rows(fast.train())
+    out = fast(**_batch(fast.config.vocab_size))
+    out.loss.backward()
+    assert seen == [24, 4] and torch.isfinite(out.loss)
+    assert all(torch.isfinite(p.grad).all() for p in fast.parameters() if p.grad is not None)
 
 
 def test_a_deep_copy_switches_its_own_layers(tiny_bert):

@@ -22,14 +22,20 @@ import types
 import torch
 from torch import nn
 
-from lftrain.models.forward_scope import UNPAD_STATE, ShortPath, during_plain_forward, supported_layer
+from lftrain.models.forward_scope import (
+    FIRST_TOKEN_STATE,
+    UNPAD_STATE,
+    ShortPath,
+    during_plain_forward,
+    supported_layer,
+)
 
 # Sequence classifiers whose head reads only position 0 of the last hidden state (BERT through its pooler).
 FIRST_TOKEN_HEADS = {
     "BertForSequenceClassification", "RobertaForSequenceClassification", "XLMRobertaForSequenceClassification",
     "CamembertForSequenceClassification", "ElectraForSequenceClassification",
 }
-FIRST_TOKEN_STATE = _STATE = "_lft_first_token_only"
+_STATE = FIRST_TOKEN_STATE
 
 
 def _first_token_forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from torch import nn
 
+# Where each short path keeps its state, on the model and on the layers that read it.
+FIRST_TOKEN_STATE = "_lft_first_token_only"
 UNPAD_STATE = "_lft_unpad"  # the unpadded layers' rows (`unpad.py`), also read by the first-token layer
 
 
@@ -53,3 +55,25 @@ def supported_layer(layer: nn.Module) -> bool:
             and hasattr(layer.attention, "output") and hasattr(layer, "feed_forward_chunk")
             and not getattr(layer, "is_decoder", False) and not getattr(layer, "add_cross_attention", False)
             and getattr(layer, "chunk_size_feed_forward", 0) == 0)
+
+
+def install_short_paths(model: nn.Module, *, first_token_only: bool, unpad: bool,
+                        checkpointing: bool = False) -> list[str]:
+    """The first-token last layer, then the unpadded layers below it (the same logits for less work). Returns one
+    line per path asked for: on, or off with the reason."""
+    from lftrain.models.first_token import install_first_token_only
+    from lftrain.models.unpad import install_unpadded_layers
+
+    # transformers checkpoints a layer through its class's forward: a layer with its own forward would silently stop
+    # being checkpointed, and a recomputation would run outside the classifier's forward anyway.
+    skip = "train.gradient_checkpointing recomputes the layers" if checkpointing else None
+    lines = []
+    for enabled, name, install, on in (
+            (first_token_only, "first-token-only last layer", install_first_token_only,
+             "the head reads only the first token"),
+            (unpad, "unpadded layers", install_unpadded_layers,
+             "projections and feed-forward blocks skip padding tokens")):
+        if enabled:
+            why_not = skip or install(model)
+            lines.append(f"{name}: " + (f"on ({on})" if why_not is None else f"off ({why_not})"))
+    return lines

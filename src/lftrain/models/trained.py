@@ -178,16 +178,11 @@ class LoadedRun:
         self.precision, _ = resolve_precision(self.recipe.train.precision, self.device)
         self.model = trained.model.to(self.device)
         self.model.eval()
-        # The same logits for less work (evaluate, predict, latency); the first-token layer goes first, and the
-        # unpadded path then takes the other layers.
-        if self.recipe.train.first_token_only:
-            from lftrain.models.first_token import install_first_token_only
+        from lftrain.models.forward_scope import install_short_paths
 
-            install_first_token_only(self.model)
-        if self.recipe.train.unpad:
-            from lftrain.models.unpad import install_unpadded_layers
-
-            install_unpadded_layers(self.model)
+        # The same logits for less work (evaluate, predict, latency); no backward here, so no checkpointing.
+        install_short_paths(self.model, first_token_only=self.recipe.train.first_token_only,
+                            unpad=self.recipe.train.unpad)
 
     def read(self, path: str | Path, *, with_labels: bool, encoding: str | None = None):
         from lftrain.data.prepare import read_examples

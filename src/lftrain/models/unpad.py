@@ -28,8 +28,14 @@ import types
 import torch
 from torch import nn
 
-from lftrain.models.first_token import FIRST_TOKEN_HEADS, FIRST_TOKEN_STATE
-from lftrain.models.forward_scope import UNPAD_STATE, ShortPath, during_plain_forward, supported_layer
+from lftrain.models.first_token import FIRST_TOKEN_HEADS
+from lftrain.models.forward_scope import (
+    FIRST_TOKEN_STATE,
+    UNPAD_STATE,
+    ShortPath,
+    during_plain_forward,
+    supported_layer,
+)
 
 ROWS_MULTIPLE = 128
 _STATE, _LAST = UNPAD_STATE, "_lft_unpad_last"

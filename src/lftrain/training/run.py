@@ -85,25 +85,6 @@ def _data_files(recipe) -> dict[str, Path]:
     return files
 
 
-def install_short_paths(model, cfg) -> None:
-    """The first-token last layer, then the unpadded layers below it (the same logits for less work), each logged
-    as on, or off with the reason."""
-    from lftrain.models.first_token import install_first_token_only
-    from lftrain.models.unpad import install_unpadded_layers
-
-    # transformers checkpoints a layer through its class's forward: a layer with its own forward would silently stop
-    # being checkpointed, and a recomputation would run outside the classifier's forward anyway.
-    checkpointing = "train.gradient_checkpointing recomputes the layers" if cfg.gradient_checkpointing else None
-    for enabled, name, install, on in (
-            (cfg.first_token_only, "first-token-only last layer", install_first_token_only,
-             "the head reads only the first token"),
-            (cfg.unpad, "unpadded layers", install_unpadded_layers,
-             "projections and feed-forward blocks skip padding tokens")):
-        if enabled:
-            why_not = checkpointing or install(model)
-            log.info("%s: %s", name, f"on ({on})" if why_not is None else f"off ({why_not})")
-
-
 def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = False, on_eval=None) -> TrainResult:
     from lftrain.data.curriculum import check as check_curriculum
     from lftrain.data.curriculum import plan_curriculum
@@ -113,6 +94,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
     from lftrain.methods.prepare import prepare_method_data
     from lftrain.models.adaptation import build_adaptation
     from lftrain.models.fast_dropout import install_fast_dropout, register_attention, set_dropout_rate
+    from lftrain.models.forward_scope import install_short_paths
     from lftrain.models.loading import load_tokenizer, offline
     from lftrain.models.student import drop_layers
     from lftrain.reports.manifest import build_manifest, write_json
@@ -183,7 +165,9 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
                      set_dropout_rate(model, recipe.model.dropout))
         if cfg.fast_dropout:
             install_fast_dropout(model)
-        install_short_paths(model, cfg)
+        for line in install_short_paths(model, first_token_only=cfg.first_token_only, unpad=cfg.unpad,
+                                        checkpointing=cfg.gradient_checkpointing):
+            log.info("%s", line)
         model.to(device)
         if precision == "bf16":
             from lftrain.models.adapter_bf16 import bf16_frozen_base
