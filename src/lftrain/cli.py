@@ -156,7 +156,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:  # the `lft` command itself (not a call from Python): run on jemalloc when the machine has it
+    if argv is None:  # the `lft` command itself (not a call from Python): run on tcmalloc/jemalloc if present
         from lftrain.training import allocator
 
         allocator.ensure(sys.argv[1:])

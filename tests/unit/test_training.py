@@ -114,6 +114,28 @@ def test_checkpoint_round_trip_and_rotation(tmp_path, tiny_bert_nodrop):
     assert tctx.optimizer.state_dict()["state"][0]["step"] == ctx.optimizer.state_dict()["state"][0]["step"]
 
 
+def test_checkpoint_weights_are_a_safetensors_file(tmp_path):
+    """The weights are streamed tensor by tensor (no model-sized bytes object); safetensors itself must read them
+    back exactly: every dtype a state dict holds, a scalar, an empty tensor, and tied names as metadata."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    m = torch.nn.Module()
+    m.a, m.b = torch.nn.Linear(3, 4), torch.nn.Linear(3, 5).to(torch.bfloat16)
+    m.tied = m.a
+    for name, t in {"ids": torch.arange(5), "flags": torch.tensor([True, False]), "scale": torch.tensor(2.5),
+                    "empty": torch.zeros(0, 3), "fp16": torch.ones(2, dtype=torch.float16)}.items():
+        m.register_buffer(name, t)
+    path = tmp_path / "model.safetensors"
+    ck._write(path, ck._safetensors(m))
+    got, want = load_file(path), m.state_dict()
+    assert sorted(got) == sorted(k for k in want if not k.startswith("tied."))
+    for name, t in got.items():
+        assert t.dtype == want[name].dtype and torch.equal(t, want[name]), name
+    with safe_open(path, "pt") as f:
+        assert f.metadata() == {"tied.weight": "a.weight", "tied.bias": "a.bias"}
+
+
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, tiny_bert_nodrop):
     recipe, task, tok, data, model = _setup(tiny_bert_nodrop)
     ctx = _ctx(recipe, task, data, model, tok)

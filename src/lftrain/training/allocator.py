@@ -1,14 +1,19 @@
-"""Run `lft` on jemalloc when the machine has it: the same speed, several hundred MB less peak memory.
+"""Run `lft` on tcmalloc (else jemalloc) when the machine has it: less peak memory than glibc's malloc, and
+steps that do not wait on page faults.
 
 glibc's malloc keeps the memory of freed activations in fragmented heaps. With length-grouped batches every
-step allocates tensors of a new size, and a MiniLM fine-tuning process grew from 1.2 GB to 2.1 GB over one
-epoch on glibc, to 1.7-1.8 GB on jemalloc, at the same samples/s (docs/performance.md has the figures).
+step allocates tensors of a new size: 120 steps of MiniLM full fine-tuning peaked at 1,546-1,566 MB on glibc,
+1,313-1,360 MB on tcmalloc and 1,287-1,289 MB on jemalloc. jemalloc gets there by returning freed pages to the
+system, and a step that needs them again faults them back in: ~11,000 page faults a step (35,000 in the
+longest batches) against ~280 on tcmalloc, at ~1.5-3 us each on this VM, which made its steps 12-14% slower
+(docs/performance.md has the figures). tcmalloc keeps freed pages until asked, so training hands them back
+(`release_free_memory`) before the final evaluation and checkpoint allocate theirs.
 
 A process's allocator is fixed when it starts (LD_PRELOAD), so the `lft` command re-executes itself once,
 before anything heavy is imported: same PID, arguments, environment and terminal, plus LD_PRELOAD.
-`LFT_ALLOCATOR` chooses: `auto` (default: jemalloc, else tcmalloc, else the system's), `jemalloc`,
-`tcmalloc`, or `system` (never re-execute). The Python API cannot change the allocator of the process it
-runs in: start Python with `LD_PRELOAD=libjemalloc.so.2` for the same effect. Linux only.
+`LFT_ALLOCATOR` chooses: `auto` (default: tcmalloc, else jemalloc, else the system's), `tcmalloc`,
+`jemalloc`, or `system` (never re-execute). The Python API cannot change the allocator of the process it
+runs in: start Python with `LD_PRELOAD=libtcmalloc_minimal.so.4` for the same effect. Linux only.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ CHOICES = ("auto", "jemalloc", "tcmalloc", "system")
 _ARGV0 = "LFT_ALLOCATOR_ARGV0"
 _PRELOAD_BEFORE = "LFT_ALLOCATOR_PRELOAD_BEFORE"
 # ctypes.util.find_library names, in the order `auto` tries them
-_LIBRARIES = {"jemalloc": "jemalloc", "tcmalloc": "tcmalloc_minimal"}
+_LIBRARIES = {"tcmalloc": "tcmalloc_minimal", "jemalloc": "jemalloc"}
+_ALL_ARENAS = 4096  # jemalloc's MALLCTL_ARENAS_ALL
 
 
 def in_use() -> str:
@@ -107,5 +113,24 @@ def describe() -> str:
         return f"system ({ENV}=system)"
     library = find(wanted)
     if library is None:
-        return "system (no jemalloc/tcmalloc library found: install libjemalloc2 for a lower peak memory)"
+        return ("system (no tcmalloc/jemalloc library found: install libtcmalloc-minimal4 for faster steps and a "
+                "lower peak memory)")
     return f"system (preload it with LD_PRELOAD={library})"
+
+
+def release_free_memory() -> str:
+    """Hand the memory the process has freed back to the operating system (after training, so the final
+    evaluation's allocations do not stack on top of the training's freed-but-kept pages). Returns the
+    allocator that was asked."""
+    name = in_use()
+    try:
+        process = ctypes.CDLL(None)  # the preloaded allocator's symbols are in the global namespace
+        if name == "tcmalloc":
+            process.MallocExtension_ReleaseFreeMemory()
+        elif name == "jemalloc":
+            process.mallctl(f"arena.{_ALL_ARENAS}.purge".encode(), None, None, None, ctypes.c_size_t(0))
+        elif sys.platform.startswith("linux"):
+            process.malloc_trim(ctypes.c_size_t(0))
+    except (OSError, AttributeError) as exc:  # not glibc (musl), or an allocator without the entry point
+        log.debug("could not release free memory (%s): %s", name, exc)
+    return name

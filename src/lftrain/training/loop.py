@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from lftrain.data.batching import epoch_batches, micro_batches
+from lftrain.training.allocator import release_free_memory
 from lftrain.training.checkpoint import TrainState, rotate, save_checkpoint
 from lftrain.training.distributed import DistContext
 from lftrain.training.frozen_cache import FrozenPrefixCache
@@ -176,6 +177,7 @@ def release_training_memory(ctx: FitContext) -> None:
     for part in (ctx.sparse, ctx.prefix_cache):
         if part is not None:
             part.release()
+    release_free_memory()  # tcmalloc keeps freed pages: the final evaluation would otherwise add to them
 
 
 def fit(ctx: FitContext, state: TrainState) -> TrainState:
@@ -220,6 +222,9 @@ def fit(ctx: FitContext, state: TrainState) -> TrainState:
                 if epoch_done:  # roll over before any checkpoint, so a resume starts the next epoch
                     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
                 last = state.step >= ctx.total_steps
+                if last:  # the final evaluation and checkpoint allocate anew: give them the pages training freed
+                    ctx.optimizer.zero_grad(set_to_none=True)
+                    release_free_memory()
                 if state.step % cfg.log_every == 0 or last:
                     _log_train(ctx, state, window, progress)
                     window = _Window()
