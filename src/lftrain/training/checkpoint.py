@@ -82,15 +82,16 @@ def _json(data) -> Callable[[BinaryIO], object]:
 
 
 _SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-                       torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
-                       torch.uint8: "U8", torch.bool: "BOOL"}
+                       torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2", torch.int64: "I64",
+                       torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint64: "U64",
+                       torch.uint32: "U32", torch.uint16: "U16", torch.uint8: "U8", torch.bool: "BOOL"}
 
 
 def _safetensors(model: torch.nn.Module) -> Callable[[BinaryIO], object]:
     """The safetensors file save_model would write (tied duplicates dropped), streamed tensor by tensor.
-    safetensors' `save` builds the whole file as bytes first, a model-sized spike (~180 MB for MiniLM,
-    ~20% of a freeze run's peak) at every checkpoint; this writes each tensor from its own memory. The format
-    is the documented one (8-byte header length, JSON header, data); `load_file` reads it back in the tests."""
+    safetensors' `save` builds the whole file as bytes first (a copy of every tensor, then the file), and that
+    spike set the peak of a freeze4 run on tcmalloc: 1,242 MB, against 1,157 streamed. The format is the
+    documented one (8-byte header length, JSON header, data); `load_file` reads it back in the tests."""
     from safetensors.torch import _remove_duplicate_names
 
     sd = model.state_dict()
