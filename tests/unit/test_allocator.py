@@ -80,25 +80,27 @@ import re
 from pathlib import Path
 from lftrain.training import allocator
 def rss(): return int(re.search(r"VmRSS:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1)) // 1024
+start = rss()
 blocks = [bytearray(b"x" * (4 << 20)) for _ in range(50)]
 del blocks
 before = rss()
-print(allocator.release_free_memory(), before, rss())
+print(allocator.release_free_memory(), start, before, rss())
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD is Linux's")
 @pytest.mark.parametrize("name", ["tcmalloc", "jemalloc", "system"])
 def test_release_free_memory_returns_freed_pages(name):
-    """tcmalloc keeps freed pages (measured: the peak of a freeze run came at its final evaluation until training
-    released them). After 200 MB are freed, the release hands them back to the system on every allocator."""
+    """200 MB allocated and freed: after the release the process is back within 50 MB of where it started, on
+    every allocator. tcmalloc alone keeps the pages until asked (the peak of a freeze run came at its final
+    evaluation until training released them), so there the release itself must give them back."""
     library = allocator.find(name)
     if name != "system" and library is None:
         pytest.skip(f"{name} is not installed")
     env = {**os.environ, "LD_PRELOAD": library or ""}
     out = subprocess.run([sys.executable, "-c", _RELEASE], capture_output=True, text=True, env=env, check=True)
-    used, before, after = out.stdout.split()
+    used, start, before, after = out.stdout.split()
     assert used == name
-    assert int(after) <= int(before) + 2, out.stdout  # nothing is allocated by releasing
-    if name == "tcmalloc":  # it kept the 200 MB until asked, then gave them back
-        assert int(before) - int(after) > 150, out.stdout
+    assert int(after) - int(start) < 50, out.stdout
+    if name == "tcmalloc":
+        assert int(before) - int(start) > 150, out.stdout  # kept until the release
