@@ -1,19 +1,74 @@
-"""Dropout whose masks cost a fraction of `bernoulli_`'s time on CPU.
+"""Dropout that costs a fraction of `bernoulli_`'s time on CPU, with dropout's distribution.
 
-On this class of machine mask generation was ~37% of a bf16 training step (see docs/performance.md):
-`bernoulli_` draws one float per element. Here one 64-bit draw yields four 16-bit uniforms, and an
-element is kept when its uniform is at or above round(p·2^16): the drop rate is p to within 2^-17, and
-kept values are scaled by the exact inverse keep rate, so the expectation is unchanged and the
-regularisation is dropout's. The masks
-come from torch's default generator, so seeding and checkpointed RNG state govern them as before.
+`bernoulli_` draws one float per element; on this class of machine that was ~37% of a bf16 training step
+(see docs/performance.md). At the rates models use (p <= 0.25; 0.1 in BERT and most adapters) lftrain draws
+the *gaps* between dropped elements instead: in a sequence of independent drops with probability p, the
+distance from one drop to the next is geometric(p), so ~p·n draws place every drop, and each element is
+still dropped independently with probability p (to within ~1e-7, the resolution of the float32 draws).
+Kept values are multiplied by 1/(1-p) in the kernel's float arithmetic and the dropped positions are
+zero-filled. No mask tensor is built or kept: the positions (~p·n indices) are all backward needs.
+Higher rates use one 64-bit draw for four 16-bit uniforms (drop rate p to within 2^-17). Either way the
+randomness comes from torch's default generator, so seeding and checkpointed RNG state govern it as
+before. Off the CPU, and under `torch.compile` (where in-place random draws and a data-dependent number of
+drops would break the graph at every dropout), torch's own dropout runs, which the compiler fuses.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+GAPS_MAX_RATE = 0.25  # at 0.25 the gaps take ~n/4 draws, as many as the 16-bit uniforms take 64-bit words
+
+
+def _chunk(rest: int, p: float) -> int:
+    """Gaps to draw for `rest` more elements: the expected number of drops plus six standard deviations."""
+    return int(rest * p + 6 * math.sqrt(rest * p) + 16)
+
+
+def drop_positions(n: int, p: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Sorted indices in [0, n) of the elements to drop, each dropped independently with probability p.
+
+    The gap from one drop to the next (1 for neighbours) is 1 + floor(log(1-u) / log(1-p)) for u uniform in
+    [0, 1), which is geometric(p); the positions are the running sums of the gaps."""
+    log_keep = math.log1p(-p)
+    chunks, end = [], 0  # end: 1-based position of the last drop placed so far
+    while end < n:  # until a drop lands at or past n (each chunk is sized so that one almost always does)
+        # u uniform on [0, 1) in steps of 2^-24, so 1-u in (0, 1]: no log(0), and every probability below is
+        # geometric(p)'s to within ~1e-7 (float32 is ~40% cheaper here than 53-bit doubles)
+        u = torch.empty(_chunk(n - end, p), device=device).uniform_()
+        gaps = u.neg_().log1p_().div_(log_keep).floor_().long().add_(1)
+        chunks.append(gaps.cumsum_(0).add_(end))
+        end = int(chunks[-1][-1])
+    if not chunks:
+        return torch.empty(0, dtype=torch.int64, device=device)
+    pos = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+    return pos[: int(torch.searchsorted(pos, n, right=True))].sub_(1)
+
+
+def _scale_and_zero(t: torch.Tensor, positions: torch.Tensor, scale: float) -> torch.Tensor:
+    """t * scale with the elements at `positions` (row-major order of t's shape) set to zero."""
+    out = torch.mul(t, scale, out=torch.empty(t.shape, dtype=t.dtype, device=t.device))  # contiguous, one pass
+    out.view(-1).index_fill_(0, positions, 0)
+    return out
+
+
+class _DropAt(torch.autograd.Function):
+    """y = x / (1-p) with the dropped positions zeroed; backward does the same to the gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, positions: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(positions)
+        ctx.scale = scale
+        return _scale_and_zero(x, positions, scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (positions,) = ctx.saved_tensors
+        return _scale_and_zero(grad, positions, ctx.scale), None, None
 
 
 class _MaskedScale(torch.autograd.Function):
@@ -30,17 +85,24 @@ class _MaskedScale(torch.autograd.Function):
         return grad * mask, None
 
 
+def _uniform16_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    n = x.numel()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(_INT64_MIN, _INT64_MAX)
+    uniform16 = words.view(torch.int16)[:n].view(x.shape)  # each value uniform over [-2^15, 2^15)
+    threshold = round(p * 65536)
+    return (uniform16 >= threshold - 32768).to(x.dtype).mul_(65536 / (65536 - threshold))
+
+
 def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     if not training or p <= 0.0:
         return x
     if p >= 1.0:
         return torch.zeros_like(x)
-    n = x.numel()
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(_INT64_MIN, _INT64_MAX)
-    uniform16 = words.view(torch.int16)[:n].view(x.shape)  # each value uniform over [-2^15, 2^15)
-    threshold = round(p * 65536)
-    mask = (uniform16 >= threshold - 32768).to(x.dtype).mul_(65536 / (65536 - threshold))
-    return _MaskedScale.apply(x, mask)
+    if x.device.type != "cpu" or torch.compiler.is_compiling():  # torch's dropout is fused there; ours would
+        return torch.nn.functional.dropout(x, p, training=True)  # break a compiled graph at every call
+    if p <= GAPS_MAX_RATE:
+        return _DropAt.apply(x, drop_positions(x.numel(), p, x.device), 1.0 / (1.0 - p))
+    return _MaskedScale.apply(x, _uniform16_mask(x, p))
 
 
 class FastDropout(nn.Dropout):

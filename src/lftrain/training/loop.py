@@ -199,8 +199,10 @@ def fit(ctx: FitContext, state: TrainState) -> TrainState:
                                     curriculum=ctx.curriculum)
             inputs = step_inputs(ctx.task, ctx.train_data, batches[state.batch_in_epoch:], micro, ctx.pad_id,
                                  cfg.num_workers if ctx.dist is None else -1)
+            # a step's time includes fetching (collating) its batch, as the peer's train_runtime does;
+            # evaluation and checkpoints after it are not training time
+            t0 = time.perf_counter()
             for batch_idx, (prepared_micro, prepared) in zip(batches[state.batch_in_epoch:], inputs):
-                t0 = time.perf_counter()
                 if ctx.dist is not None:
                     ctx.dist.seed_step(cfg.seed, state.step)
                 # out of memory (or over train.memory_cap_mb): retried at half the micro-batch (training/memory.py)
@@ -242,6 +244,7 @@ def fit(ctx: FitContext, state: TrainState) -> TrainState:
                     preempt.stop(state.step)
                 if last or state.stopped_early or epoch_done:
                     break
+                t0 = time.perf_counter()
     finally:
         preempt.restore()
         progress.close()
