@@ -152,8 +152,8 @@ class TrainConfig(Section):
     """`torch.compile` the model (in place). Measured slower on CPU for these models; may help on GPUs."""
     fast_dropout: bool = True
     """On CPU, place dropout's drops by drawing the gaps between them (~p·n draws instead of `bernoulli_`'s n; each
-    element still dropped independently with probability p, rates above 0.25 use 16-bit uniforms). See
-    docs/performance.md."""
+    element still dropped independently with probability p, rates above 0.25 use 16-bit uniforms); torch's own
+    dropout on GPUs and under `train.compile`. See docs/performance.md."""
     first_token_only: bool = True
     """In a BERT-family sequence classifier (its head reads only the first token), the last layer computes that
     row alone: the same logits and gradients for ~5/6 less of that layer's work. See docs/performance.md."""
