@@ -6,8 +6,8 @@ step allocates tensors of a new size: 120 steps of MiniLM full fine-tuning peake
 1,313-1,360 MB on tcmalloc and 1,287-1,289 MB on jemalloc. jemalloc gets there by returning freed pages to the
 system, and a step that needs them again faults them back in: ~11,000 page faults a step (35,000 in the
 longest batches) against ~280 on tcmalloc, at ~1.5-3 us each on this VM, which made its steps 12-14% slower
-(docs/performance.md has the figures). tcmalloc keeps freed pages until asked, so training hands them back
-(`release_free_memory`) before the final evaluation and checkpoint allocate theirs.
+(docs/performance.md has the figures). tcmalloc keeps freed pages until asked, so the end of training hands
+them back (`release_free_memory`) before the test evaluation allocates its own.
 
 A process's allocator is fixed when it starts (LD_PRELOAD), so the `lft` command re-executes itself once,
 before anything heavy is imported: same PID, arguments, environment and terminal, plus LD_PRELOAD.

@@ -224,9 +224,6 @@ def fit(ctx: FitContext, state: TrainState) -> TrainState:
                 if epoch_done:  # roll over before any checkpoint, so a resume starts the next epoch
                     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
                 last = state.step >= ctx.total_steps
-                if last:  # the final evaluation and checkpoint allocate anew: give them the pages training freed
-                    ctx.optimizer.zero_grad(set_to_none=True)
-                    release_free_memory()
                 if state.step % cfg.log_every == 0 or last:
                     _log_train(ctx, state, window, progress)
                     window = _Window()
