@@ -171,14 +171,11 @@ def _accuracy(output: Any) -> tuple[float, float, int]:
     return float((preds == labels).mean()), float(f1_score(labels, preds, average="macro")), int(labels.size)
 
 
-def run_hf_child(config_path: Path, result_path: Path, adapt: Any = None) -> int:
-    """Train and test with HF Trainer; write the numbers to `result_path` as JSON.
+def build_hf_trainer(cfg: dict[str, Any], output_dir: Path, adapt: Any = None, callbacks: list | None = None):
+    """The peer as both benchmarks (and profile_steps.py) run it: (trainer, train dataset, test dataset).
 
     `adapt(model, cfg) -> model`, if given, changes which parameters train (freezing, PEFT adapters) before
-    the Trainer is built; bench_adaptation.py uses it so both benchmarks run the peer the same way."""
-    cfg = json.loads(config_path.read_text())
-    import resource
-
+    the Trainer is built; bench_adaptation.py uses it so every script runs the peer the same way."""
     import torch
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
@@ -201,11 +198,25 @@ def run_hf_child(config_path: Path, result_path: Path, adapt: Any = None) -> int
     test_ds = _tokenised(cfg["test_csv"], tokenizer, cfg)
     trainer = Trainer(
         model=model,
-        args=_training_arguments(cfg, str(result_path.parent / "hf-run")),
+        args=_training_arguments(cfg, str(output_dir)),
         train_dataset=train_ds,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=cfg.get("peer_pad_multiple")),
         processing_class=tokenizer,
+        callbacks=callbacks,
     )
+    return trainer, train_ds, test_ds
+
+
+def run_hf_child(config_path: Path, result_path: Path, adapt: Any = None) -> int:
+    """Train and test with HF Trainer; write the numbers to `result_path` as JSON (`adapt`: see build_hf_trainer)."""
+    cfg = json.loads(config_path.read_text())
+    import resource
+
+    import torch
+    import transformers
+
+    trainer, train_ds, test_ds = build_hf_trainer(cfg, result_path.parent / "hf-run", adapt)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
 
     start = time.perf_counter()
     train_output = trainer.train()
