@@ -93,13 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="stratified subsample of N test rows (plumbing checks only: accuracy means little)",
     )
     p.add_argument("--epochs", type=float, default=2.0)
-    p.add_argument("--lr", type=float, default=5e-5, help="learning rate for full and freeze4")
-    p.add_argument("--lora-lr", type=float, default=5e-4, help="learning rate for lora (both systems)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--threads", type=int, default=default_threads())
-    p.add_argument("--json", type=Path, help="also save the numbers to this JSON file")
+    add_job_arguments(p)
     p.add_argument("--peer-pad-multiple", type=int, help=PEER_PAD_HELP)
     # Hidden: the HF runs and the probe re-invoke this script in a child process.
     p.add_argument("--_child", choices=["hf", "probe"], help=argparse.SUPPRESS)
@@ -111,6 +105,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
     return args
+
+
+def add_job_arguments(p: argparse.ArgumentParser) -> None:
+    """The job's options shared with profile_steps.py (learning rates, batch, length, seed, threads, --json)."""
+    p.add_argument("--lr", type=float, default=5e-5, help="learning rate for full and freeze4")
+    p.add_argument("--lora-lr", type=float, default=5e-4, help="learning rate for lora (both systems)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=default_threads())
+    p.add_argument("--json", type=Path, help="also save the numbers to this JSON file")
 
 
 def _subset(p: argparse.ArgumentParser, flag: str, text: str, allowed: tuple[str, ...]) -> list[str]:

@@ -39,8 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import child_env, default_threads, format_table, prepare_rotten_tomatoes
-from bench_adaptation import SETTINGS, apply_peer_adaptation
+from _common import child_env, format_table, prepare_rotten_tomatoes
+from bench_adaptation import SETTINGS, add_job_arguments, apply_peer_adaptation
 from bench_trainer import build_hf_trainer, job_config, write_recipe
 
 CATEGORIES = {
@@ -212,13 +212,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--window", default="20:100", help="steps FIRST:LAST to profile (1-based, LAST excluded)")
     p.add_argument("--workdir", type=Path, help="where data and runs go (default: a temp dir, removed)")
     p.add_argument("--train-limit", type=int, help="stratified subsample of N training rows")
-    p.add_argument("--lr", type=float, default=5e-5, help="learning rate for full and freeze4")
-    p.add_argument("--lora-lr", type=float, default=5e-4, help="learning rate for lora (both systems)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--threads", type=int, default=default_threads())
-    p.add_argument("--json", type=Path, help="also save the numbers to this JSON file")
+    add_job_arguments(p)
     p.add_argument("--_child", choices=list(SYSTEMS), help=argparse.SUPPRESS)
     p.add_argument("--_config", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--_result", type=Path, help=argparse.SUPPRESS)
