@@ -16,8 +16,9 @@ and two ratios, both per real (unpadded) token since the windows hold different 
 peer's time / lftrain's, both with the profiler on), and the ceiling, the ratio lftrain would reach if
 everything but its matmuls took no time (the peer's time / lftrain's matmul time). Profiled
 steps are slower than plain ones, a window of steps is not the whole run, and the two systems shuffle
-differently, so their windows hold different batches (80 steps average most of that out): bench_*.py
-measure speed, this script measures composition.
+differently, so their windows hold different batches (80 steps average most of that out). A step is timed
+from lftrain's fetching of its batch and from the peer's `on_step_begin` (after its batch is collated) to the
+end of the optimizer step. bench_*.py measure speed; this script measures composition.
 
 Run (from the repository root, with the project venv; ~2 minutes per setting on 2 cores):
 
