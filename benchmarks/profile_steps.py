@@ -91,9 +91,15 @@ class StepWindow:
         if self.n < self.last - 1:
             raise RuntimeError(f"the run stopped after {self.n} steps, before the window's end ({self.last - 1})")
         steps = self.last - self.first
+        events = self.profiler.key_averages()
+        # What was timed as a step must be one optimizer step: a system that split a batch into micro-batches
+        # (two calls of lftrain's step function per update) would otherwise be compared per half step.
+        updates = sum(e.count for e in events if e.key.startswith("Optimizer.step#"))
+        if updates != steps:
+            raise RuntimeError(f"the window timed {steps} steps but the profiler saw {updates} optimizer steps")
         ms = collections.defaultdict(float)
         ops = collections.defaultdict(float)
-        for event in self.profiler.key_averages():
+        for event in events:
             own = event.self_cpu_time_total / 1e3 / steps
             ms[category(event.key)] += own
             ops[event.key] += own
