@@ -399,6 +399,16 @@ def with_mfu(res: dict[str, Any], flops: dict[str, Any] | None, peak: dict[str, 
     return res
 
 
+def round_ratios(results: dict[str, dict[str, Any]]) -> list[float]:
+    """lft/HF samples/s of each round: run k of each system, taken back to back, so a drift of the machine
+    between rounds cancels out of each one (empty unless both systems ran every round)."""
+    hf, lft = (results.get(s, {}).get("runs", []) for s in ("hf", "lft"))
+    if len(hf) != len(lft) or len(hf) < 2:
+        return []
+    return [b["samples_per_second"] / a["samples_per_second"] for a, b in zip(hf, lft)
+            if a.get("samples_per_second") and b.get("samples_per_second")]
+
+
 def setting_summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     hf, lft = results.get("hf", {}), results.get("lft", {})
     ratio = lft["samples_per_second"] / hf["samples_per_second"] if hf.get("samples_per_second") and lft else None
@@ -406,6 +416,7 @@ def setting_summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     rss_ok = lft["peak_rss_mb"] <= hf["peak_rss_mb"] if hf.get("peak_rss_mb") and lft.get("peak_rss_mb") else None
     return {
         "ratio_samples_per_second": ratio,
+        "ratio_per_round": round_ratios(results),
         "accuracy_delta_points": delta,
         "ratio_target_met": None if ratio is None else ratio >= RATIO_TARGET,
         "accuracy_target_met": None if delta is None else delta >= -ACCURACY_TOLERANCE,
@@ -459,6 +470,10 @@ def setting_report(
             lines.append(f"{TITLES[system]} samples/s per run: {runs} (median shown)")
         if system in errors:
             lines.append(f"{TITLES[system]} FAILED: {errors[system]}")
+    rounds = round_ratios(results)
+    if rounds:
+        lines.append("lft/HF samples/s per round (both systems back to back): "
+                     + ", ".join(f"{r:.2f}x" for r in rounds))
     if expected is not None and check == "DIFFER":
         lines.append("warning: the systems do not train the same number of parameters; the comparison is unfair")
     return "\n".join(lines)
