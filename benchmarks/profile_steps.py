@@ -64,10 +64,11 @@ def category(op: str) -> str:
 class StepWindow:
     """Profiles steps [first, last) (1-based): call `begin()` before a step and `end()` after it."""
 
-    def __init__(self, first: int, last: int) -> None:
+    def __init__(self, first: int, last: int, top: int = 15) -> None:
         import torch
 
         self.first, self.last, self.n, self.seconds, self.t0, self.tokens = first, last, 0, 0.0, 0.0, 0
+        self.top = top  # operators listed by their own time (`top_ops`)
         self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
 
     def begin(self) -> None:
@@ -105,7 +106,7 @@ class StepWindow:
             ops[event.key] += own
         step_ms = 1e3 * self.seconds / steps
         ms["outside ops"] += max(0.0, step_ms - sum(ms.values()))  # wall time no operator accounts for
-        top = sorted(ops.items(), key=lambda kv: -kv[1])[:15]
+        top = sorted(ops.items(), key=lambda kv: -kv[1])[:self.top]
         return {"steps": steps, "step_ms": step_ms, "tokens_per_step": self.tokens / steps,
                 "ms": {k: ms.get(k, 0.0) for k in ORDER}, "top_ops": [{"op": k, "ms": v} for k, v in top]}
 
@@ -169,7 +170,7 @@ def run_hf_child(cfg: dict[str, Any], out: Path, window: StepWindow) -> None:
 
 def child_main(system: str, config: Path, result: Path) -> int:
     cfg = json.loads(config.read_text())
-    window = StepWindow(*cfg["window"])
+    window = StepWindow(*cfg["window"], top=cfg.get("top", 15))
     (run_hf_child if system == "hf" else run_lft_child)(cfg, result, window)
     result.write_text(json.dumps(window.summary(), indent=2))
     return 0
@@ -219,6 +220,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--window", default="20:100", help="steps FIRST:LAST to profile (1-based, LAST excluded)")
     p.add_argument("--workdir", type=Path, help="where data and runs go (default: a temp dir, removed)")
     p.add_argument("--train-limit", type=int, help="stratified subsample of N training rows")
+    p.add_argument("--top", type=int, default=15, help="operators to list by their own time per step (JSON top_ops)")
     add_job_arguments(p)
     p.add_argument("--_child", choices=list(SYSTEMS), help=argparse.SUPPRESS)
     p.add_argument("--_config", type=Path, help=argparse.SUPPRESS)
@@ -244,7 +246,7 @@ def profile(args: argparse.Namespace, workdir: Path) -> int:
     for name in args.settings:
         spec = SETTINGS[name]
         cfg = {**base, "lr": args.lora_lr if spec["type"] == "lora" else args.lr, "adaptation": spec,
-               "setting": name, "window": [args.first, args.last]}
+               "setting": name, "window": [args.first, args.last], "top": args.top}
         results[name] = {s: run_child(s, cfg, workdir / name / s) for s in SYSTEMS}
         text, ratios[name] = report(name, results[name])
         print(text, flush=True)
