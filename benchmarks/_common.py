@@ -116,6 +116,18 @@ def child_env(threads: int) -> dict[str, str]:
     return env
 
 
+def lft_child_env(threads: int) -> dict[str, str]:
+    """child_env for a child that runs lftrain in-process (not through `lft`, which re-executes itself on its
+    allocator): the same allocator preloaded (tcmalloc, else jemalloc)."""
+    from lftrain.training import allocator
+
+    env = child_env(threads)
+    library = allocator.find(allocator.choice())
+    if library:
+        env["LD_PRELOAD"] = " ".join(p for p in (library, env.get("LD_PRELOAD", "")) if p)
+    return env
+
+
 @dataclass
 class Measured:
     returncode: int

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import child_env, format_table, prepare_rotten_tomatoes
+from _common import child_env, format_table, lft_child_env, prepare_rotten_tomatoes
 from bench_adaptation import SETTINGS, add_job_arguments, apply_peer_adaptation
 from bench_trainer import build_hf_trainer, job_config, write_recipe
 
@@ -181,13 +181,8 @@ def run_child(system: str, cfg: dict[str, Any], rundir: Path) -> dict[str, Any]:
     config, result = rundir / "config.json", rundir / "profile.json"
     config.write_text(json.dumps(cfg))
     result.unlink(missing_ok=True)
-    env = child_env(cfg["threads"])
-    if system == "lft":  # the allocator `lft train` re-executes itself on (tcmalloc, else jemalloc)
-        from lftrain.training import allocator
-
-        library = allocator.find(allocator.choice())
-        if library:
-            env["LD_PRELOAD"] = " ".join(p for p in (library, env.get("LD_PRELOAD", "")) if p)
+    # lftrain's child gets the allocator `lft train` re-executes itself on (tcmalloc, else jemalloc)
+    env = lft_child_env(cfg["threads"]) if system == "lft" else child_env(cfg["threads"])
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", system, "--_config", str(config),
            "--_result", str(result)]
     proc = subprocess.run(cmd, env=env, cwd=rundir, stdout=sys.stderr, stderr=sys.stderr, check=False)
