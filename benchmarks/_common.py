@@ -20,7 +20,9 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +94,15 @@ def prepare_rotten_tomatoes(workdir: Path, train_limit: int | None = None, test_
     train.to_csv(files.train, index=False)
     test.to_csv(files.test, index=False)
     return files
+
+
+def in_workdir(workdir: Path | None, prefix: str, run: Callable[[Path], int]) -> int:
+    """run(directory): in `workdir` (created if need be) when given, else in a temporary directory removed after."""
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        return run(workdir)
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        return run(Path(tmp))
 
 
 def default_threads() -> int:

@@ -30,12 +30,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import format_table, lft_child_env, prepare_rotten_tomatoes
+from _common import format_table, in_workdir, lft_child_env, prepare_rotten_tomatoes
 from bench_adaptation import SETTINGS, add_job_arguments
 from bench_trainer import job_config, write_recipe
 
@@ -184,11 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args._config:
         return child_main(args._config, args._result)
-    if args.workdir:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        return measure(args, args.workdir)
-    with tempfile.TemporaryDirectory(prefix="lft-ab-") as tmp:
-        return measure(args, Path(tmp))
+    return in_workdir(args.workdir, "lft-ab-", lambda workdir: measure(args, workdir))
 
 
 if __name__ == "__main__":

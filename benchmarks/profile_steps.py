@@ -35,12 +35,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import child_env, format_table, lft_child_env, prepare_rotten_tomatoes
+from _common import child_env, format_table, in_workdir, lft_child_env, prepare_rotten_tomatoes
 from bench_adaptation import SETTINGS, add_job_arguments, apply_peer_adaptation
 from bench_trainer import build_hf_trainer, job_config, write_recipe
 
@@ -257,11 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args._child:
         return child_main(args._child, args._config, args._result)
-    if args.workdir:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        return profile(args, args.workdir)
-    with tempfile.TemporaryDirectory(prefix="lft-profile-") as tmp:
-        return profile(args, Path(tmp))
+    return in_workdir(args.workdir, "lft-profile-", lambda workdir: profile(args, workdir))
 
 
 if __name__ == "__main__":
