@@ -13,9 +13,9 @@ are zeros instead of values nobody reads.
 The number of rows is rounded up to a multiple of 128 with padding positions: oneDNN compiles (and caches, up to
 1,024) a kernel for every matmul shape. One epoch of the reviews has 10 distinct padded grid sizes; its row counts take
 25 distinct values in multiples of 64 (10.3% fewer rows than the grid) and 14 in multiples of 128 (7.2% fewer). With
-64, the freeze4 benchmark's peak memory rose from 1,252 to 1,347 MB (one run each; docs/performance.md). Later,
-multiples of 32 made full fine-tuning steps 2% faster, but each new matmul shape held ~0.65 MB of compiled kernels,
-and freeze4 peaked at 1,400 MB instead of 1,181.
+64, the freeze4 benchmark's peak memory rose from 1,252 to 1,347 MB (one run each; docs/performance.md). In a later
+measurement (`benchmarks/ab_steps.py`), multiples of 32 made full fine-tuning steps 2% faster, but each new matmul
+shape held ~0.65 MB of compiled kernels, and freeze4 peaked at 1,400 MB instead of 1,181.
 
 Installed like `first_token.py`: each layer's `forward` is replaced on the instance (parameter names and saved
 models are unchanged) and the short path runs only inside the classifier's own forward call (`forward_scope.py`).
