@@ -26,7 +26,6 @@ import ast
 import importlib
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from typing import Any
 
 from _common import format_table, in_workdir, lft_child_env, prepare_rotten_tomatoes
 from bench_adaptation import SETTINGS, add_job_arguments
-from bench_trainer import job_config, write_recipe
+from bench_trainer import job_config, train_lft_wrapping_steps
 
 
 def parse_assignment(text: str) -> tuple[str, str, Any]:
@@ -86,39 +85,26 @@ def summarize(times: dict[str, list[float]], skip: int) -> dict[str, Any]:
 
 
 def child_main(config: Path, result: Path) -> int:
-    import yaml
-
-    import lftrain.training.loop as loop
-    from lftrain import api
-
     cfg = json.loads(config.read_text())
     first, second = variant_setters(cfg["a"], cfg["b"])
-    recipe = yaml.safe_load(write_recipe(cfg, result.parent).read_text())
-    recipe["adaptation"] = cfg["adaptation"]
-    recipe["train"].update(epochs=1, max_steps=cfg["steps"])
-    # the test file stays: without it lft would hold out 20% of the training rows, and the batches would not be
-    # the benchmark's (the test evaluation after the last step is not timed)
-    shutil.rmtree(recipe["output"]["dir"], ignore_errors=True)  # lft would refuse to redo a finished run
-    step = getattr(loop, "_train_step", None)
-    if step is None:
-        raise RuntimeError("lftrain.training.loop._train_step is gone: update ab_steps.py")
     times: dict[str, list[float]] = {"A": [], "B": []}
 
-    def twice(*args: Any, **kwargs: Any) -> Any:
-        order = [("A", first), ("B", second)]
-        if len(times["A"]) % 2:
-            order.reverse()
-        out = None
-        for name, apply in order:
-            apply()
-            t0 = time.perf_counter()
-            out = step(*args, **kwargs)
-            times[name].append(time.perf_counter() - t0)
-        first()  # whatever runs between steps (evaluation, checkpoints) sees variant A
-        return out
+    def wrap(step: Any) -> Any:
+        def twice(*args: Any, **kwargs: Any) -> Any:
+            order = [("A", first), ("B", second)]
+            if len(times["A"]) % 2:
+                order.reverse()
+            out = None
+            for name, apply in order:
+                apply()
+                t0 = time.perf_counter()
+                out = step(*args, **kwargs)
+                times[name].append(time.perf_counter() - t0)
+            first()  # whatever runs between steps (evaluation, checkpoints) sees variant A
+            return out
+        return twice
 
-    loop._train_step = twice
-    api.train(recipe)
+    train_lft_wrapping_steps(cfg, result.parent, cfg["steps"], wrap)
     result.write_text(json.dumps({"times_s": times}))
     return 0
 

@@ -303,6 +303,27 @@ def write_recipe(cfg: dict[str, Any], workdir: Path) -> Path:
     return path
 
 
+def train_lft_wrapping_steps(cfg: dict[str, Any], workdir: Path, max_steps: int, wrap: Any) -> None:
+    """Run lftrain in this process on the job's recipe (`cfg["adaptation"]` appended) for `max_steps` steps, with
+    the loop's step function replaced by `wrap(step)`: the loop has no callbacks, so profile_steps.py and
+    ab_steps.py time steps by wrapping it. The test file stays: without it lft would hold out 20% of the training
+    rows, and the batches would not be the benchmark's (the test evaluation after the last step is not timed)."""
+    import yaml
+
+    import lftrain.training.loop as loop
+    from lftrain import api
+
+    recipe = yaml.safe_load(write_recipe(cfg, workdir).read_text())
+    recipe["adaptation"] = cfg["adaptation"]
+    recipe["train"].update(epochs=1, max_steps=max_steps)
+    shutil.rmtree(recipe["output"]["dir"], ignore_errors=True)  # lft would refuse to redo a finished run
+    step = getattr(loop, "_train_step", None)
+    if step is None:
+        raise RuntimeError("lftrain.training.loop._train_step is gone: update train_lft_wrapping_steps")
+    loop._train_step = wrap(step)
+    api.train(recipe)
+
+
 def read_lft_metrics(metrics_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """The `train_end` line and the test `eval` line of lft's metrics.jsonl (last of each wins)."""
     if not metrics_path.is_file():

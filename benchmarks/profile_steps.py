@@ -32,7 +32,6 @@ import argparse
 import collections
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -41,7 +40,7 @@ from typing import Any
 
 from _common import child_env, format_table, in_workdir, lft_child_env, prepare_rotten_tomatoes
 from bench_adaptation import SETTINGS, add_job_arguments, apply_peer_adaptation
-from bench_trainer import build_hf_trainer, job_config, write_recipe
+from bench_trainer import build_hf_trainer, job_config, train_lft_wrapping_steps
 
 CATEGORIES = {
     "matmuls": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
@@ -114,34 +113,21 @@ class StepWindow:
 
 
 def run_lft_child(cfg: dict[str, Any], out: Path, window: StepWindow) -> None:
-    import yaml
+    def wrap(step: Any) -> Any:
+        lengths: list = []
 
-    import lftrain.training.loop as loop
-    from lftrain import api
+        def timed(ctx: Any, batch: Any, *args: Any, **kwargs: Any) -> Any:
+            if not lengths:
+                lengths.append(ctx.task.lengths(ctx.train_data))
+            window.begin()
+            window.count(int(lengths[0][batch].sum()))
+            try:
+                return step(ctx, batch, *args, **kwargs)
+            finally:
+                window.end()
+        return timed
 
-    recipe = yaml.safe_load(write_recipe(cfg, out.parent).read_text())
-    recipe["adaptation"] = cfg["adaptation"]
-    recipe["train"].update(epochs=1, max_steps=window.last + 1)
-    del recipe["data"]["test"]  # the steps are what is measured: no test evaluation afterwards
-    shutil.rmtree(recipe["output"]["dir"], ignore_errors=True)  # lft would refuse to redo a finished run
-    step = getattr(loop, "_train_step", None)
-    if step is None:  # the loop has no callbacks; the window wraps its step function
-        raise RuntimeError("lftrain.training.loop._train_step is gone: update profile_steps.py")
-
-    lengths: list = []
-
-    def timed(ctx: Any, batch: Any, *args: Any, **kwargs: Any) -> Any:
-        if not lengths:
-            lengths.append(ctx.task.lengths(ctx.train_data))
-        window.begin()
-        window.count(int(lengths[0][batch].sum()))
-        try:
-            return step(ctx, batch, *args, **kwargs)
-        finally:
-            window.end()
-
-    loop._train_step = timed
-    api.train(recipe)
+    train_lft_wrapping_steps(cfg, out.parent, window.last + 1, wrap)
 
 
 def run_hf_child(cfg: dict[str, Any], out: Path, window: StepWindow) -> None:
