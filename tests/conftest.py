@@ -105,9 +105,10 @@ def write_recipe(path: Path, recipe: dict) -> Path:
     return path
 
 
-def run_lft(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """The real CLI in a subprocess, exactly as users run it."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+def run_lft(*args: str, cwd: Path | None = None, timeout: float = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The real CLI in a subprocess, exactly as users run it (`env`: variables to add)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "lftrain", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=timeout, env=env)
 

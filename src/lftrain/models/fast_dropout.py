@@ -1,26 +1,40 @@
 """Dropout that costs a fraction of `bernoulli_`'s time on CPU, with dropout's distribution.
 
 `bernoulli_` draws one float per element; on this class of machine that was ~37% of a bf16 training step
-(see docs/performance.md). At the rates models use (p <= 0.25; 0.1 in BERT and most adapters) lftrain draws
-the *gaps* between dropped elements instead: in a sequence of independent drops with probability p, the
-distance from one drop to the next is geometric(p), so ~p·n draws place every drop, and each element is
-still dropped independently with probability p (to within ~1e-7, the resolution of the float32 draws).
-Kept values are multiplied by 1/(1-p) in the kernel's float arithmetic and the dropped positions are
-zero-filled. No mask tensor is built or kept: the positions (~p·n indices) are all backward needs.
-Higher rates use one 64-bit draw for four 16-bit uniforms (drop rate p to within 2^-17). Either way the
-randomness comes from torch's default generator, so seeding and checkpointed RNG state govern it as
-before. Off the CPU, and under `torch.compile` (where in-place random draws and a data-dependent number of
-drops would break the graph at every dropout), torch's own dropout runs, which the compiler fuses.
+(see docs/performance.md). lftrain has two CPU paths:
+
+- **Compiled** (`kernels/dropout.c`, when the machine has a C compiler): one pass over the tensor. Element j is
+  dropped when a 32-bit hash of j under two keys falls below p·2^32, so the rate is p to within 2^-33 and each
+  element's fate is independent of its neighbours' (the tests check rates, pairs and counts). The keys (63 random bits
+  drawn from torch's default generator per call) are all backward needs: it recomputes the mask. A BERT-family
+  output block's dropout and residual add (`RESIDUAL_OUTPUTS`) run as one pass each way too, with the values
+  of the two operators. Kept values are scaled in float and rounded to bf16 as torch rounds.
+- **PyTorch** (no compiler, `LFT_KERNELS=off`, or `USE_KERNELS = False`): for 0 < p <= 0.25 lftrain draws the
+  *gaps* between dropped elements: in a sequence of independent drops with probability p, the distance from
+  one drop to the next is geometric(p), so ~p·n draws place every drop, and each element is still dropped
+  independently with probability p (to within ~1e-7, the resolution of the float32 draws). Kept values are
+  multiplied by 1/(1-p) and the dropped positions zero-filled; the positions (~p·n indices) are all backward
+  needs. Higher rates use one 64-bit draw for four 16-bit uniforms (drop rate p to within 2^-17).
+
+The two paths draw different random streams from the same generator (the manifest's `dropout_kernel` says which
+ran); either way seeding and checkpointed RNG state govern them. Off the CPU, and under `torch.compile` (where
+in-place random draws, foreign calls and a data-dependent number of drops would break the graph at every
+dropout), torch's own dropout runs, which the compiler fuses.
 """
 
 from __future__ import annotations
 
 import math
+import types
 
 import torch
 from torch import nn
 
+from lftrain import kernels
+from lftrain.kernels.dropout import KERNELS, MAX_ELEMENTS, KernelDrop, KernelDropAdd
+
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+USE_KERNELS = True  # False: the PyTorch paths below even where the compiled kernel loads (tests, benchmarks)
 GAPS_MAX_RATE = 0.25  # at 0.25 the gaps take ~n/4 draws, as many as the 16-bit uniforms take 64-bit words
 
 
@@ -93,6 +107,33 @@ def _uniform16_mask(x: torch.Tensor, p: float) -> torch.Tensor:
     return (uniform16 >= threshold - 32768).to(x.dtype).mul_(65536 / (65536 - threshold))
 
 
+def dropout_add(x: torch.Tensor, residual: torch.Tensor, dropout: nn.Dropout) -> torch.Tensor:
+    """residual + dropout(x): fused when x is bf16 and the residual float32 of the same shape (a bf16 block on
+    a float residual stream), else the two operators."""
+    fused = (dropout.training and 0.0 < dropout.p < 1.0 and x.dtype == torch.bfloat16 and x.shape == residual.shape
+             and residual.dtype == torch.float32 and x.device.type == "cpu" and use_kernel(x)
+             and not torch.compiler.is_compiling())
+    if fused:
+        return KernelDropAdd.apply(x, residual, dropout.p)
+    return dropout(x) + residual
+
+
+def _output_forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+    """BertSelfOutput / BertOutput: LayerNorm(dropout(dense(h)) + residual), with the dropout and add fused."""
+    return self.LayerNorm(dropout_add(self.dense(hidden_states), input_tensor, self.dropout))
+
+
+# Residual output blocks computing LayerNorm(dropout(dense(h)) + input_tensor) (transformers' BertSelfOutput and
+# its "Copied from" twins), whose forward fast dropout replaces by `_output_forward`.
+RESIDUAL_OUTPUTS = {f"{family}{part}" for family in ("Bert", "Roberta", "XLMRoberta", "Camembert", "Electra")
+                    for part in ("SelfOutput", "Output")}
+
+
+def use_kernel(x: torch.Tensor) -> bool:
+    """Whether the compiled kernel takes this tensor (its hash indexes elements with 32 bits)."""
+    return USE_KERNELS and x.dtype in KERNELS and x.numel() <= MAX_ELEMENTS and kernels.load() is not None
+
+
 def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     if not training or p <= 0.0:
         return x
@@ -100,6 +141,8 @@ def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tens
         return torch.zeros_like(x)
     if x.device.type != "cpu" or torch.compiler.is_compiling():  # torch's dropout is fused there; ours would
         return torch.nn.functional.dropout(x, p, training=True)  # break a compiled graph at every call
+    if use_kernel(x):
+        return KernelDrop.apply(x, p)
     if p <= GAPS_MAX_RATE:
         return _DropAt.apply(x, drop_positions(x.numel(), p, x.device), 1.0 / (1.0 - p))
     return _MaskedScale.apply(x, _uniform16_mask(x, p))
@@ -113,9 +156,12 @@ class FastDropout(nn.Dropout):
 
 
 def install_fast_dropout(model: nn.Module) -> int:
-    """Swap every nn.Dropout in `model` for FastDropout. Returns how many were swapped."""
+    """Swap every nn.Dropout in `model` for FastDropout, and fuse the dropout and residual add of BERT-family
+    output blocks (`RESIDUAL_OUTPUTS`). Returns how many dropouts were swapped."""
     count = 0
     for module in model.modules():
+        if type(module).__name__ in RESIDUAL_OUTPUTS and "forward" not in vars(module):
+            module.forward = types.MethodType(_output_forward, module)
         for name, child in list(module.named_children()):
             if type(child) is nn.Dropout:
                 setattr(module, name, FastDropout(child.p).train(child.training))

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from lftrain import kernels
 from lftrain.config import dump_recipe
 from lftrain.data.checks.preflight import preflight as data_preflight
 from lftrain.data.checks.preflight import record as record_data_checks
@@ -165,6 +166,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
                      set_dropout_rate(model, recipe.model.dropout))
         if cfg.fast_dropout:
             install_fast_dropout(model)
+            log.info("dropout kernel: %s", kernels.describe())  # builds it now (once per machine), not in step 1
         for line in install_short_paths(model, first_token_only=cfg.first_token_only, unpad=cfg.unpad,
                                         checkpointing=cfg.gradient_checkpointing):
             log.info("%s", line)
@@ -200,6 +202,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
                                                                      if p.requires_grad),
                                          "total_steps": total_steps,
                                          "allocator": allocator.in_use(),
+                                         "dropout_kernel": kernels.describe() if cfg.fast_dropout else "off",
                                          "determinism": determinism_info(seed=cfg.seed, threads=threads,
                                                                          precision=precision, device=str(device),
                                                                          num_workers=cfg.num_workers),

@@ -1,0 +1,224 @@
+"""The compiled CPU kernels (src/lftrain/kernels): build and cache, the dropout mask's distribution, and the
+fused paths against the operators they replace."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lftrain import kernels
+from lftrain.kernels.dropout import KernelDropAdd, draw_keys, kernel_dropout, threshold
+from lftrain.models import fast_dropout as fd
+
+COMPILER = kernels._compiler() is not None
+needs_kernels = pytest.mark.skipif(not COMPILER or kernels.load() is None, reason="no compiled kernels here")
+
+
+def masks(lib, n: int, p: float, calls: int) -> torch.Tensor:
+    """`calls` keep masks of n elements (True = kept), each under fresh keys, as fast_dropout draws them."""
+    out = torch.empty(calls, n, dtype=torch.uint8)
+    for row in out:
+        lib.lft_dropout_mask(row.data_ptr(), n, *draw_keys(), threshold(p))
+    return out.bool()
+
+
+def test_the_kernels_build_where_there_is_a_compiler():
+    # On a machine with cc the compiled path must load: a broken build would silently fall back otherwise.
+    if COMPILER:
+        assert kernels.load() is not None, kernels.describe()
+        assert kernels.describe() == "compiled"
+    else:
+        assert kernels.describe().startswith("torch (no C compiler")
+
+
+@needs_kernels
+def test_the_build_is_cached_and_reused(tmp_path):
+    code = ("from lftrain import kernels; import sys; lib = kernels.load(); "
+            "sys.exit(0 if lib is not None else 3)")
+    env = {**os.environ, "LFTRAIN_CACHE": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    (built,) = (tmp_path / "kernels").glob("*.so")
+    stamp = built.stat().st_mtime_ns
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)  # a second process: no rebuild
+    assert [p.name for p in (tmp_path / "kernels").iterdir()] == [built.name]
+    assert built.stat().st_mtime_ns == stamp
+
+
+def test_kernels_off_by_environment_and_without_compiler(monkeypatch, tmp_path):
+    monkeypatch.setenv("LFTRAIN_CACHE", str(tmp_path))
+    try:
+        monkeypatch.setenv("LFT_KERNELS", "off")
+        kernels.load.cache_clear()
+        assert kernels.load() is None and kernels.describe() == "torch (LFT_KERNELS=off)"
+        x = torch.ones(10_000)
+        torch.manual_seed(0)
+        y = fd.fast_dropout(x, 0.1)  # the PyTorch path still drops
+        assert 0.05 < float((y == 0).float().mean()) < 0.15
+        monkeypatch.setenv("LFT_KERNELS", "auto")
+        monkeypatch.setattr(kernels, "_compiler", lambda: None)
+        kernels.load.cache_clear()
+        assert kernels.load() is None and "no C compiler" in kernels.describe()
+        assert not list(tmp_path.glob("kernels/*.so"))
+    finally:
+        kernels.load.cache_clear()
+
+
+def test_a_failed_build_falls_back_and_says_why(monkeypatch, tmp_path):
+    monkeypatch.setenv("LFTRAIN_CACHE", str(tmp_path))
+    fake = tmp_path / "cc"
+    fake.write_text("#!/bin/sh\necho 'cc: error: no such thing' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CC", str(fake))
+    try:
+        kernels.load.cache_clear()
+        assert kernels.load() is None
+        assert "no such thing" in kernels.describe()
+    finally:
+        kernels.load.cache_clear()
+
+
+@needs_kernels
+def test_kernel_mask_drops_each_element_independently_with_rate_p():
+    torch.manual_seed(0)
+    n, p, trials = 6, 0.2, 20_000
+    dropped = ~masks(kernels.load(), n, p, trials)
+    rate = dropped.double().mean(0)  # sd of each rate: sqrt(0.16 / 20000) = 0.0028
+    assert torch.all((rate - p).abs() < 0.012), rate
+    both = (dropped[:, :-1] & dropped[:, 1:]).double().mean()  # neighbours independent: p^2
+    assert abs(float(both) - p * p) < 0.006
+    counts = dropped.sum(1).bincount(minlength=n + 1).double() / trials  # number dropped: binomial(n, p)
+    expected = torch.tensor([math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n + 1)], dtype=torch.double)
+    assert torch.all((counts - expected).abs() < 0.015), (counts, expected)
+
+
+@needs_kernels
+def test_kernel_mask_is_uncorrelated_along_the_tensor_and_between_calls():
+    torch.manual_seed(1)
+    n, p = 1_000_000, 0.1
+    a, b = (~masks(kernels.load(), n, p, 2)).double()
+    assert abs(float(a.mean()) - p) < 0.0015  # sd 0.0003
+    for lag in (1, 2, 3, 16, 384, 1536):  # neighbours, vector lanes, row lengths of the benchmark model
+        assert abs(float((a[:-lag] * a[lag:]).mean()) - p * p) < 0.0012, lag  # sd ~0.0003
+    assert abs(float((a * b).mean()) - p * p) < 0.0012  # two calls' keys give independent masks
+    gaps = torch.diff(torch.nonzero(a).flatten())  # geometric(p), as in independent drops
+    for k in (1, 2, 10):
+        assert abs(float((gaps == k).double().mean()) - 0.9 ** (k - 1) * 0.1) < 0.004
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_kernel_dropout_scales_kept_values_as_torch_rounds(dtype):
+    torch.manual_seed(0)
+    x = (torch.randn(300, 77) * 3).to(dtype)
+    y = kernel_dropout(x, (12345, 678), 0.15)
+    kept = y != 0
+    assert 0.12 < 1 - float(kept.double().mean()) < 0.18
+    scale = torch.tensor(1 / 0.85, dtype=torch.float32)  # kept values: x * (1 / (1 - p)) in float, then rounded
+    assert torch.equal(y[kept], (x.float() * scale).to(dtype)[kept])
+    assert torch.equal(kernel_dropout(x, (12345, 678), 0.15), y)  # a function of the keys
+    assert not torch.equal(kernel_dropout(x, (12345, 679), 0.15), y)
+
+
+@needs_kernels
+def test_kernel_dropout_keeps_nan_and_inf():
+    x = torch.tensor([float("nan"), float("inf"), -float("inf"), 1.0] * 1000).bfloat16()
+    keys = (1, 2)
+    y = kernel_dropout(x, keys, 0.1)
+    kept = kernel_dropout(torch.ones_like(x), keys, 0.1) != 0
+    assert torch.isnan(y[0::4][kept[0::4]]).all() and torch.equal(y[1::4][kept[1::4]], x[1::4][kept[1::4]])
+    assert torch.equal(y[2::4][kept[2::4]], x[2::4][kept[2::4]])
+
+
+@needs_kernels
+@pytest.mark.parametrize("use_kernels", [True, False])
+def test_fast_dropout_paths_rate_and_gradient(monkeypatch, use_kernels):
+    monkeypatch.setattr(fd, "USE_KERNELS", use_kernels)
+    torch.manual_seed(0)
+    x = torch.ones(1_000_000, requires_grad=True)
+    y = fd.fast_dropout(x, 0.1)
+    assert fd.use_kernel(x) is use_kernels
+    assert abs(float((y == 0).float().mean()) - 0.1) < 0.002 and abs(float(y.mean()) - 1.0) < 0.005
+    y.backward(torch.full_like(y, 2.0))
+    assert torch.equal(x.grad == 0, y == 0) and torch.allclose(x.grad[y != 0], torch.tensor(2 / 0.9))
+
+
+@needs_kernels
+def test_dropout_add_equals_dropout_then_add():
+    drop = fd.FastDropout(0.1)
+    x = torch.randn(130, 384).bfloat16().requires_grad_()
+    residual = torch.randn(130, 384, requires_grad=True)
+    grad = torch.randn(130, 384)
+    results = []
+    for fused in (True, False):
+        torch.manual_seed(3)
+        out = fd.dropout_add(x, residual, drop) if fused else drop(x) + residual
+        out.backward(grad)
+        results.append((out.detach(), x.grad, residual.grad))
+        x.grad = residual.grad = None
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+    assert results[0][0].dtype == torch.float32 and 0 < int((results[0][1] == 0).sum()) < x.numel() // 5
+
+
+def test_dropout_add_falls_back_where_it_does_not_apply():
+    drop = fd.FastDropout(0.1)
+    x, residual = torch.randn(8, 16), torch.randn(8, 16)  # float32 x: the two operators
+    torch.manual_seed(0)
+    a = fd.dropout_add(x, residual, drop)
+    torch.manual_seed(0)
+    assert torch.equal(a, drop(x) + residual)
+    drop.eval()
+    assert torch.equal(fd.dropout_add(x.bfloat16(), residual, drop), x.bfloat16() + residual)
+
+
+@needs_kernels
+def test_bert_output_blocks_run_fused_with_the_same_loss_and_gradients(tiny_bert, monkeypatch):
+    from transformers import AutoModelForSequenceClassification
+
+    fused_calls = []
+    apply = KernelDropAdd.apply
+    monkeypatch.setattr(KernelDropAdd, "apply", lambda *args: fused_calls.append(1) or apply(*args))
+
+    def loss_and_grads(fuse: bool):
+        torch.manual_seed(0)  # the new head's initialisation
+        model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+        fd.install_fast_dropout(model)
+        outputs = [m for m in model.modules() if type(m).__name__ in fd.RESIDUAL_OUTPUTS]
+        assert outputs and all("forward" in vars(m) for m in outputs)
+        if not fuse:
+            for m in outputs:
+                del m.forward
+        model.train()
+        torch.manual_seed(0)
+        ids = torch.randint(5, model.config.vocab_size, (4, 12))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=torch.tensor([0, 1, 1, 0])).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    loss_a, grads_a = loss_and_grads(True)
+    assert len(fused_calls) == 4  # 2 layers x (attention output, feed-forward output)
+    loss_b, grads_b = loss_and_grads(False)
+    assert len(fused_calls) == 4
+    assert torch.equal(loss_a, loss_b) and grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        assert torch.equal(grads_a[name], grads_b[name]), name
+
+
+def test_kernel_sources_are_packaged():
+    # A wheel without the C source would never build the kernels: pyproject's package-data must carry it.
+    from fnmatch import fnmatch
+    from pathlib import Path
+
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["lftrain"]
+    for source in kernels.SOURCES:
+        assert (root / "src/lftrain/kernels" / source).is_file()
+        assert any(fnmatch(f"kernels/{source}", pattern) for pattern in patterns), patterns
