@@ -110,6 +110,8 @@ def load() -> ctypes.CDLL | None:
         target = _cache_dir() / f"lftrain-kernels-{digest.hexdigest()[:20]}.so"
         if not target.is_file():
             _build(cc, target)
+        import torch  # noqa: F401  (loaded first, its OpenMP runtime is the one the library binds to: one thread pool)
+
         return _declare(ctypes.CDLL(str(target)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         _why_not.append(str(exc))
