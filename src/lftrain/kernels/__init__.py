@@ -84,8 +84,6 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         pointers = [ptr] * (3 if name == "lft_dropout_add_bf16" else 2)
         fn.argtypes = [*pointers, i64, u32, u32, u32, ctypes.c_float]
         fn.restype = None
-    lib.lft_dropout_mask.argtypes = [ptr, i64, u32, u32, u32]
-    lib.lft_dropout_mask.restype = None
     return lib
 
 

@@ -81,10 +81,3 @@ void lft_dropout_add_grad_bf16(const float *restrict grad, uint16_t *restrict ou
         out[j] = (uint16_t)(hash(j, k0, k1) >= threshold ? kept : 0U);
     }
 }
-
-/* The keep mask alone (1 = kept), for tests of the distribution. */
-void lft_dropout_mask(uint8_t *restrict keep, int64_t n, uint32_t k0, uint32_t k1, uint32_t threshold) {
-    for (int64_t j = 0; j < n; j++) {
-        keep[j] = hash(j, k0, k1) >= threshold;
-    }
-}

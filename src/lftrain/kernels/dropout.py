@@ -23,12 +23,16 @@ def threshold(p: float) -> int:
     return min(round(p * _KEY_BITS), _KEY_BITS - 1)
 
 
+def _mask(keys: tuple[int, int], p: float) -> tuple[int, int, int, float]:
+    """The kernels' last four arguments: the keys, the threshold and the scale of kept values."""
+    return (*keys, threshold(p), 1.0 / (1.0 - p))
+
+
 def kernel_dropout(x: torch.Tensor, keys: tuple[int, int], p: float) -> torch.Tensor:
     """x / (1-p) with the elements the keys select dropped, in one pass (kernels/dropout.c)."""
     x = x.contiguous()
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    fn = getattr(kernels.load(), KERNELS[x.dtype])
-    fn(x.data_ptr(), out.data_ptr(), x.numel(), keys[0], keys[1], threshold(p), 1.0 / (1.0 - p))
+    getattr(kernels.load(), KERNELS[x.dtype])(x.data_ptr(), out.data_ptr(), x.numel(), *_mask(keys, p))
     return out
 
 
@@ -55,7 +59,7 @@ class KernelDropAdd(torch.autograd.Function):
         x, residual = x.contiguous(), residual.contiguous()
         out = torch.empty(residual.shape, dtype=residual.dtype, device=residual.device)
         kernels.load().lft_dropout_add_bf16(x.data_ptr(), residual.data_ptr(), out.data_ptr(), x.numel(),
-                                            *ctx.keys, threshold(p), 1.0 / (1.0 - p))
+                                            *_mask(ctx.keys, p))
         return out
 
     @staticmethod
@@ -64,6 +68,6 @@ class KernelDropAdd(torch.autograd.Function):
             return None, grad, None
         grad = grad.contiguous()
         grad_x = torch.empty(grad.shape, dtype=torch.bfloat16, device=grad.device)
-        kernels.load().lft_dropout_add_grad_bf16(grad.data_ptr(), grad_x.data_ptr(), grad.numel(), *ctx.keys,
-                                                 threshold(ctx.p), 1.0 / (1.0 - ctx.p))
+        kernels.load().lft_dropout_add_grad_bf16(grad.data_ptr(), grad_x.data_ptr(), grad.numel(),
+                                                 *_mask(ctx.keys, ctx.p))
         return grad_x, grad, None
