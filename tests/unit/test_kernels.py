@@ -220,3 +220,13 @@ def test_kernel_sources_are_packaged():
     for source in kernels.SOURCES:
         assert (root / "src/lftrain/kernels" / source).is_file()
         assert any(fnmatch(f"kernels/{source}", pattern) for pattern in patterns), patterns
+
+
+def test_the_manifest_names_the_dropout_the_steps_use(monkeypatch):
+    cpu = torch.device("cpu")
+    assert fd.describe(False, cpu, False) == "off (torch's dropout)"
+    assert fd.describe(True, torch.device("cuda"), False).startswith("torch's dropout")  # no kernel off the CPU
+    assert fd.describe(True, cpu, True).startswith("torch's dropout")  # nor under train.compile
+    assert fd.describe(True, cpu, False) == kernels.describe()
+    monkeypatch.setattr(fd, "USE_KERNELS", False)
+    assert fd.describe(True, cpu, False) == "torch (USE_KERNELS = False)"

@@ -32,6 +32,7 @@ from torch import nn
 
 from lftrain import kernels
 from lftrain.kernels.dropout import KERNELS, MAX_ELEMENTS, KernelDrop, KernelDropAdd
+from lftrain.models.forward_scope import BERT_FAMILIES
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 USE_KERNELS = True  # False: the PyTorch paths below even where the compiled kernel loads (tests, benchmarks)
@@ -125,8 +126,16 @@ def _output_forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tenso
 
 # Residual output blocks computing LayerNorm(dropout(dense(h)) + input_tensor) (transformers' BertSelfOutput and
 # its "Copied from" twins), whose forward fast dropout replaces by `_output_forward`.
-RESIDUAL_OUTPUTS = {f"{family}{part}" for family in ("Bert", "Roberta", "XLMRoberta", "Camembert", "Electra")
-                    for part in ("SelfOutput", "Output")}
+RESIDUAL_OUTPUTS = {f"{family}{part}" for family in BERT_FAMILIES for part in ("SelfOutput", "Output")}
+
+
+def describe(enabled: bool, device: torch.device, compiled: bool) -> str:
+    """Which dropout a run's steps use, for the log and the manifest (the paths draw different random streams)."""
+    if not enabled:
+        return "off (torch's dropout)"
+    if device.type != "cpu" or compiled:
+        return "torch's dropout (off the CPU and under train.compile)"
+    return kernels.describe() if USE_KERNELS else "torch (USE_KERNELS = False)"
 
 
 def use_kernel(x: torch.Tensor) -> bool:

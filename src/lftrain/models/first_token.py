@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from lftrain.models.forward_scope import (
+    BERT_FAMILIES,
     FIRST_TOKEN_STATE,
     UNPAD_STATE,
     ShortPath,
@@ -31,10 +32,7 @@ from lftrain.models.forward_scope import (
 )
 
 # Sequence classifiers whose head reads only position 0 of the last hidden state (BERT through its pooler).
-FIRST_TOKEN_HEADS = {
-    "BertForSequenceClassification", "RobertaForSequenceClassification", "XLMRobertaForSequenceClassification",
-    "CamembertForSequenceClassification", "ElectraForSequenceClassification",
-}
+FIRST_TOKEN_HEADS = {f"{family}ForSequenceClassification" for family in BERT_FAMILIES}
 _STATE = FIRST_TOKEN_STATE
 
 

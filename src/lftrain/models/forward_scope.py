@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from torch import nn
 
+# transformers' BERT and the models whose layers are "Copied from" it (same modules, same forwards): the families
+# lftrain's BERT-specific paths (the short paths, the fused dropout-add of `fast_dropout.py`) recognise by class name.
+BERT_FAMILIES = ("Bert", "Roberta", "XLMRoberta", "Camembert", "Electra")
+
 # Where each short path keeps its state, on the model and on the layers that read it.
 FIRST_TOKEN_STATE = "_lft_first_token_only"
 UNPAD_STATE = "_lft_unpad"  # the unpadded layers' rows (`unpad.py`), also read by the first-token layer

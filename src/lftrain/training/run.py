@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from lftrain import kernels
 from lftrain.config import dump_recipe
 from lftrain.data.checks.preflight import preflight as data_preflight
 from lftrain.data.checks.preflight import record as record_data_checks
@@ -94,6 +93,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
     from lftrain.methods import build_method
     from lftrain.methods.prepare import prepare_method_data
     from lftrain.models.adaptation import build_adaptation
+    from lftrain.models.fast_dropout import describe as describe_dropout
     from lftrain.models.fast_dropout import install_fast_dropout, register_attention, set_dropout_rate
     from lftrain.models.forward_scope import install_short_paths
     from lftrain.models.loading import load_tokenizer, offline
@@ -166,7 +166,8 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
                      set_dropout_rate(model, recipe.model.dropout))
         if cfg.fast_dropout:
             install_fast_dropout(model)
-            log.info("dropout kernel: %s", kernels.describe())  # builds it now (once per machine), not in step 1
+        dropout = describe_dropout(cfg.fast_dropout, device, cfg.compile)  # builds the kernel now, not in step 1
+        log.info("dropout: %s", dropout)
         for line in install_short_paths(model, first_token_only=cfg.first_token_only, unpad=cfg.unpad,
                                         checkpointing=cfg.gradient_checkpointing):
             log.info("%s", line)
@@ -202,7 +203,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
                                                                      if p.requires_grad),
                                          "total_steps": total_steps,
                                          "allocator": allocator.in_use(),
-                                         "dropout_kernel": kernels.describe() if cfg.fast_dropout else "off",
+                                         "dropout_kernel": dropout,
                                          "determinism": determinism_info(seed=cfg.seed, threads=threads,
                                                                          precision=precision, device=str(device),
                                                                          num_workers=cfg.num_workers),
