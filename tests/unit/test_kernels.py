@@ -12,11 +12,15 @@ import pytest
 import torch
 
 from lftrain import kernels
+from lftrain.kernels.attention import KernelAttentionProbs
 from lftrain.kernels.dropout import KernelDropAdd, draw_keys, kernel_dropout
 from lftrain.models import fast_dropout as fd
 
 COMPILER = kernels._compiler() is not None
 needs_kernels = pytest.mark.skipif(not COMPILER or kernels.load() is None, reason="no compiled kernels here")
+needs_attention_kernel = pytest.mark.skipif(
+    not COMPILER or kernels.load() is None or not kernels.load().lft_attn_available(),
+    reason="the attention kernel is built only for CPUs with AVX-512")
 
 
 def masks(n: int, p: float, calls: int) -> torch.Tensor:
@@ -227,6 +231,63 @@ def test_the_manifest_names_the_dropout_the_steps_use(monkeypatch):
     assert fd.describe(False, cpu, False) == "off (torch's dropout)"
     assert fd.describe(True, torch.device("cuda"), False).startswith("torch's dropout")  # no kernel off the CPU
     assert fd.describe(True, cpu, True).startswith("torch's dropout")  # nor under train.compile
-    assert fd.describe(True, cpu, False) == kernels.describe()
+    assert fd.describe(True, cpu, False).split()[0] == kernels.describe()
+    if kernels.load() is not None:
+        attention = "and the bf16 attention" if kernels.load().lft_attn_available() else "built without AVX-512"
+        assert attention in fd.describe(True, cpu, False)
+        monkeypatch.setattr(fd, "KERNEL_ATTENTION", False)
+        assert "KERNEL_ATTENTION = False" in fd.describe(True, cpu, False)
     monkeypatch.setattr(fd, "USE_KERNELS", False)
     assert fd.describe(True, cpu, False) == "torch (USE_KERNELS = False)"
+
+
+def _scores(width: int = 37):
+    """bf16 scores (3 examples, 2 heads, width x width; 37 keys: two full blocks of 16 and a tail) and the key
+    mask: example 1 has 20 real tokens, example 2 only its first."""
+    torch.manual_seed(0)
+    scores = (torch.randn(3, 2, width, width) * 4).bfloat16()
+    real = torch.ones(3, width, dtype=torch.bool)
+    real[1, 20:] = False
+    real[2, 1:] = False
+    return scores, real
+
+
+def _reference_probs(scores, real, scaling):
+    """softmax over the real keys, in float64"""
+    logits = scores.double() * scaling + torch.where(real, 0.0, -math.inf)[:, None, None, :].double()
+    return torch.softmax(logits, -1)
+
+
+@needs_attention_kernel
+def test_attention_kernel_probabilities_are_the_softmax_over_real_keys():
+    scores, real = _scores()
+    probs = KernelAttentionProbs.apply(scores, real.to(torch.uint8), 0.125, 0.0)
+    assert probs.dtype == torch.bfloat16 and probs.shape == scores.shape
+    padding = ~real[:, None, None, :].expand_as(probs)
+    assert (probs[padding] == 0).all()  # exactly 0, as adding the mask's large negative value gives
+    assert (probs[2, :, :, 0] == 1).all()  # one real key takes all the weight
+    # within one bf16 rounding of the exact value (torch's own operators, rounding the scaled scores to bf16
+    # first, are further off)
+    torch.testing.assert_close(probs.double(), _reference_probs(scores, real, 0.125), rtol=2**-8, atol=1e-30)
+
+
+@needs_attention_kernel
+def test_attention_kernel_dropout_has_the_compiled_dropout_mask_and_gradient():
+    scores, real = _scores()
+    p, scaling = 0.25, 0.3
+    x = scores.clone().requires_grad_()
+    torch.manual_seed(7)
+    out = KernelAttentionProbs.apply(x, real.to(torch.uint8), scaling, p)
+    torch.manual_seed(7)  # the same keys: the mask of kernel_dropout over the same elements
+    kept = kernel_dropout(torch.ones(scores.shape), draw_keys(), p) != 0
+    probs = KernelAttentionProbs.apply(scores, real.to(torch.uint8), scaling, 0.0)
+    assert torch.equal(out != 0, kept & (probs != 0))
+    torch.testing.assert_close(out.float(), (probs.float() / (1 - p)).bfloat16().float() * kept, rtol=0, atol=0)
+    weights = torch.randn(scores.shape)
+    (out.float() * weights).sum().backward()
+    exact = scores.double().requires_grad_()
+    logits = exact * scaling + torch.where(real, 0.0, -math.inf)[:, None, None, :].double()
+    (torch.softmax(logits, -1) * kept / (1 - p) * weights.double()).sum().backward()
+    scale = exact.grad.abs().max()
+    assert torch.isfinite(x.grad.float()).all() and scale > 0
+    torch.testing.assert_close(x.grad.double(), exact.grad, rtol=2e-2, atol=float(scale) * 2e-3)

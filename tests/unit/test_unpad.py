@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from lftrain import kernels
 from lftrain.models import unpad
 from lftrain.models.fast_dropout import register_attention
 from lftrain.models.first_token import install_first_token_only
@@ -133,3 +134,37 @@ def test_the_first_token_layer_goes_first(tiny_bert):
     fast = _load(tiny_bert)
     assert install_unpadded_layers(fast) is None
     assert "install this first" in install_first_token_only(fast)
+
+
+@pytest.mark.skipif(not (kernels.load() and kernels.load().lft_attn_available()), reason="attention kernel: AVX-512")
+def test_compiled_attention_under_bf16_matches_the_operators(tiny_bert, monkeypatch):
+    # With fast dropout's attention and bf16 autocast the unpadded layers run the compiled attention kernel
+    # (softmax and dropout in one pass). It draws the same dropout keys as the operators' path, so the two paths
+    # train on the same masks and differ only by the softmax's roundings.
+    from lftrain.kernels.attention import KernelAttentionProbs
+    from lftrain.models import fast_dropout
+
+    calls = []
+    apply = KernelAttentionProbs.apply
+    monkeypatch.setattr(KernelAttentionProbs, "apply", lambda *args: calls.append(args[-1]) or apply(*args))
+
+    def step(compiled: bool):
+        monkeypatch.setattr(fast_dropout, "KERNEL_ATTENTION", compiled)
+        torch.manual_seed(0)
+        model = _load(tiny_bert, register_attention(), dropout=0.1)
+        fast_dropout.install_fast_dropout(model)
+        assert install_unpadded_layers(model) is None
+        torch.manual_seed(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model.train()(**_batch(model.config.vocab_size)).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
+
+    loss_ops, grads_ops = step(False)
+    assert calls == []
+    loss_kernel, grads_kernel = step(True)
+    assert calls == [0.1, 0.1]  # both layers, with their attention dropout
+    torch.testing.assert_close(loss_kernel, loss_ops, rtol=1e-2, atol=0)
+    for name, grad in grads_ops.items():
+        scale = float(grad.abs().max())
+        torch.testing.assert_close(grads_kernel[name], grad, rtol=0, atol=0.05 * scale + 1e-8, msg=name)

@@ -26,7 +26,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("dropout.c",)
+SOURCES = ("dropout.c", "attention.c")
+HEADERS = ("common.h",)
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp")
 FALLBACK_FLAGS = ("-O3", "-fPIC", "-shared")  # compilers without OpenMP or -march=native (Apple clang)
 
@@ -67,7 +68,7 @@ def _build(cc: str, target: Path) -> None:
     try:
         errors = ""
         for flags in (FLAGS, FALLBACK_FLAGS):
-            proc = subprocess.run([cc, *flags, "-o", tmp, *sources], capture_output=True, text=True, timeout=120)
+            proc = subprocess.run([cc, *flags, "-o", tmp, *sources, "-lm"], capture_output=True, text=True, timeout=120)
             if proc.returncode == 0:
                 os.replace(tmp, target)
                 return
@@ -84,6 +85,11 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         pointers = [ptr] * (3 if name == "lft_dropout_add_bf16" else 2)
         fn.argtypes = [*pointers, i64, u32, u32, u32, ctypes.c_float]
         fn.restype = None
+    lib.lft_attn_probs_bf16.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, ctypes.c_float, u32, u32, u32,
+                                        ctypes.c_float]
+    lib.lft_attn_probs_grad_bf16.argtypes = [ptr, ptr, ptr, ptr, i64, i64, ctypes.c_float, ctypes.c_float]
+    lib.lft_attn_probs_bf16.restype = lib.lft_attn_probs_grad_bf16.restype = None
+    lib.lft_attn_available.argtypes, lib.lft_attn_available.restype = [], ctypes.c_int
     return lib
 
 
@@ -101,7 +107,7 @@ def load() -> ctypes.CDLL | None:
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
         digest = hashlib.sha256()
-        for part in (*[(_source_dir() / s).read_bytes() for s in SOURCES], cc.encode(), version.encode(),
+        for part in (*[(_source_dir() / s).read_bytes() for s in SOURCES + HEADERS], cc.encode(), version.encode(),
                      " ".join(FLAGS + FALLBACK_FLAGS).encode(), _cpu_features().encode()):
             digest.update(part)
             digest.update(b"\0")

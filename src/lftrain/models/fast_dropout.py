@@ -36,6 +36,7 @@ from lftrain.models.forward_scope import BERT_FAMILIES
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 USE_KERNELS = True  # False: the PyTorch paths below even where the compiled kernel loads (tests, benchmarks)
+KERNEL_ATTENTION = True  # False: attention's softmax and dropout as separate operators even where the kernel loads
 GAPS_MAX_RATE = 0.25  # at 0.25 the gaps take ~n/4 draws, as many as the 16-bit uniforms take 64-bit words
 
 
@@ -135,7 +136,15 @@ def describe(enabled: bool, device: torch.device, compiled: bool) -> str:
         return "off (torch's dropout)"
     if device.type != "cpu" or compiled:
         return "torch's dropout (off the CPU and under train.compile)"
-    return kernels.describe() if USE_KERNELS else "torch (USE_KERNELS = False)"
+    if not USE_KERNELS:
+        return "torch (USE_KERNELS = False)"
+    if kernels.load() is None:
+        return kernels.describe()
+    if not KERNEL_ATTENTION:
+        return "compiled (bf16 attention: torch's softmax, KERNEL_ATTENTION = False)"
+    if not kernels.load().lft_attn_available():
+        return "compiled (bf16 attention: torch's softmax, built without AVX-512)"
+    return "compiled (and the bf16 attention of unpadded BERT-family layers)"
 
 
 def use_kernel(x: torch.Tensor) -> bool:
@@ -203,6 +212,18 @@ def eager_attention_fast_dropout(module, query, key, value, attention_mask, scal
 
 
 ATTENTION_NAME = "lft_eager"
+
+
+def kernel_attention_applies(module: nn.Module, query: torch.Tensor, keys: int) -> bool:
+    """Whether an encoder layer's attention may run on the compiled kernel (kernels/attention.c) instead of
+    `eager_attention_fast_dropout`: fast dropout on (this attention registered), bf16 queries on the CPU (autocast),
+    no compiler tracing, and a CPU the kernel was built with AVX-512 for. The caller supplies the key-padding mask,
+    the only mask the kernel takes."""
+    from lftrain.kernels.attention import available
+
+    return (getattr(module.config, "_attn_implementation", None) == ATTENTION_NAME and USE_KERNELS
+            and KERNEL_ATTENTION and query.dtype == torch.bfloat16 and query.device.type == "cpu"
+            and not torch.compiler.is_compiling() and available(query.shape[0] * query.shape[1] * query.shape[2] * keys, keys))
 
 
 def register_attention() -> str:

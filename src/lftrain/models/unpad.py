@@ -30,6 +30,8 @@ import types
 import torch
 from torch import nn
 
+from lftrain.kernels.attention import kernel_attention
+from lftrain.models.fast_dropout import kernel_attention_applies
 from lftrain.models.first_token import FIRST_TOKEN_HEADS
 from lftrain.models.forward_scope import (
     FIRST_TOKEN_STATE,
@@ -50,11 +52,12 @@ class _Rows(ShortPath):
     index: torch.Tensor | None = None
     grid: tuple[int, int] = (0, 0)
     first: torch.Tensor | None = None  # where each example's position 0 sits among the rows (for the head's layer)
+    real: torch.Tensor | None = None  # (B, W) uint8, 1 at real tokens: the key-padding mask of the compiled attention
     first_token_above: bool = False  # the stack ends in a first-token layer that can take the rows packed
 
     def enter(self, kwargs: dict) -> None:
         mask = kwargs.get("attention_mask")
-        self.index = self.first = None
+        self.index = self.first = self.real = None
         if mask is None or mask.dim() != 2:
             return
         real = mask != 0
@@ -66,12 +69,13 @@ class _Rows(ShortPath):
         # A stable sort puts the real positions first, in order, and the padding positions after them.
         self.index = torch.argsort((~real.reshape(-1)).to(torch.uint8), stable=True)[:rows]
         self.grid = tuple(mask.shape)
+        self.real = real.to(torch.uint8)
         if self.first_token_above:
             lengths = real.sum(1)
             self.first = torch.cumsum(lengths, 0) - lengths  # each example's first row among the packed rows
 
     def leave(self) -> None:
-        self.index = self.first = None
+        self.index = self.first = self.real = None
 
     def on_grid(self, packed: torch.Tensor, head_size: int) -> torch.Tensor:
         """(rows, H) -> (B, heads, W, head size), zeros at the positions not computed."""
@@ -94,9 +98,12 @@ def _unpadded_forward(layer: nn.Module, hidden_states: torch.Tensor, attention_m
     batch, width = rows.grid
     x = hidden_states if packed_in else hidden_states.reshape(batch * width, -1).index_select(0, index)
     query, key, value = (rows.on_grid(proj(x), sa.attention_head_size) for proj in (sa.query, sa.key, sa.value))
-    attend = ALL_ATTENTION_FUNCTIONS.get_interface(sa.config._attn_implementation, eager_attention_forward)
-    context, _ = attend(sa, query, key, value, attention_mask, dropout=sa.dropout.p if sa.training else 0.0,
-                        scaling=sa.scaling)
+    p = sa.dropout.p if sa.training else 0.0
+    if kernel_attention_applies(sa, query, width):  # the mask is the key padding: rows.real says it
+        context = kernel_attention(query, key, value, rows.real, sa.scaling, p)
+    else:
+        attend = ALL_ATTENTION_FUNCTIONS.get_interface(sa.config._attn_implementation, eager_attention_forward)
+        context, _ = attend(sa, query, key, value, attention_mask, dropout=p, scaling=sa.scaling)
     context = context.reshape(batch * width, -1).index_select(0, index)
     out = layer.feed_forward_chunk(layer.attention.output(context, x))
     if not getattr(layer, _LAST) or rows.first is not None:
