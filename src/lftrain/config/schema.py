@@ -153,9 +153,10 @@ class TrainConfig(Section):
     fast_dropout: bool = True
     """On CPU, dropout in one compiled pass (a C kernel built on first use with the machine's `cc`; the mask hashed
     from each element's index under keys drawn from torch's generator, and fused with the residual add in
-    BERT-family blocks), or without a compiler (or with `LFT_KERNELS=off`) drawn as the gaps between drops (~p·n
-    draws instead of `bernoulli_`'s n). Either way each element is dropped independently with probability p;
-    torch's own dropout on GPUs and under `train.compile`. See docs/performance.md."""
+    BERT-family blocks, and on CPUs with AVX-512 with the softmax of their bf16 attention), or without a compiler
+    (or with `LFT_KERNELS=off`) drawn as the gaps between drops (~p·n draws instead of `bernoulli_`'s n). Either
+    way each element is dropped independently with probability p; torch's own dropout on GPUs and under
+    `train.compile`. See docs/performance.md."""
     first_token_only: bool = True
     """In a BERT-family sequence classifier (its head reads only the first token), the last layer computes that
     row alone: the same logits and gradients for ~5/6 less of that layer's work. See docs/performance.md."""

@@ -1,8 +1,9 @@
 """Small CPU kernels in C, compiled on first use with the machine's C compiler and called through ctypes.
 
 Some element-wise work costs more in eager PyTorch than its arithmetic: dropout is a random draw, a scale
-and a zero-fill, several passes and operator calls (docs/performance.md). A loop in C does it in one
-vectorised pass. The kernels need no PyTorch headers, so they build in well under a second with any `cc`;
+and a zero-fill, several passes and operator calls (docs/performance.md), and attention's softmax is four
+operators over short rows. A loop in C does each in one vectorised pass (dropout.c, attention.c). The
+kernels need no PyTorch headers, so they build in well under a second with any `cc`;
 the shared library is cached under `$LFTRAIN_CACHE/kernels` (default `~/.cache/lftrain/kernels`), keyed by
 the source, the compiler, its flags and the CPU's features (it is built with `-march=native`).
 
@@ -68,7 +69,8 @@ def _build(cc: str, target: Path) -> None:
     try:
         errors = ""
         for flags in (FLAGS, FALLBACK_FLAGS):
-            proc = subprocess.run([cc, *flags, "-o", tmp, *sources, "-lm"], capture_output=True, text=True, timeout=120)
+            proc = subprocess.run([cc, *flags, "-o", tmp, *sources, "-lm"], capture_output=True, text=True,
+                                  timeout=120)
             if proc.returncode == 0:
                 os.replace(tmp, target)
                 return

@@ -223,7 +223,7 @@ def kernel_attention_applies(module: nn.Module, query: torch.Tensor, keys: int) 
 
     return (getattr(module.config, "_attn_implementation", None) == ATTENTION_NAME and USE_KERNELS
             and KERNEL_ATTENTION and query.dtype == torch.bfloat16 and query.device.type == "cpu"
-            and not torch.compiler.is_compiling() and available(query.shape[0] * query.shape[1] * query.shape[2] * keys, keys))
+            and not torch.compiler.is_compiling() and available(query[..., 0].numel() * keys, keys))
 
 
 def register_attention() -> str:

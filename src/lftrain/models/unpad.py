@@ -17,6 +17,10 @@ The number of rows is rounded up to a multiple of 128 with padding positions: on
 measurement (`benchmarks/ab_steps.py`), multiples of 32 made full fine-tuning steps 2% faster, but each new matmul
 shape held ~0.65 MB of compiled kernels, and freeze4 peaked at 1,400 MB instead of 1,181.
 
+With fast dropout's attention (`lft_eager`) under bf16 autocast on a CPU with AVX-512, the attention between the
+two matmuls (scaling, key-padding mask, softmax, dropout) runs as one compiled pass each way
+(`kernels/attention.py`); the key-padding mask it takes is the batch's own `attention_mask`.
+
 Installed like `first_token.py`: each layer's `forward` is replaced on the instance (parameter names and saved
 models are unchanged) and the short path runs only inside the classifier's own forward call (`forward_scope.py`).
 A layer that already has its own path (the first-token last layer) keeps it, and takes the rows packed: it computes its
