@@ -84,6 +84,23 @@ def test_a_failed_build_falls_back_and_says_why(monkeypatch, tmp_path):
         kernels.load.cache_clear()
 
 
+@pytest.mark.skipif(not COMPILER, reason="no C compiler")
+def test_the_fallback_flags_build_a_working_library_without_the_attention_kernel(monkeypatch, tmp_path):
+    # Compilers without -march=native or OpenMP (Apple clang) get FALLBACK_FLAGS: the dropout kernels still
+    # build (one thread), and attention.c builds only its probe, which says to keep torch's operators.
+    import ctypes
+
+    monkeypatch.setattr(kernels, "FLAGS", ("--no-such-flag",))  # the first attempt fails, as there
+    target = tmp_path / "fallback.so"
+    kernels._build(kernels._compiler(), target)
+    lib = kernels._declare(ctypes.CDLL(str(target)))
+    assert lib.lft_attn_available() == 0
+    x = torch.ones(1000)
+    y = torch.empty_like(x)
+    lib.lft_dropout_float(x.data_ptr(), y.data_ptr(), x.numel(), 1, 2, 2**30, 4 / 3)  # p = 1/4
+    assert 0.18 < float((y == 0).float().mean()) < 0.32 and torch.equal(y.unique(), torch.tensor([0.0, 4 / 3]))
+
+
 @needs_kernels
 def test_kernel_mask_drops_each_element_independently_with_rate_p():
     torch.manual_seed(0)
@@ -291,3 +308,4 @@ def test_attention_kernel_dropout_has_the_compiled_dropout_mask_and_gradient():
     scale = exact.grad.abs().max()
     assert torch.isfinite(x.grad.float()).all() and scale > 0
     torch.testing.assert_close(x.grad.double(), exact.grad, rtol=2e-2, atol=float(scale) * 2e-3)
+

@@ -3,9 +3,9 @@
 Some element-wise work costs more in eager PyTorch than its arithmetic: dropout is a random draw, a scale
 and a zero-fill, several passes and operator calls (docs/performance.md), and attention's softmax is four
 operators over short rows. A loop in C does each in one vectorised pass (dropout.c, attention.c). The
-kernels need no PyTorch headers, so they build in well under a second with any `cc`;
-the shared library is cached under `$LFTRAIN_CACHE/kernels` (default `~/.cache/lftrain/kernels`), keyed by
-the source, the compiler, its flags and the CPU's features (it is built with `-march=native`).
+kernels need no PyTorch headers, so they build in well under a second with any `cc`; the shared library is
+cached under `$LFTRAIN_CACHE/kernels` (default `~/.cache/lftrain/kernels`), keyed by the source, the compiler,
+its flags and the CPU's features (it is built with `-march=native`).
 
 Without a compiler, when the build fails, or with `LFT_KERNELS=off` in the environment, `load()` returns
 None and callers keep their PyTorch path; `describe()` says which ran, for the log and the manifest. The
@@ -80,18 +80,26 @@ def _build(cc: str, target: Path) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def _signatures() -> dict[str, list]:
+    i64, u32, f32, ptr = ctypes.c_int64, ctypes.c_uint32, ctypes.c_float, ctypes.c_void_p
+    drop = [i64, u32, u32, u32, f32]  # n, keys, threshold, scale
+    return {
+        "lft_dropout_bf16": [ptr, ptr, *drop],
+        "lft_dropout_float": [ptr, ptr, *drop],
+        "lft_dropout_add_bf16": [ptr, ptr, ptr, *drop],
+        "lft_dropout_add_grad_bf16": [ptr, ptr, *drop],
+        # built only for AVX-512 (lft_attn_available() says whether)
+        "lft_attn_probs_bf16": [ptr, ptr, ptr, ptr, i64, i64, i64, f32, u32, u32, u32, f32],
+        "lft_attn_probs_grad_bf16": [ptr, ptr, ptr, ptr, i64, i64, f32, f32],
+    }
+
+
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
-    i64, u32, ptr = ctypes.c_int64, ctypes.c_uint32, ctypes.c_void_p
-    for name in ("lft_dropout_bf16", "lft_dropout_float", "lft_dropout_add_bf16", "lft_dropout_add_grad_bf16"):
-        fn = getattr(lib, name)
-        pointers = [ptr] * (3 if name == "lft_dropout_add_bf16" else 2)
-        fn.argtypes = [*pointers, i64, u32, u32, u32, ctypes.c_float]
-        fn.restype = None
-    lib.lft_attn_probs_bf16.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, ctypes.c_float, u32, u32, u32,
-                                        ctypes.c_float]
-    lib.lft_attn_probs_grad_bf16.argtypes = [ptr, ptr, ptr, ptr, i64, i64, ctypes.c_float, ctypes.c_float]
-    lib.lft_attn_probs_bf16.restype = lib.lft_attn_probs_grad_bf16.restype = None
     lib.lft_attn_available.argtypes, lib.lft_attn_available.restype = [], ctypes.c_int
+    for name, argtypes in _signatures().items():
+        if hasattr(lib, name):
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = argtypes, None
     return lib
 
 
