@@ -309,3 +309,25 @@ def test_attention_kernel_dropout_has_the_compiled_dropout_mask_and_gradient():
     assert torch.isfinite(x.grad.float()).all() and scale > 0
     torch.testing.assert_close(x.grad.double(), exact.grad, rtol=2e-2, atol=float(scale) * 2e-3)
 
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_layout_moves_match_index_copy_and_index_select_both_ways(dtype):
+    from lftrain.kernels.layout import HeadsToRows, RowsToHeads
+
+    batch, width, heads, size = 3, 5, 4, 6
+    torch.manual_seed(0)
+    row_grid = torch.tensor([0, 1, 2, 5, 6, 10, 11, 12, 13, 7])  # 10 rows; grid positions 3, 4, 8, 9, 14 empty
+    grid_row = torch.full((batch * width,), -1, dtype=torch.int64)
+    grid_row[row_grid] = torch.arange(row_grid.numel())
+    rows = torch.randn(row_grid.numel(), heads * size, dtype=dtype, requires_grad=True)
+    grid = RowsToHeads.apply(rows, grid_row, row_grid, (batch, width), heads)
+    expected = torch.zeros(batch * width, heads * size, dtype=dtype).index_copy(0, row_grid, rows.detach())
+    expected = expected.view(batch, width, heads, size).transpose(1, 2)
+    assert grid.is_contiguous() and torch.equal(grid, expected)
+    back = HeadsToRows.apply(grid * 2, grid_row, row_grid)  # the way back: the same rows, doubled
+    assert torch.equal(back, rows.detach() * 2)
+    weights = torch.randn(back.shape, dtype=dtype)
+    (back * weights).sum().backward()  # both backward passes: d/d rows = 2 * weights
+    assert torch.equal(rows.grad, (weights * 2).to(dtype))

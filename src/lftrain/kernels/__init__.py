@@ -27,7 +27,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("dropout.c", "attention.c")
+SOURCES = ("dropout.c", "attention.c", "layout.c")
 HEADERS = ("common.h",)
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp")
 FALLBACK_FLAGS = ("-O3", "-fPIC", "-shared")  # compilers without OpenMP or -march=native (Apple clang)
@@ -88,6 +88,8 @@ def _signatures() -> dict[str, list]:
         "lft_dropout_float": [ptr, ptr, *drop],
         "lft_dropout_add_bf16": [ptr, ptr, ptr, *drop],
         "lft_dropout_add_grad_bf16": [ptr, ptr, *drop],
+        "lft_rows_to_heads": [ptr, ptr, ptr, i64, i64, i64, i64],
+        "lft_heads_to_rows": [ptr, ptr, ptr, i64, i64, i64, i64],
         # built only for AVX-512 (lft_attn_available() says whether)
         "lft_attn_probs_bf16": [ptr, ptr, ptr, ptr, i64, i64, i64, f32, u32, u32, u32, f32],
         "lft_attn_probs_grad_bf16": [ptr, ptr, ptr, ptr, i64, i64, f32, f32],

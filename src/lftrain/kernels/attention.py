@@ -51,8 +51,8 @@ class KernelAttentionProbs(torch.autograd.Function):
 def kernel_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, real: torch.Tensor,
                      scaling: float, p: float) -> torch.Tensor:
     """Attention of bf16 (B, heads, W, d) queries, keys and values with a (B, W) uint8 key-padding mask (1: a real
-    key): (B, W, heads, d), as transformers' eager attention returns it."""
+    key): the context, (B, heads, W, d)."""
     with torch.autocast(query.device.type, enabled=False):
         scores = torch.matmul(query, key.transpose(2, 3))
         probs = KernelAttentionProbs.apply(scores, real, scaling, p)
-        return torch.matmul(probs, value).transpose(1, 2)
+        return torch.matmul(probs, value)

@@ -34,7 +34,9 @@ import types
 import torch
 from torch import nn
 
+from lftrain import kernels
 from lftrain.kernels.attention import kernel_attention
+from lftrain.kernels.layout import HeadsToRows, RowsToHeads
 from lftrain.models.fast_dropout import kernel_attention_applies
 from lftrain.models.first_token import FIRST_TOKEN_HEADS
 from lftrain.models.forward_scope import (
@@ -46,6 +48,7 @@ from lftrain.models.forward_scope import (
 )
 
 ROWS_MULTIPLE = 128
+COMPILED_LAYOUT = True  # False: torch's operators move rows to and from the attention grid even where kernels load
 _STATE, _LAST = UNPAD_STATE, "_lft_unpad_last"
 
 
@@ -57,11 +60,12 @@ class _Rows(ShortPath):
     grid: tuple[int, int] = (0, 0)
     first: torch.Tensor | None = None  # where each example's position 0 sits among the rows (for the head's layer)
     real: torch.Tensor | None = None  # (B, W) uint8, 1 at real tokens: the key-padding mask of the compiled attention
+    grid_row: torch.Tensor | None = None  # (B·W,) int64: the row at each grid position or -1 (compiled layout moves)
     first_token_above: bool = False  # the stack ends in a first-token layer that can take the rows packed
 
     def enter(self, kwargs: dict) -> None:
         mask = kwargs.get("attention_mask")
-        self.index = self.first = self.real = None
+        self.index = self.first = self.real = self.grid_row = None
         if mask is None or mask.dim() != 2:
             return
         real = mask != 0
@@ -74,18 +78,30 @@ class _Rows(ShortPath):
         self.index = torch.argsort((~real.reshape(-1)).to(torch.uint8), stable=True)[:rows]
         self.grid = tuple(mask.shape)
         self.real = real.to(torch.uint8)
+        if COMPILED_LAYOUT and mask.device.type == "cpu" and not torch.compiler.is_compiling() and kernels.load():
+            self.grid_row = torch.full((real.numel(),), -1, dtype=torch.int64)
+            self.grid_row[self.index] = torch.arange(rows)
         if self.first_token_above:
             lengths = real.sum(1)
             self.first = torch.cumsum(lengths, 0) - lengths  # each example's first row among the packed rows
 
     def leave(self) -> None:
-        self.index = self.first = self.real = None
+        self.index = self.first = self.real = self.grid_row = None
 
     def on_grid(self, packed: torch.Tensor, head_size: int) -> torch.Tensor:
         """(rows, H) -> (B, heads, W, head size), zeros at the positions not computed."""
         batch, width = self.grid
+        if self.grid_row is not None:  # one pass (kernels/layout.c), contiguous for the batched matmuls
+            return RowsToHeads.apply(packed, self.grid_row, self.index, self.grid, packed.shape[-1] // head_size)
         grid = packed.new_zeros(batch * width, packed.shape[-1]).index_copy(0, self.index, packed)
         return grid.view(batch, width, -1, head_size).transpose(1, 2)
+
+    def from_heads(self, grid: torch.Tensor) -> torch.Tensor:
+        """(B, heads, W, head size) -> (rows, H): the computed positions, gathered."""
+        if self.grid_row is not None:
+            return HeadsToRows.apply(grid, self.grid_row, self.index)
+        batch, heads, width, size = grid.shape
+        return grid.transpose(1, 2).reshape(batch * width, heads * size).index_select(0, self.index)
 
 
 def _unpadded_forward(layer: nn.Module, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -104,11 +120,11 @@ def _unpadded_forward(layer: nn.Module, hidden_states: torch.Tensor, attention_m
     query, key, value = (rows.on_grid(proj(x), sa.attention_head_size) for proj in (sa.query, sa.key, sa.value))
     p = sa.dropout.p if sa.training else 0.0
     if kernel_attention_applies(sa, query, width):  # the mask is the key padding: rows.real says it
-        context = kernel_attention(query, key, value, rows.real, sa.scaling, p)
+        context = rows.from_heads(kernel_attention(query, key, value, rows.real, sa.scaling, p))
     else:
         attend = ALL_ATTENTION_FUNCTIONS.get_interface(sa.config._attn_implementation, eager_attention_forward)
         context, _ = attend(sa, query, key, value, attention_mask, dropout=p, scaling=sa.scaling)
-    context = context.reshape(batch * width, -1).index_select(0, index)
+        context = context.reshape(batch * width, -1).index_select(0, index)
     out = layer.feed_forward_chunk(layer.attention.output(context, x))
     if not getattr(layer, _LAST) or rows.first is not None:
         return out  # the next layer takes the rows as they are: no scatter and gather between layers
