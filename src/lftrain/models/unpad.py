@@ -17,9 +17,14 @@ The number of rows is rounded up to a multiple of 128 with padding positions: on
 measurement (`benchmarks/ab_steps.py`), multiples of 32 made full fine-tuning steps 2% faster, but each new matmul
 shape held ~0.65 MB of compiled kernels, and freeze4 peaked at 1,400 MB instead of 1,181.
 
-With fast dropout's attention (`lft_eager`) under bf16 autocast on a CPU with AVX-512, the attention between the
-two matmuls (scaling, key-padding mask, softmax, dropout) runs as one compiled pass each way
-(`kernels/attention.py`); the key-padding mask it takes is the batch's own `attention_mask`.
+Where the compiled kernels load (`kernels/`), the moves between packed rows and the head-major attention grid are
+one pass each way (`kernels/layout.py`), and with fast dropout's attention (`lft_eager`) under bf16 autocast on a
+CPU with AVX-512 the attention between the two matmuls (scaling, key-padding mask, softmax, dropout) is too
+(`kernels/attention.py`; its key-padding mask is the batch's own `attention_mask`). With them, a batch whose
+rounded row count reaches the whole grid (length-grouped batches with under ~10% padding, most of an epoch) also
+takes this path, every position a row: no rows are skipped, but the attention and the moves are the compiled ones
+(`PACK_FULL_GRIDS`; steps 0.8% faster, `benchmarks/results/ab_steps-2026-11-30-full-packfull.json`). Without the
+kernels such a batch runs the plain layer, which is as fast.
 
 Installed like `first_token.py`: each layer's `forward` is replaced on the instance (parameter names and saved
 models are unchanged) and the short path runs only inside the classifier's own forward call (`forward_scope.py`).
@@ -48,6 +53,7 @@ from lftrain.models.forward_scope import (
 )
 
 ROWS_MULTIPLE = 128
+PACK_FULL_GRIDS = True  # with the compiled kernels, batches with no padding rows to skip take the packed path too
 COMPILED_LAYOUT = True  # False: torch's operators move rows to and from the attention grid even where kernels load
 _STATE, _LAST = UNPAD_STATE, "_lft_unpad_last"
 
@@ -72,13 +78,19 @@ class _Rows(ShortPath):
         count = int(real.sum())
         rows = min(-(-count // ROWS_MULTIPLE) * ROWS_MULTIPLE, real.numel())
         # Left padding: the head reads position 0 even where it is padding, so every row's output counts.
-        if rows == real.numel() or not bool(real[:, 0].all()):
+        if not bool(real[:, 0].all()):
+            return
+        compiled = (COMPILED_LAYOUT and mask.device.type == "cpu" and not torch.compiler.is_compiling()
+                    and kernels.load() is not None)
+        # With no padding rows to skip (few, or fewer than the rounding), the packed path still pays with the
+        # compiled moves and attention; without them the plain layer is as fast.
+        if rows == real.numel() and not (compiled and PACK_FULL_GRIDS):
             return
         # A stable sort puts the real positions first, in order, and the padding positions after them.
         self.index = torch.argsort((~real.reshape(-1)).to(torch.uint8), stable=True)[:rows]
         self.grid = tuple(mask.shape)
         self.real = real.to(torch.uint8)
-        if COMPILED_LAYOUT and mask.device.type == "cpu" and not torch.compiler.is_compiling() and kernels.load():
+        if compiled:
             self.grid_row = torch.full((real.numel(),), -1, dtype=torch.int64)
             self.grid_row[self.index] = torch.arange(rows)
         if self.first_token_above:
