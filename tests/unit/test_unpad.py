@@ -168,3 +168,22 @@ def test_compiled_attention_under_bf16_matches_the_operators(tiny_bert, monkeypa
     for name, grad in grads_ops.items():
         scale = float(grad.abs().max())
         torch.testing.assert_close(grads_kernel[name], grad, rtol=0, atol=0.05 * scale + 1e-8, msg=name)
+
+
+@pytest.mark.skipif(kernels.load() is None, reason="no compiled kernels here")
+@pytest.mark.parametrize("pack", [False, True])
+def test_whole_grid_batches_take_the_packed_path_with_the_kernels(tiny_bert, monkeypatch, pack):
+    # A batch whose rounded row count reaches the grid skips no rows; with the kernels it still takes the packed
+    # path (every position a row) for the compiled moves and attention, with the plain layer's logits and gradients.
+    from lftrain.kernels.layout import RowsToHeads
+
+    monkeypatch.setattr(unpad, "ROWS_MULTIPLE", 64)  # 21 real tokens round past the 36-position grid
+    monkeypatch.setattr(unpad, "PACK_FULL_GRIDS", pack)
+    calls = []
+    apply = RowsToHeads.apply
+    monkeypatch.setattr(RowsToHeads, "apply", lambda *args: calls.append(args[0].shape[0]) or apply(*args))
+    full, fast = _pair(_load(tiny_bert, dropout=0.0), first_token=True)
+    seen = _ffn_rows(fast)
+    _assert_same_training_step(full.train(), fast.train(), _batch(full.config.vocab_size))
+    assert seen == [36, 4]  # the first layer: all 36 positions; the head's layer: the 4 first rows
+    assert calls == ([36] * 5 if pack else [])  # queries, keys, values; the head's layer's keys and values
