@@ -24,7 +24,7 @@ CPU with AVX-512 the attention between the two matmuls (scaling, key-padding mas
 rounded row count reaches the whole grid (length-grouped batches with under ~10% padding, most of an epoch) also
 takes this path, every position a row: no rows are skipped, but the attention and the moves are the compiled ones
 (`PACK_FULL_GRIDS`; steps 0.8% faster, `benchmarks/results/ab_steps-2026-11-30-full-packfull.json`). Without the
-kernels such a batch runs the plain layer, which is as fast.
+kernels such a batch runs the plain layer: packing it would skip nothing and add the moves.
 
 Installed like `first_token.py`: each layer's `forward` is replaced on the instance (parameter names and saved
 models are unchanged) and the short path runs only inside the classifier's own forward call (`forward_scope.py`).
@@ -82,8 +82,8 @@ class _Rows(ShortPath):
             return
         compiled = (COMPILED_LAYOUT and mask.device.type == "cpu" and not torch.compiler.is_compiling()
                     and kernels.load() is not None)
-        # With no padding rows to skip (few, or fewer than the rounding), the packed path still pays with the
-        # compiled moves and attention; without them the plain layer is as fast.
+        # With no padding rows to skip (few, or fewer than the rounding), only the compiled moves and attention
+        # make the packed path worth taking; without them it would skip nothing and add the moves.
         if rows == real.numel() and not (compiled and PACK_FULL_GRIDS):
             return
         # A stable sort puts the real positions first, in order, and the padding positions after them.
