@@ -21,8 +21,12 @@ from tests.conftest import run_lft, tiny_recipe, toy_rows, write_csv, write_reci
 # Stop 26 added the compiled dropout kernel (src/lftrain/kernels: the mask hashed from each element's index), a
 # third random stream; the PyTorch path (no C compiler, or LFT_KERNELS=off) keeps the gaps' values. The run's
 # manifest says which path ran, and the test compares with that path's values.
+# Moved at stop 27 on the compiled path only: with the kernels, batches with no padding rows to skip take the
+# packed path too (models/unpad.py, PACK_FULL_GRIDS): their dropout masks are hashed over the packed rows'
+# element indices instead of the grid's (with PACK_FULL_GRIDS = False the previous values, 0.688941, 0.71653, ...,
+# come back).
 GOLDEN_LOSSES = {
-    "compiled": [0.688941, 0.71653, 0.690612, 0.696503, 0.696579, 0.699457, 0.67823, 0.714283],
+    "compiled": [0.688947, 0.716299, 0.69033, 0.697478, 0.696498, 0.69931, 0.678655, 0.714009],
     "torch": [0.689217, 0.712147, 0.691507, 0.685668, 0.704233, 0.70846, 0.667192, 0.716959],
 }
 
