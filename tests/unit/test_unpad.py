@@ -137,13 +137,15 @@ def test_the_first_token_layer_goes_first(tiny_bert):
 
 
 @pytest.mark.skipif(not (kernels.load() and kernels.load().lft_attn_available()), reason="attention kernel: AVX-512")
-def test_compiled_attention_under_bf16_matches_the_operators(tiny_bert, monkeypatch):
+@pytest.mark.parametrize("compiled_layout", [True, False])  # False: the context comes back by torch's operators
+def test_compiled_attention_under_bf16_matches_the_operators(tiny_bert, monkeypatch, compiled_layout):
     # With fast dropout's attention and bf16 autocast the unpadded layers run the compiled attention kernel
     # (softmax and dropout in one pass). It draws the same dropout keys as the operators' path, so the two paths
     # train on the same masks and differ only by the softmax's roundings.
     from lftrain.kernels.attention import KernelAttentionProbs
     from lftrain.models import fast_dropout
 
+    monkeypatch.setattr(unpad, "COMPILED_LAYOUT", compiled_layout)
     calls = []
     apply = KernelAttentionProbs.apply
     monkeypatch.setattr(KernelAttentionProbs, "apply", lambda *args: calls.append(args[-1]) or apply(*args))

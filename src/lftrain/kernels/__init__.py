@@ -69,8 +69,7 @@ def _build(cc: str, target: Path) -> None:
     try:
         errors = ""
         for flags in (FLAGS, FALLBACK_FLAGS):
-            proc = subprocess.run([cc, *flags, "-o", tmp, *sources, "-lm"], capture_output=True, text=True,
-                                  timeout=120)
+            proc = subprocess.run([cc, *flags, "-o", tmp, *sources], capture_output=True, text=True, timeout=120)
             if proc.returncode == 0:
                 os.replace(tmp, target)
                 return
