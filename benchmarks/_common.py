@@ -130,7 +130,7 @@ def child_env(threads: int) -> dict[str, str]:
 def lft_child_env(threads: int) -> dict[str, str]:
     """child_env for a child that runs lftrain in-process (not through `lft`, which re-executes itself on its
     allocator): the same allocator preloaded (tcmalloc, else jemalloc)."""
-    from lftrain.training import allocator
+    from lftrain.accel import allocator
 
     env = child_env(threads)
     library = allocator.find(allocator.choice())

@@ -1,29 +1,21 @@
 """Two variants of lftrain's training step, timed on the same batches in one process.
 
-Whole runs carry the machine's drift: single runs of one system moved by up to 13% within the hour on the
-benchmark host, so a change worth 1-3% cannot be judged from them. This script runs one lftrain job (one of
-bench_adaptation's settings) and takes every batch's step twice, once under variant A and once under variant B,
-alternating which goes first, and times each. Both variants see the same batches, process, allocator and moment
-of the machine, so the ratio of their times cancels the drift. Each batch updates the model twice, so the losses
-are not a real run's; what a step costs is.
+Whole runs carry the machine's drift (single runs of one system moved by up to 13% within the hour), so a change of
+a few percent cannot be judged from them. This script builds the benchmark's job twice in one process, through the
+orchestrator's own phases: variant A and variant B, each from the job's recipe plus its own overrides (`--a`, `--b`,
+e.g. `train.accel=off`) and levers left out (`--a-skip`, `--b-skip`, a name of `lftrain.accel.LEVERS`). Both start
+from the same weights; every batch of the epoch is stepped by both, alternating which goes first, and timed. The
+ratio of their times cancels the drift. With no variant given the two are the same: that control shows the
+harness's own bias.
 
-A variant sets module attributes before each of its steps, e.g. `--b lftrain.models.unpad.ROWS_MULTIPLE=32`;
-an attribute that only one variant names keeps its original value in the other. With neither `--a` nor `--b`
-the two variants are the same: that control shows the harness's own bias (B/A 0.996 over an epoch of full
-fine-tuning).
-
-Run (from the repository root, with the project venv; an epoch of full fine-tuning, 2 x 319 steps, takes ~5
-minutes on 2 cores):
-
-    python benchmarks/ab_steps.py --setting full --b lftrain.models.unpad.ROWS_MULTIPLE=32
-    python benchmarks/ab_steps.py --setting lora --steps 100 --json ab.json      # the control
+    python benchmarks/ab_steps.py --setting full --a train.accel=off      # every lever against none
+    python benchmarks/ab_steps.py --setting lora --b-skip dropout         # one lever against all of them
+    python benchmarks/ab_steps.py --setting full --steps 60 --json ab.json   # the control
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import importlib
 import json
 import os
 import statistics
@@ -35,39 +27,7 @@ from typing import Any
 
 from _common import format_table, in_workdir, lft_child_env, prepare_rotten_tomatoes
 from bench_adaptation import SETTINGS, add_job_arguments
-from bench_trainer import job_config, train_lft_wrapping_steps
-
-
-def parse_assignment(text: str) -> tuple[str, str, Any]:
-    """'package.module.NAME=value' -> (module, name, value); the value is a Python literal."""
-    target, sep, value = text.partition("=")
-    module, dot, name = target.strip().rpartition(".")
-    if not sep or not dot or not name:
-        raise ValueError(f"expected module.NAME=value, got {text!r}")
-    try:
-        return module, name, ast.literal_eval(value.strip())
-    except (ValueError, SyntaxError) as exc:
-        raise ValueError(f"{text!r}: the value must be a Python literal ({exc})") from exc
-
-
-def variant_setters(a: list[str], b: list[str]):
-    """Two functions that put the attributes in variant A's and B's state (originals where a variant is silent)."""
-    parsed = {"A": [parse_assignment(t) for t in a], "B": [parse_assignment(t) for t in b]}
-    modules = {m: importlib.import_module(m) for m, _, _ in parsed["A"] + parsed["B"]}
-    for m, name, _ in parsed["A"] + parsed["B"]:
-        if not hasattr(modules[m], name):
-            raise ValueError(f"{m} has no attribute {name}")
-    originals = {(m, name): getattr(modules[m], name) for m, name, _ in parsed["A"] + parsed["B"]}
-
-    def setter(which: str):
-        state = {**originals, **{(m, name): v for m, name, v in parsed[which]}}
-
-        def apply() -> None:
-            for (m, name), value in state.items():
-                setattr(modules[m], name, value)
-        return apply
-
-    return setter("A"), setter("B")
+from bench_trainer import job_config, write_recipe
 
 
 def summarize(times: dict[str, list[float]], skip: int) -> dict[str, Any]:
@@ -84,27 +44,38 @@ def summarize(times: dict[str, list[float]], skip: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- child (the measured process)
 
 
+def build_variant(recipe: Path, overrides: list[str], skip: list[str], out: Path):
+    """One variant through the orchestrator's phases, up to the context fit() would get."""
+    from lftrain.config import load_recipe
+    from lftrain.training import run as orchestrator
+
+    p = orchestrator.prepare_inputs(load_recipe(recipe, [*overrides, f"output.dir={out}"]))
+    s = orchestrator.open_session(p, new_run=True, allow_recipe_change=False)
+    s.accel_skip = frozenset(skip)
+    orchestrator.build_model(s)
+    orchestrator.build_optimiser(s)
+    return orchestrator.fit_context(s)
+
+
 def child_main(config: Path, result: Path) -> int:
+    from lftrain.data.batching import epoch_batches
+    from lftrain.training.loop import _train_step
+
     cfg = json.loads(config.read_text())
-    first, second = variant_setters(cfg["a"], cfg["b"])
+    recipe = Path(cfg["recipe"])
+    ctx = {v: build_variant(recipe, cfg[v.lower()], cfg[f"{v.lower()}_skip"], config.parent / f"run-{v}")
+           for v in "AB"}
+    train = ctx["A"].cfg
+    batches = epoch_batches(ctx["A"].task.lengths(ctx["A"].train_data), train.batch_size, train.seed, 0,
+                            train.group_by_length)[: cfg["steps"]]
+    for c in ctx.values():
+        c.model.train()
     times: dict[str, list[float]] = {"A": [], "B": []}
-
-    def wrap(step: Any) -> Any:
-        def twice(*args: Any, **kwargs: Any) -> Any:
-            order = [("A", first), ("B", second)]
-            if len(times["A"]) % 2:
-                order.reverse()
-            out = None
-            for name, apply in order:
-                apply()
-                t0 = time.perf_counter()
-                out = step(*args, **kwargs)
-                times[name].append(time.perf_counter() - t0)
-            first()  # whatever runs between steps (evaluation, checkpoints) sees variant A
-            return out
-        return twice
-
-    train_lft_wrapping_steps(cfg, result.parent, cfg["steps"], wrap)
+    for i, batch in enumerate(batches):
+        for v in ("AB" if i % 2 == 0 else "BA"):
+            t0 = time.perf_counter()
+            _train_step(ctx[v], batch, train.micro_batch_size or train.batch_size)
+            times[v].append(time.perf_counter() - t0)
     result.write_text(json.dumps({"times_s": times}))
     return 0
 
@@ -113,54 +84,67 @@ def child_main(config: Path, result: Path) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from lftrain.accel import LEVERS
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--setting", default="full", choices=list(SETTINGS))
-    p.add_argument("--a", action="append", default=[], metavar="MODULE.NAME=VALUE", help="variant A's settings")
-    p.add_argument("--b", action="append", default=[], metavar="MODULE.NAME=VALUE", help="variant B's settings")
+    for v in ("a", "b"):
+        p.add_argument(f"--{v}", action="append", default=[], metavar="KEY=VALUE",
+                       help=f"a recipe override of variant {v.upper()}")
+        p.add_argument(f"--{v}-skip", action="append", default=[], choices=list(LEVERS),
+                       help=f"a lever variant {v.upper()} leaves out")
     p.add_argument("--steps", type=int, default=319, help="batches, each stepped by both variants (319: an epoch)")
     p.add_argument("--skip", type=int, default=10, help="first batches left out of the figures (warm-up)")
-    p.add_argument("--workdir", type=Path, help="where data and the run go (default: a temp dir, removed)")
+    p.add_argument("--workdir", type=Path, help="where data and the runs go (default: a temp dir, removed)")
     add_job_arguments(p)
     p.add_argument("--_config", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--_result", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    try:
-        variant_setters(args.a, args.b)  # fail here, not after the data is prepared
-    except (ValueError, ImportError) as exc:
-        p.error(str(exc))
     if args.steps <= args.skip:
         p.error("--steps must exceed --skip")
     args.epochs, args.peer_pad_multiple = 1.0, None  # job_config's fields; --steps bounds the run
     return args
 
 
+def _describe(args: argparse.Namespace, v: str) -> str:
+    return " ".join([*getattr(args, v), *(f"skip {s}" for s in getattr(args, f"{v}_skip"))]) or "(as is)"
+
+
 def measure(args: argparse.Namespace, workdir: Path) -> int:
+    import yaml
+
     files = prepare_rotten_tomatoes(workdir)
     spec = SETTINGS[args.setting]
-    cfg = {**job_config(args, workdir, files.n_train, files.n_test), "adaptation": spec, "setting": args.setting,
-           "lr": args.lora_lr if spec["type"] == "lora" else args.lr, "a": args.a, "b": args.b, "steps": args.steps}
+    job = {**job_config(args, workdir, files.n_train, files.n_test),
+           "lr": args.lora_lr if spec["type"] == "lora" else args.lr}
     rundir = workdir / f"ab-{args.setting}"
     rundir.mkdir(parents=True, exist_ok=True)
+    recipe = write_recipe(job, rundir)
+    data = yaml.safe_load(recipe.read_text())
+    recipe.write_text(yaml.safe_dump({**data, "adaptation": spec}, sort_keys=False))
+    cfg = {"recipe": str(recipe), "steps": args.steps, "a": args.a, "b": args.b, "a_skip": args.a_skip,
+           "b_skip": args.b_skip}
     config, result = rundir / "config.json", rundir / "times.json"
     config.write_text(json.dumps(cfg))
     result.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_config", str(config), "--_result", str(result)]
-    proc = subprocess.run(cmd, env=lft_child_env(cfg["threads"]), cwd=rundir, stdout=sys.stderr,
+    proc = subprocess.run(cmd, env=lft_child_env(job["threads"]), cwd=rundir, stdout=sys.stderr,
                           stderr=sys.stderr, check=False)
     if proc.returncode != 0 or not result.is_file():
         print(f"the lftrain child failed (exit {proc.returncode}); its output is above", file=sys.stderr)
         return 1
     times = json.loads(result.read_text())["times_s"]
     summary = summarize(times, args.skip)
-    rows = [[v, f"{summary[f'{v}_median_ms']:.1f}", f"{summary[f'{v}_mean_ms']:.1f}", " ".join(getattr(args, v.lower()))
-             or "(as is)"] for v in ("A", "B")]
-    print(f"== {args.setting}: {summary['steps']} batches, each stepped by A and B (first {args.skip} left out)")
+    rows = [[v, f"{summary[f'{v}_median_ms']:.1f}", f"{summary[f'{v}_mean_ms']:.1f}", _describe(args, v.lower())]
+            for v in ("A", "B")]
+    print(f"== {args.setting} ({job['precision']}): {summary['steps']} batches, each stepped by A and B "
+          f"(first {args.skip} left out)")
     print(format_table(["variant", "median ms", "mean ms", "settings"], rows))
     print(f"B / A: total time {summary['B_over_A_total']:.4f}, median of per-batch ratios "
           f"{summary['B_over_A_median_pair']:.4f}")
     if args.json:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        args.json.write_text(json.dumps({"benchmark": "ab_steps", "timestamp": stamp, "config": cfg,
+        args.json.write_text(json.dumps({"benchmark": "ab_steps", "timestamp": stamp, "config": {**job, **cfg},
                                          "summary": summary, "times_s": times}, indent=2) + "\n")
     return 0
 

@@ -115,6 +115,8 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=default_threads())
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="both systems' precision; auto: bf16 where the CPU runs it fast (AMX/AVX512-BF16), else fp32")
     p.add_argument("--json", type=Path, help="also save the numbers to this JSON file")
 
 

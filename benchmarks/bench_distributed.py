@@ -5,7 +5,7 @@ effective batch (32) is the same in every configuration, so each row does the sa
 throughput is lftrain's own `train_samples_per_second` (training steps only: evaluation, loading and
 saving excluded), read from the run's metrics.jsonl.
 
-    python benchmarks/bench_distributed.py [--steps 30] [--out benchmarks/results/distributed.md]
+    python benchmarks/bench_distributed.py [--steps 30] [--out benchmarks/results/distributed.txt]
 
 On a 2-core machine expect no gain: one process already uses both cores (2 threads), and two processes
 of one thread each add an all-reduce of every gradient (22.7M fp32 values, 91 MB) through gloo on the
@@ -22,9 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import REPO_ROOT, child_env, default_threads, format_table  # noqa: E402
+from _common import REPO_ROOT, child_env, default_threads, format_table
 
 RECIPE = REPO_ROOT / "recipes" / "rotten-tomatoes-minilm.yaml"
 

@@ -31,14 +31,11 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO_ROOT, minilm_dir, rotten_tomatoes_source  # noqa: E402
+from _common import REPO_ROOT, minilm_dir, rotten_tomatoes_source
 
 BASE_METHODS = ("supervised", "mlm", "self-training", "mlm+self-training", "contrastive", "contrastive+self-training")
 # "<method>@mean": the same with task.pooling: mean (the head reads the mean-pooled sentence embedding, as SetFit's)

@@ -34,8 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import child_env, default_threads, format_table, run_measured  # noqa: E402
+from _common import child_env, default_threads, format_table, run_measured
 
 PROMPT = "Movie review: {text}\nIs this review fresh or rotten? Answer with one word."
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -72,6 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=default_threads())
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="both systems' precision; auto: bf16 where the CPU runs it fast (AMX/AVX512-BF16), else fp32")
     p.add_argument("--json", type=Path, help="also save the numbers to this JSON file")
     p.add_argument("--peer-pad-multiple", type=int, help=PEER_PAD_HELP)
     # Hidden: the HF side re-invokes this script in a child process so its peak RSS is its own.
@@ -84,6 +86,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not args.systems:
         p.error(f"--systems takes a subset of {','.join(SYSTEMS)}; got {','.join(sorted(unknown)) or 'nothing'}")
     return args
+
+
+def fast_precision() -> str:
+    """bf16 where the CPU has AMX or AVX512-BF16 (emulated bf16 is many times slower than fp32), else fp32."""
+    import torch
+
+    from lftrain.training.precision import resolve_precision
+
+    return resolve_precision("auto", torch.device("cpu"))[0]
 
 
 def job_config(args: argparse.Namespace, workdir: Path, n_train: int, n_test: int) -> dict[str, Any]:
@@ -105,7 +116,7 @@ def job_config(args: argparse.Namespace, workdir: Path, n_train: int, n_test: in
         "warmup_ratio": 0.0,
         "scheduler": "linear",
         "max_grad_norm": 1.0,
-        "precision": "bf16",
+        "precision": args.precision if args.precision != "auto" else fast_precision(),
         "peer_pad_multiple": args.peer_pad_multiple,
     }
 
@@ -135,7 +146,7 @@ def _training_arguments(cfg: dict[str, Any], output_dir: str) -> Any:
     return TrainingArguments(
         output_dir=output_dir,
         use_cpu=True,
-        bf16=True,  # CPU bf16 autocast: AMX matmuls (see PERF_NOTES)
+        bf16=cfg["precision"] == "bf16",  # CPU bf16 autocast where the CPU runs it fast (AMX/AVX512-BF16)
         optim="adamw_torch_fused",  # the default, spelled out
         num_train_epochs=cfg["epochs"],
         learning_rate=cfg["lr"],

@@ -9,7 +9,7 @@ __all__ = ["__version__", "evaluate", "export", "predict", "train"]
 
 def __getattr__(name: str):
     # `lftrain.train` & co. import torch and transformers on first use, not on `import lftrain`: the `lft` command
-    # chooses its memory allocator (training/allocator.py) and prints its help before paying that (~1.2 s).
+    # chooses its memory allocator (accel/allocator.py) and prints its help before paying that (~1.2 s).
     if name in ("api", "evaluate", "export", "predict", "train"):
         api = importlib.import_module("lftrain.api")
         return api if name == "api" else getattr(api, name)

@@ -14,9 +14,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lftrain.config import load_recipe
+from lftrain.config import resolve_recipe
+from lftrain.evaluation.loaded_run import LoadedRun
 from lftrain.files import write_jsonl_atomic
-from lftrain.models.trained import LoadedRun
 
 log = logging.getLogger("lftrain")
 
@@ -32,28 +32,10 @@ def train(recipe: str | Path | dict | Any, overrides: list[str] | None = None, *
     `nproc=N` trains data-parallel on N processes launched through torchrun (`nnodes`, `node_rank`,
     `rdzv_endpoint` for several nodes) and returns rank 0's result; see docs/distributed.md.
     """
-    if nproc:
-        from lftrain.training import launch
+    from lftrain.training import launch
 
-        return launch.train(recipe, overrides, nproc=nproc, nnodes=nnodes, node_rank=node_rank,
-                            rdzv_endpoint=rdzv_endpoint, new_run=new_run, allow_recipe_change=allow_recipe_change)
-    from lftrain.config.schema import Recipe
-    from lftrain.training.stages import train_recipe  # stages, self-training rounds, mlm, or one plain run
-
-    if isinstance(recipe, Recipe):
-        resolved = recipe if not overrides else load_recipe(data=recipe.model_dump(mode="json"), overrides=overrides)
-    elif isinstance(recipe, dict):
-        resolved = load_recipe(data=recipe, overrides=overrides)
-    else:
-        resolved = load_recipe(recipe, overrides)
-    from lftrain.evaluation.gate import enforce_gate
-
-    result = train_recipe(resolved, new_run=new_run, allow_recipe_change=allow_recipe_change, on_eval=on_eval)
-    from lftrain.training.launch import report_result
-
-    report_result(result)  # a worker of `train(..., nproc=N)`: rank 0 hands the result to the launcher
-    enforce_gate(result)  # eval.fail_if: raises GateFailed (CLI exit 4) carrying the result; the model is saved
-    return result
+    return launch.train(recipe, overrides, new_run=new_run, allow_recipe_change=allow_recipe_change, on_eval=on_eval,
+                        nproc=nproc, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
 
 
 def evaluate(run: str | Path, data: str | Path, *, encoding: str | None = None,
@@ -101,8 +83,8 @@ def predict(run: str | Path, input: str | Path | list, output: str | Path | None
     if temperature:
         logits = logits / stored_temperature(tm.model_dir)
     preds = tm.task.predictions(logits)
-    info = getattr(tm.task, "row_info", lambda ex, i: {})  # image/audio tasks: the file each row is about
-    rows = [{"row": where[1], **info(examples, i), **p} for i, (where, p) in enumerate(zip(examples.where, preds))]
+    rows = [{"row": where[1], **tm.task.row_info(examples, i), **p}
+            for i, (where, p) in enumerate(zip(examples.where, preds))]
     if output:
         log.info("wrote %d predictions to %s", len(rows), write_jsonl_atomic(output, rows))
     return rows
@@ -148,7 +130,7 @@ def tune(recipe: str | Path | dict | Any, overrides: list[str] | None = None, *,
     """Search the recipe's `tune:` section (or the one in the YAML file `search`) with Optuna: each trial is an
     ordinary run through `train()`, weak ones are pruned, and the study resumes where it stopped. Returns a
     TuneReport (best trial, its ready-to-run best.yaml, counts, compute saved, pictures). See docs/tuning.md."""
-    from lftrain.tuning.cli_tune import load_tune_recipe
+    from lftrain.tuning.search import load_tune_recipe
     from lftrain.tuning.search import tune as run_search
 
     resolved, source = load_tune_recipe(recipe, overrides, search)
@@ -191,16 +173,6 @@ def bench(suite: str | Path, model: str | Path, output: str | Path | None = None
     return run_suite(suite, str(model), output, overrides)
 
 
-def _recipe(recipe, overrides):
-    from lftrain.config.schema import Recipe
-
-    if isinstance(recipe, Recipe):
-        return recipe if not overrides else load_recipe(data=recipe.model_dump(mode="json"), overrides=overrides)
-    if isinstance(recipe, dict):
-        return load_recipe(data=recipe, overrides=overrides)
-    return load_recipe(recipe, overrides)
-
-
 def check_data(recipe: str | Path | dict | Any, overrides: list[str] | None = None, *,
                output: str | Path | None = None, print_table: bool = True):
     """Run every data check on the recipe's data (see docs/data-checks.md); returns a CheckReport (`.blocking`
@@ -209,7 +181,7 @@ def check_data(recipe: str | Path | dict | Any, overrides: list[str] | None = No
     from lftrain.data.checks.runner import run_checks
     from lftrain.reports.data_card import write_data_card
 
-    resolved = _recipe(recipe, overrides)
+    resolved = resolve_recipe(recipe, overrides)
     report = run_checks(resolved)
     if print_table:
         print(report.table(), flush=True)
@@ -227,5 +199,5 @@ def fix_data(recipe: str | Path | dict | Any, output: str | Path, overrides: lis
     rows), removed.jsonl logging each, and recipe.yaml using the cleaned files. Returns a summary dict."""
     from lftrain.data.checks.fix import fix_data as _fix
 
-    return _fix(_recipe(recipe, overrides), output, near=near, conflicts=conflicts, noise=noise,
+    return _fix(resolve_recipe(recipe, overrides), output, near=near, conflicts=conflicts, noise=noise,
                 contaminated=contaminated)

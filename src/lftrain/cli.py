@@ -157,7 +157,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the `lft` command itself (not a call from Python): run on tcmalloc/jemalloc if present
-        from lftrain.training import allocator
+        from lftrain.accel import allocator
 
         allocator.ensure(sys.argv[1:])
     parser = build_parser()

@@ -10,7 +10,7 @@ import torch
 
 import lftrain.api as api
 from lftrain.errors import DataError, InputError
-from lftrain.models.trained import LoadedRun
+from lftrain.evaluation.loaded_run import LoadedRun
 from tests.conftest import make_tokenizer, run_lft, tiny_recipe, toy_rows, write_csv, write_recipe
 
 

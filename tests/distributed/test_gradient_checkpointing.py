@@ -31,13 +31,14 @@ def test_same_loss_and_gradients_with_and_without(tiny_bert):  # tiny_bert has d
         torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_the_short_paths_stay_off_so_layers_are_recomputed(tiny_bert):
-    """A layer with its own forward would skip transformers' checkpointing: the short paths are not installed."""
-    from lftrain.models.forward_scope import install_short_paths
+def test_the_first_token_path_stays_off_so_layers_are_recomputed(tiny_bert):
+    """A layer with its own forward would skip transformers' checkpointing: the short path is not installed."""
+    from lftrain import accel
 
     _, task, tok, data, model = build(tiny_bert, 16)
-    lines = install_short_paths(model, first_token_only=True, unpad=True, checkpointing=True)
-    assert lines[1] == "unpadded layers: off (train.gradient_checkpointing recomputes the layers)"
+    run = accel.Run(torch.device("cpu"), "fp32", checkpointing=True)
+    lines = accel.install(model, "auto", run).lines
+    assert "first-token-only last layer: off (train.gradient_checkpointing recomputes the layers)" in lines
     gradient_checkpointing(model)
     calls = []
     for layer in model.bert.encoder.layer:
@@ -46,6 +47,6 @@ def test_the_short_paths_stay_off_so_layers_are_recomputed(tiny_bert):
     _loss_and_grads(model, task, data, tok.pad_token_id)
     assert len(calls) == 2 * len(model.bert.encoder.layer)  # forward, then the recomputation in backward
     _, _, _, _, plain = build(tiny_bert, 16)
-    assert [line.split(" (")[0] for line in install_short_paths(plain, first_token_only=True, unpad=True)] == [
-        "first-token-only last layer: on", "unpadded layers: on"]
-    assert all("forward" in vars(layer) for layer in plain.bert.encoder.layer)
+    assert "first-token-only last layer: on (the head reads only the first token)" in accel.install(
+        plain, "auto", accel.Run(torch.device("cpu"), "fp32")).lines
+    assert "forward" in vars(plain.bert.encoder.layer[-1])

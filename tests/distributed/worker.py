@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lftrain.training import dist_checkpoint, distributed  # noqa: E402
+from lftrain.training import checkpoint, dist_checkpoint, distributed  # noqa: E402
 from lftrain.training.checkpoint import TrainState  # noqa: E402
 from lftrain.training.loop import _train_step  # noqa: E402
 from tests.distributed.common import build, epoch_plan, fit_context  # noqa: E402
@@ -62,8 +62,8 @@ def main() -> None:
             save_file({k: v.contiguous() for k, v in full.items()}, str(out / f"{strategy}.safetensors"))
             np.save(out / f"{strategy}-logits.npy", logits)
         if ctx.fsdp:
-            dist_checkpoint.save(ctx, out / "fsdp-ckpt", model, fit.optimizer, fit.scheduler,
-                                 TrainState(step=steps, epoch=0, batch_in_epoch=steps), keep=2, protect=set())
+            checkpoint.save_distributed(ctx, out / "fsdp-ckpt", model, fit.optimizer, fit.scheduler,
+                                        TrainState(step=steps, epoch=0, batch_in_epoch=steps), keep=2, protect=set())
     if dist.get_rank() == 0:
         (out / "seen.json").write_text(json.dumps(report))
     dist.destroy_process_group()

@@ -10,25 +10,17 @@ import pytest
 from lftrain.errors import EXIT_INPUT, EXIT_RUN_STATE
 from tests.conftest import run_lft, tiny_recipe, toy_rows, write_csv, write_recipe
 
-# Per-step training losses of the tiny recipe (fp32, 1 thread, seed 0). They change only when the
-# maths of a step changes; if a deliberate change moves them, update them in the same commit and say why.
-# Moved at stop 19, twice, by changes of the random stream (dropout masks are drawn per element): by
-# train.first_token_only (the last layer draws masks for the [CLS] row only; with it off the previous values
-# come back within 1e-4), then by task.pad_to_multiple_of: 8 (wider batches; with 1, the values of the first
-# change come back: 0.685409, 0.716959, 0.692464, ...). Moved at stop 22 by dropout drawn as the gaps between
-# drops (models/fast_dropout.py: the same distribution from a different random stream; with GAPS_MAX_RATE = 0
-# the former masks run and the previous values, 0.692152, 0.711678, 0.696341, ..., come back).
-# Stop 26 added the compiled dropout kernel (src/lftrain/kernels: the mask hashed from each element's index), a
-# third random stream; the PyTorch path (no C compiler, or LFT_KERNELS=off) keeps the gaps' values. The run's
-# manifest says which path ran, and the test compares with that path's values.
-# Moved at stop 27 on the compiled path only: with the kernels, batches with no padding rows to skip take the
-# packed path too (models/unpad.py, PACK_FULL_GRIDS): their dropout masks are hashed over the packed rows'
-# element indices instead of the grid's (with PACK_FULL_GRIDS = False the previous values, 0.688941, 0.71653, ...,
-# come back).
-GOLDEN_LOSSES = {
-    "compiled": [0.688947, 0.716299, 0.69033, 0.697478, 0.696498, 0.69931, 0.678655, 0.714009],
-    "torch": [0.689217, 0.712147, 0.691507, 0.685668, 0.704233, 0.70846, 0.667192, 0.716959],
-}
+# Every step's training loss of the tiny recipe (3 epochs, 42 steps, fp32, 1 thread, seed 0) on the default path.
+# They change only when the maths of a step changes; a deliberate change updates them in the same commit, saying why.
+# PORTABLE pins the CPU code paths (MKL's reproducible mode, ATen's non-vectorised kernels), so that the values are
+# the same on every x86 machine, AVX2 or AVX-512 alike.
+GOLDEN_LOSSES = [0.689217, 0.712147, 0.691507, 0.685668, 0.704233, 0.70846, 0.667192, 0.716959, 0.689342, 0.696202,
+                 0.692392, 0.699717, 0.69262, 0.692892, 0.695616, 0.684611, 0.688818, 0.686114, 0.685658, 0.68388,
+                 0.677138, 0.647784, 0.618214, 0.602271, 0.590146, 0.512653, 0.485126, 0.437945, 0.401846, 0.369214,
+                 0.338248, 0.309265, 0.275978, 0.262203, 0.238065, 0.223516, 0.204918, 0.194783, 0.200051, 0.185572,
+                 0.176311, 0.179439]
+PORTABLE = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+TIMING = ("samples_per_second", "train_runtime", "train_samples_per_second")  # wall-clock, not results
 
 
 def train_losses(run_dir) -> list[float]:
@@ -43,7 +35,7 @@ def trained(tiny_bert, tmp_path_factory):
     train = write_csv(work / "train.csv", toy_rows(160))
     run = work / "run"
     recipe = write_recipe(work / "recipe.yaml", tiny_recipe(tiny_bert, train, run, epochs=3))
-    proc = run_lft("train", str(recipe))
+    proc = run_lft("train", str(recipe), env=PORTABLE)
     assert proc.returncode == 0, proc.stderr
     return work, recipe, run, proc
 
@@ -60,27 +52,52 @@ def test_run_directory_layout(trained):
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
     assert "test metrics" in proc.stdout and "confusion matrix" in proc.stdout
     assert "first-token-only last layer: on" in proc.stderr  # BERT classifier: the short last layer is in use
-    assert "unpadded layers: on" in proc.stderr
+    assert manifest["accel"]["setting"] == "auto" and manifest["accel"]["dropout"] == "gaps"
+    assert manifest["attention"] == "lft_eager"
 
 
 def test_golden_losses(trained):
     losses = train_losses(trained[2])
     assert len(losses) == 42  # 3 epochs x ceil(112 / 8) steps, one log line per step
-    path = json.loads((trained[2] / "manifest.json").read_text())["dropout_kernel"].split()[0]
-    if GOLDEN_LOSSES[path] is None:
-        pytest.fail(f"set GOLDEN_LOSSES[{path!r}] = {[round(x, 6) for x in losses[:8]]}")
-    np.testing.assert_allclose(losses[:8], GOLDEN_LOSSES[path], rtol=1e-4)
+    np.testing.assert_allclose(losses, GOLDEN_LOSSES, rtol=1e-5, atol=1e-6)
 
 
-def test_golden_losses_of_the_pytorch_dropout_path(tiny_bert, tmp_path):
-    # The path runs where there is no C compiler: its values must hold there, so they are checked here too.
-    train = write_csv(tmp_path / "train.csv", toy_rows(160))
-    recipe = write_recipe(tmp_path / "recipe.yaml", tiny_recipe(tiny_bert, train, tmp_path / "run", epochs=3))
-    proc = run_lft("train", str(recipe), env={"LFT_KERNELS": "off"})
+def _results(run_dir) -> list[dict]:
+    return [{k: v for k, v in json.loads(x).items() if k not in TIMING}
+            for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_results_do_not_depend_on_a_c_compiler(trained, tmp_path):
+    """The default path builds nothing: with no compiler on PATH a run gives bitwise the same metrics."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    bare = tmp_path / "bin"  # only the Python that runs lft: no cc, gcc or clang
+    bare.mkdir()
+    (bare / "python").symlink_to(sys.executable)
+    assert all(shutil.which(cc, path=str(bare)) is None for cc in ("cc", "gcc", "clang", "c++"))
+    work, recipe, run, _ = trained
+    alone = tmp_path / "run"
+    proc = run_lft("train", str(recipe), f"output.dir={alone}", env={**PORTABLE, "PATH": str(bare)})
     assert proc.returncode == 0, proc.stderr
-    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["dropout_kernel"] == "torch (LFT_KERNELS=off)"
-    np.testing.assert_allclose(train_losses(tmp_path / "run")[:8], GOLDEN_LOSSES["torch"], rtol=1e-4)
+    assert _results(alone) == _results(run)  # every loss and metric, to the last bit
+    weights = "model/model.safetensors"
+    assert Path(run / weights).read_bytes() == (alone / weights).read_bytes()
+
+
+def test_accel_off_trains_the_plain_model(trained, tmp_path):
+    """train.accel: off installs no lever: torch's dropout and SDPA, the same data order; it learns as well."""
+    work, recipe, run, _ = trained
+    plain = tmp_path / "plain"
+    proc = run_lft("train", str(recipe), f"output.dir={plain}", "train.accel=off", env=PORTABLE)
+    assert proc.returncode == 0, proc.stderr
+    assert "accel: off" in proc.stderr and "first-token-only" not in proc.stderr
+    manifest = json.loads((plain / "manifest.json").read_text())
+    assert manifest["accel"] == {"setting": "off", "dropout": "torch", "levers": [
+        "accel: off (train.accel: off): torch's operators throughout"]} and manifest["attention"] == "sdpa"
+    losses = train_losses(plain)
+    assert losses != GOLDEN_LOSSES and losses[-1] < 0.3  # another dropout stream, the same learning
 
 
 def test_it_learns(trained):

@@ -33,7 +33,7 @@ import lftrain.training.run  # noqa: F401
 # What a run imports lazily (data validation, metrics, the data-check and evidence plugins): imported once here.
 for _name in ("pandas", "scipy", "sklearn.model_selection", "sklearn.metrics", "pyarrow.parquet", "rich",
               "lftrain.api", "lftrain.config.schema", "lftrain.data.prepare", "lftrain.data.token_cache",
-              "lftrain.methods", "lftrain.models.adaptation", "lftrain.models.fast_dropout", "lftrain.models.trained",
+              "lftrain.methods", "lftrain.models.adaptation", "lftrain.accel.dropout", "lftrain.models.trained",
               "lftrain.training.optim", "lftrain.evaluation.metrics", "lftrain.reports.manifest"):
     try:
         __import__(_name)

@@ -90,7 +90,7 @@ def test_contrastive_few_shot_with_mean_pooling_trains_saves_and_predicts(tiny_b
 def test_lora_on_the_mean_pooled_model_merges_to_the_same_logits(tiny_bert, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    from lftrain.models.trained import LoadedRun
+    from lftrain.evaluation.loaded_run import LoadedRun
 
     r = _recipe(tiny_bert, tmp_path, type="lora", r=4)
     api.train(r)
@@ -112,7 +112,7 @@ def test_freeze_with_the_frozen_prefix_cache_on_the_mean_pooled_model(tiny_bert,
     caplog.set_level(logging.INFO, logger="lftrain")
     r = _recipe(tiny_bert, tmp_path, type="freeze", bottom_layers=1)
     result = api.train(r)
-    assert "frozen-prefix cache on: embeddings and 1 frozen layer" in caplog.text  # found through base_model
+    assert "frozen-prefix cache: on (embeddings and 1 frozen layer" in caplog.text  # found through base_model
     assert result.metrics["test"]["accuracy"] > 0.5
 
 

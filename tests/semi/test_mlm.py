@@ -80,3 +80,24 @@ def test_causal_lm_continuation_on_a_tiny_decoder(tmp_path, semi_files):
     assert manifest["objective"] == "causal-lm"
     assert result.metrics["eval"]["loss"] > 0
     assert (tmp_path / "clm" / "model" / "config.json").is_file()
+
+
+def test_mlm_runs_like_every_method_data_checks_evidence_and_two_processes(tiny_bert, semi_files, tmp_path):
+    """One orchestrator: an mlm run gets the data card, evidence.json, the report and `--nproc 2` like any other."""
+    from tests.conftest import run_lft, write_recipe
+
+    labelled, pool = semi_files
+    out = tmp_path / "dapt2"
+    recipe = fast_recipe(tiny_bert, labelled, out, epochs=1, lr=1e-3)
+    recipe["data"]["unlabeled"] = str(pool)
+    recipe["method"] = {"type": "mlm"}
+    recipe["eval"].update(report=True, fail_if={"perplexity": "> 1e9"})
+    proc = run_lft("train", str(write_recipe(tmp_path / "r.yaml", recipe)), "--nproc", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["distributed"]["world_size"] == 2 and manifest["objective"] == "masked-lm"
+    assert (out / "data_card.md").is_file() and (out / "report.html").is_file()
+    evidence = json.loads((out / "evidence.json").read_text())
+    assert evidence["gate"]["passed"] and evidence["splits"]["eval"]["metrics"]["perplexity"] > 1
+    status = json.loads((out / "run.json").read_text())
+    assert status["status"] == "finished" and status["results"]["eval"]["perplexity"] > 1

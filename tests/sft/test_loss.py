@@ -39,7 +39,7 @@ def tok(tiny_llama):
 def model(tiny_llama):
     from transformers import AutoModelForCausalLM
 
-    from lftrain.models.fast_dropout import register_attention
+    from lftrain.accel.dropout import register_attention
 
     register_attention()
     torch.manual_seed(0)
@@ -112,7 +112,7 @@ def test_first_fit_decreasing_respects_capacity():
 def test_packed_batch_gives_each_example_its_loss_alone(tok, tiny_llama, attention):
     from transformers import AutoModelForCausalLM
 
-    from lftrain.models.fast_dropout import register_attention
+    from lftrain.accel.dropout import register_attention
 
     register_attention()
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32, attn_implementation=attention).eval()

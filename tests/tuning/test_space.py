@@ -93,7 +93,7 @@ def test_no_tune_section_or_no_eval_data(recipe, tmp_path):
 
 
 def test_search_file_gives_the_tune_section(recipe, tmp_path, monkeypatch):
-    from lftrain.tuning.cli_tune import load_tune_recipe
+    from lftrain.tuning.search import load_tune_recipe
 
     del recipe["tune"]
     path = write_recipe(tmp_path / "r.yaml", recipe)

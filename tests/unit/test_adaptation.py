@@ -9,8 +9,28 @@ import torch.nn.functional as F
 
 from lftrain.config import load_recipe
 from lftrain.errors import InputError, RecipeError
-from lftrain.models.adaptation import build_adaptation, find_layers, frozen_prefix_layers, unwrap
+from lftrain.models.adaptation import build_adaptation
+from lftrain.models.layers import find_layers, unwrap
 from tests.conftest import make_tokenizer, toy_rows
+
+
+def frozen_prefix_layers(model) -> int:
+    """How many stages at the bottom of the network have no trainable parameter, counting the embeddings
+    as stage 0 and block i as stage i + 1.
+
+    0: the embeddings train (nothing at the bottom is frozen); 1: the embeddings are frozen, block 0 trains;
+    1 + k: the embeddings and blocks 0..k-1 are frozen, so the hidden states entering block k (the output of
+    `layers[k - 1]`) are a fixed function of the input — cacheable if those stages are also deterministic
+    (no active dropout). Returns 0 when the layer stack cannot be found."""
+    stack = find_layers(model)
+    if stack is None or any(p.requires_grad for p in stack.embeddings):
+        return 0
+    n = 1
+    for layer in stack.layers:
+        if any(p.requires_grad for p in layer.parameters()):
+            break
+        n += 1
+    return n
 
 
 def classifier(model_dir, num_labels: int = 2):

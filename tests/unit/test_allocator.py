@@ -1,4 +1,4 @@
-"""`lft` re-executes itself on tcmalloc or jemalloc (training/allocator.py): when, how, what the run records,
+"""`lft` re-executes itself on tcmalloc or jemalloc (accel/allocator.py): when, how, what the run records,
 and the release of freed memory after training."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from lftrain.training import allocator
+from lftrain.accel import allocator
 from tests.conftest import tiny_recipe, toy_rows, write_csv, write_recipe
 
 
@@ -78,7 +78,7 @@ def test_the_command_restarts_before_importing_torch():
 _RELEASE = """
 import re
 from pathlib import Path
-from lftrain.training import allocator
+from lftrain.accel import allocator
 def rss(): return int(re.search(r"VmRSS:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1)) // 1024
 start = rss()
 blocks = [bytearray(b"x" * (4 << 20)) for _ in range(50)]

@@ -112,11 +112,11 @@ def test_every_shipped_recipe_validates(recipe):
     load_recipe(recipe)
 
 
-def test_readme_recipe_reference_is_generated_from_the_schema():
+def test_recipe_reference_is_generated_from_the_schema():
     from lftrain.config.reference import recipe_reference
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "recipes.md").read_text()
     start, end = "<!-- recipe-reference:start -->", "<!-- recipe-reference:end -->"
     block = readme.split(start, 1)[1].split(end, 1)[0].strip()
-    assert block == recipe_reference().strip(), "README's recipe reference is stale: run `python -m " \
-        "lftrain.config.reference --write README.md`"
+    assert block == recipe_reference().strip(), "docs/recipes.md's recipe reference is stale: run `python -m " \
+        "lftrain.config.reference --write docs/recipes.md`"

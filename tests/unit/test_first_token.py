@@ -15,8 +15,8 @@ from transformers import (
     RobertaModel,
 )
 
-from lftrain.models.fast_dropout import register_attention
-from lftrain.models.first_token import install_first_token_only
+from lftrain.accel.dropout import register_attention
+from lftrain.accel.first_token import install_first_token_only
 
 
 def _load(directory, attention="eager", dropout=None):

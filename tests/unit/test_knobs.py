@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lftrain.models.fast_dropout import set_dropout_rate
+from lftrain.models.layers import set_dropout_rate
 from lftrain.training.optim import build_optimizer
 from tests.unit.test_training import _setup
 

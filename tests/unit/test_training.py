@@ -153,7 +153,7 @@ def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, tiny_bert_nodrop):
 
 
 def test_sparse_embedding_grads_give_the_same_adamw_updates(tiny_bert_nodrop, monkeypatch):
-    from lftrain.training import sparse_grads
+    from lftrain.accel import StepHooks, sparse_grads
 
     monkeypatch.setattr(sparse_grads, "MIN_ROWS", 1)  # the tiny vocabulary is below the production threshold
     recipe, task, tok, data, model = _setup(tiny_bert_nodrop, 32)
@@ -164,16 +164,16 @@ def test_sparse_embedding_grads_give_the_same_adamw_updates(tiny_bert_nodrop, mo
         ctx = _ctx(recipe, task, data, m, tok)
         # A large eps keeps Adam from turning rounding noise in near-zero gradients into sign flips.
         ctx.optimizer = torch.optim.AdamW(m.parameters(), lr=1e-2, eps=1e-3, fused=True)
-        ctx.sparse = sparse_grads.SparseEmbeddingGrads(m) if sparse else None
+        ctx.hooks = StepHooks(sparse=sparse_grads.SparseEmbeddingGrads(m) if sparse else None)
         return ctx
 
     dense_ctx, sparse_ctx = ctx_for(model, False), ctx_for(twin, True)
-    assert sparse_ctx.sparse.active and twin.bert.embeddings.word_embeddings.sparse
+    assert sparse_ctx.hooks.sparse.active and twin.bert.embeddings.word_embeddings.sparse
     for step in range(3):
         idx = np.arange(step * 8, step * 8 + 16) % 32
         _train_step(dense_ctx, idx, 8)
         _train_step(sparse_ctx, idx, 8)
-    emb = sparse_ctx.sparse._buffers[id(twin.bert.embeddings.word_embeddings)]
+    emb = sparse_ctx.hooks.sparse._buffers[id(twin.bert.embeddings.word_embeddings)]
     assert float(emb.abs().sum()) == 0.0  # the buffer is clean between steps
     for (name, a), b in zip(model.named_parameters(), twin.parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)

@@ -11,7 +11,7 @@ from tests.vision.conftest import image_recipe, write_image_folder
 
 def test_vit_frozen_bottom_trains_and_reloads(tmp_path, tiny_vit, caplog):
     from lftrain import api
-    from lftrain.models.trained import LoadedRun
+    from lftrain.evaluation.loaded_run import LoadedRun
 
     data = write_image_folder(tmp_path / "imgs", n_per_class=8)
     recipe = image_recipe(tiny_vit, str(data), tmp_path / "run", image_size=16, augment=False)
@@ -20,7 +20,7 @@ def test_vit_frozen_bottom_trains_and_reloads(tmp_path, tiny_vit, caplog):
     recipe["eval"]["latency"] = False
     with caplog.at_level("INFO", logger="lftrain"):
         result = api.train(recipe)
-    assert "frozen-prefix cache off: not supported" in caplog.text  # image inputs never use the cache
+    assert "frozen-prefix cache: off (not supported" in caplog.text  # image inputs never use the cache
     assert json.loads((result.model_dir / "config.json").read_text())["model_type"] == "vit"
     loaded = LoadedRun(result.run_dir)
     assert loaded.tokenizer.image_size == 16 and loaded.task.labels.names == ["left", "right"]

@@ -20,6 +20,10 @@ _ALIASES = {
     "label_column": "label", "text_column": "text", "bf16": "precision", "fp16": "precision",
 }
 
+# Keys of earlier versions, and what replaced them: named in the error, since no spelling is near.
+_REPLACED = {f"train.{k}": "train.accel (auto | off; see docs/performance.md)" for k in (
+    "fast_dropout", "first_token_only", "unpad", "cache_frozen", "cache_precision", "sparse_embedding_grads")}
+
 
 def _line_map(text: str) -> dict[tuple[str, ...], int]:
     """Map each key path of a YAML document to its 1-based line, for error messages."""
@@ -138,6 +142,8 @@ def format_validation_error(exc: ValidationError, root: type[BaseModel], data: d
         if kind == "extra_forbidden":
             owner = _model_at(root, data, loc)
             hint = _suggest(str(loc[-1]), list(owner.model_fields)) if owner else ""
+            if path in _REPLACED:
+                hint = f": replaced by {_REPLACED[path]}"
             out.append(f"{where}: unknown key '{path}'{hint}")
         elif kind == "missing":
             out.append(f"{where}: missing required key '{path}'")
@@ -187,6 +193,19 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     if recipe.output.dir is None and path is not None:
         recipe.output.dir = str(Path("runs") / Path(path).stem)
     return recipe
+
+
+def resolve_recipe(recipe, overrides: list[str] | None = None):
+    """A Recipe from what the Python API accepts: a YAML path, a mapping, or a Recipe (each plus overrides)."""
+    import copy
+
+    from lftrain.config.schema import Recipe
+
+    if isinstance(recipe, Recipe):
+        return recipe if not overrides else load_recipe(data=recipe.model_dump(mode="json"), overrides=overrides)
+    if isinstance(recipe, dict):
+        return load_recipe(data=copy.deepcopy(recipe), overrides=overrides)
+    return load_recipe(recipe, overrides)
 
 
 def dump_recipe(recipe: BaseModel) -> str:

@@ -1,7 +1,7 @@
 """The recipe reference in Markdown, generated from the schema so the docs cannot drift from the code.
 
     python -m lftrain.config.reference               # print it
-    python -m lftrain.config.reference --write README.md   # refresh the README's block
+    python -m lftrain.config.reference --write docs/recipes.md   # refresh the block in docs/recipes.md
 """
 
 from __future__ import annotations

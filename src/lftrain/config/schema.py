@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from lftrain.config.base import Section
 from lftrain.data.checks.config import ChecksConfig
@@ -48,8 +48,8 @@ class ModelConfig(Section):
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
     """Override every dropout rate of the model (hidden and attention); null keeps the model's own."""
     attention: Literal["auto", "eager", "sdpa"] = "auto"
-    """Attention kernel. `auto` uses lftrain's eager kernel with fast dropout on CPU, which trains faster
-    than `sdpa` there (see docs/performance.md)."""
+    """Attention implementation. `auto`: SDPA on GPUs; on the CPU lftrain's eager kernel with fast dropout when
+    `train.accel` is on (faster there than SDPA and eager; docs/performance.md), else SDPA."""
     keep_layers: list[int] | Literal["every_other"] | None = None
     """Make the model shallower before training by keeping only these blocks, e.g. `[0, 2, 5]`, or
     `every_other` (half of them, spread evenly, first and last kept: DistilBERT's student initialisation).
@@ -141,32 +141,14 @@ class TrainConfig(Section):
     """Write the example indices of every optimiser step to samples.jsonl (an audit of the data order)."""
     group_by_length: bool = True
     """Batch examples of similar length together (shuffled batches), so little compute goes to padding."""
-    cache_frozen: bool = True
-    """Compute the outputs of frozen, dropout-free bottom layers once and train the layers above from that
-    cache (switches itself off, saying why, when the conditions do not hold). See docs/performance.md."""
-    cache_precision: Literal["auto", "bf16", "fp32"] = "auto"
-    """How the frozen-prefix cache stores its states. `auto`: bf16 when the run trains in bf16 (half the memory;
-    the states are rounded as the trained layers' bf16 matmuls round them anyway), else fp32 (the cached run
-    then takes exactly the uncached run's steps)."""
     compile: bool = False
     """`torch.compile` the model (in place). Measured slower on CPU for these models; may help on GPUs."""
-    fast_dropout: bool = True
-    """On CPU, dropout in one compiled pass (a C kernel built on first use with the machine's `cc`; the mask hashed
-    from each element's index under keys drawn from torch's generator, and fused with the residual add in
-    BERT-family blocks, and on CPUs with AVX-512 with the softmax of their bf16 attention), or without a compiler
-    (or with `LFT_KERNELS=off`) drawn as the gaps between drops (~p·n draws instead of `bernoulli_`'s n). Either
-    way each element is dropped independently with probability p; torch's own dropout on GPUs and under
-    `train.compile`. See docs/performance.md."""
-    first_token_only: bool = True
-    """In a BERT-family sequence classifier (its head reads only the first token), the last layer computes that
-    row alone: the same logits and gradients for ~5/6 less of that layer's work. See docs/performance.md."""
-    unpad: bool = True
-    """In a BERT-family sequence classifier, the layers' projections and feed-forward blocks skip the batch's
-    padding tokens (rows rounded up to a multiple of 128): the same logits and gradients for less work. See
-    docs/performance.md."""
-    sparse_embedding_grads: bool = True
-    """Give large trainable embeddings sparse gradients (only the rows a batch uses): the same AdamW update
-    with far less memory traffic. Off automatically for embeddings tied to an output layer."""
+    accel: Literal["auto", "off"] = "auto"
+    """Speed levers (src/lftrain/accel): `auto` installs each one that applies and logs it (on, or off and why):
+    dropout drawn as the gaps between drops, the first-token-only last layer of BERT-family classifiers, frozen
+    bottom layers computed once and replayed, sparse embedding gradients, bf16-stored frozen base weights in
+    adapter runs. They change how the model computes, not what it learns (dropout draws a different random stream).
+    `off`: the plain Hugging Face model on torch's operators. See docs/performance.md."""
     eval_every: int | None = Field(None, gt=0)
     """Evaluate every N optimiser steps; default once per epoch."""
     save_every: int | None = Field(None, gt=0)
@@ -192,6 +174,12 @@ class TrainConfig(Section):
     curriculum: CurriculumConfig | None = None
     """Curriculum learning: rank examples by difficulty and let each step draw from the easiest share the pacing
     allows (see the `train.curriculum.*` keys and docs/semi-supervised.md). Null: every step sees all the data."""
+
+    @field_validator("accel", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        """YAML reads a bare `off` as false (and `on` as true)."""
+        return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _micro_divides(self) -> TrainConfig:

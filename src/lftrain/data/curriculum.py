@@ -141,7 +141,7 @@ def loss_difficulty(recipe, train, *, precision: str, device) -> np.ndarray:
     """Each labelled row's cross-entropy under the scoring model (run once; cached like a distillation teacher)."""
     from lftrain.evaluation.metrics import softmax
     from lftrain.methods.teacher import check_labels, find_teacher, teacher_outputs
-    from lftrain.tasks import build_task
+    from lftrain.tasks.base import build_task
 
     ref = find_teacher(recipe.train.curriculum.scorer)
     task = build_task(recipe.task)

@@ -73,3 +73,13 @@ def collate_causal(encoded: dict[str, np.ndarray], indices: np.ndarray, pad_id: 
     if pack_length is None:
         batch["attention_mask"] = torch.from_numpy(mask)
     return batch
+
+
+def causal_model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """The model's keyword arguments for a batch of `collate_causal`."""
+    inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False,
+              # the LM head (vocabulary-sized) runs only where a loss is taken: the response tokens
+              "logits_to_keep": batch["keep"]}
+    if "attention_mask" in batch:
+        inputs["attention_mask"] = batch["attention_mask"]
+    return inputs

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lftrain.data.examples import Examples
-from lftrain.data.readers import read_table
 from lftrain.errors import DataError
 from lftrain.tasks.labels import LabelSet
 
@@ -32,13 +31,7 @@ def read_examples(path: str, data_cfg, task, *, with_labels: bool = True, stats:
     if with_labels and configured and data_cfg.unknown_labels == "drop":
         known = LabelSet([str(x) for x in configured])
         drop = lambda raw: known.lookup(raw) is None  # noqa: E731
-    if hasattr(task, "read"):  # non-text tasks read their own sources (folders, IDX files, lists of files)
-        ex = task.read(path, data_cfg, with_labels=with_labels, drop_label=drop, stats=stats)
-    else:
-        table = read_table(path, data_cfg.format, data_cfg.encoding)
-        if not table.rows:
-            raise DataError("the file has a header but no rows", file=path)
-        ex = task.extract(table, normalize=data_cfg.normalize_whitespace, with_labels=with_labels, drop_label=drop)
+    ex = task.read(path, data_cfg, with_labels=with_labels, drop_label=drop, stats=stats)
     if ex.dropped:
         if stats is not None:
             stats[f"{path}:unknown_labels_dropped"] = ex.dropped
@@ -128,8 +121,42 @@ def prepare_data(recipe, task) -> PreparedData:
         raise DataError("no training rows left after validation and splitting", file=cfg.train)
     stats.update({"train_rows": len(train), "eval_rows": len(evals) if evals else 0,
                   "test_rows": len(test) if test else 0})
-    from lftrain.data.unlabeled import read_unlabeled
-
     unlabeled = read_unlabeled(cfg, task, [train, evals, test], stats)
     names = task.labels.names if task.labels is not None else []  # generative tasks have no classes
     return PreparedData(train, evals, test, names, stats, unlabeled)
+
+
+# ---- data.unlabeled: raw rows for methods that learn from them ------------------------------------------------
+# Validated like labelled rows (a bad row names file, line and column) but with no label column. Duplicates are
+# dropped, and so is any row also in train, eval or test: a test text labelled by a teacher would leak the
+# teacher's view of the test set into the student.
+
+def read_unlabeled(data_cfg, task, labelled: list[Examples | None], stats: dict) -> Examples | None:
+    """The recipe's unlabelled rows, validated and de-duplicated against themselves and `labelled`."""
+    if not data_cfg.unlabeled:
+        return None
+    ex = read_examples(data_cfg.unlabeled, data_cfg, task, with_labels=False)
+    ex.name = "unlabeled"
+    in_labelled = {task.dedupe_key(split, i) for split in labelled if split is not None for i in range(len(split))}
+    seen: set[tuple] = set()
+    keep, overlap, dupes = [], 0, 0
+    for i in range(len(ex)):
+        key = task.dedupe_key(ex, i)
+        if key in in_labelled:
+            overlap += 1
+        elif key in seen:
+            dupes += 1
+        else:
+            seen.add(key)
+            keep.append(i)
+    out = ex.subset(keep)
+    if not len(out):
+        raise DataError("no unlabelled rows left after dropping duplicates and texts of the labelled splits",
+                        file=data_cfg.unlabeled)
+    stats.update({"unlabeled_rows": len(out), "unlabeled:overlap_dropped": overlap,
+                  "unlabeled:duplicates_dropped": dupes})
+    if overlap or dupes:
+        log.info("%s: dropped %d texts also in train/eval/test and %d duplicates; %d unlabelled rows left",
+                 data_cfg.unlabeled, overlap, dupes, len(out))
+    return out
+

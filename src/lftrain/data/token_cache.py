@@ -47,7 +47,7 @@ def examples_hash(ex: Examples) -> str:
 def encode_cached(task, tokenizer, ex: Examples, *, model_dir: Path, cache_dir: str | None,
                   stats: dict | None = None) -> dict[str, np.ndarray]:
     """`task.encode(tokenizer, ex)`, memoised on disk (unless the task sets `cacheable = False`)."""
-    if not getattr(task, "cacheable", True):
+    if not task.cacheable:
         return task.encode(tokenizer, ex)
     key_src = json.dumps({"task": task.config.model_dump(mode="json"), "labels": getattr(task.labels, "names", None),
                           "tokenizer": tokenizer_hash(model_dir), "data": examples_hash(ex), "version": 1},

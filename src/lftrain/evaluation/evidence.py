@@ -25,7 +25,7 @@ import numpy as np
 from lftrain.evaluation.bootstrap import bootstrap_ci, classification_metric_fns
 from lftrain.evaluation.calibration import calibration_metrics, fit_temperature, reliability_bins
 from lftrain.evaluation.metrics import softmax
-from lftrain.files import write_json_atomic
+from lftrain.files import save_arrays, write_json_atomic
 
 log = logging.getLogger("lftrain")
 CALIBRATION_FILE = "calibration.json"
@@ -46,6 +46,12 @@ class RunOutputs:
     precision: str = "fp32"
     logits: dict[str, np.ndarray] = field(default_factory=dict)  # splits already inferred
     ood: Any = None  # Examples read from eval.ood
+    device: Any = "cpu"
+    pad_id: int = 0
+    step: int = 0  # the final model's optimiser step
+    log_metrics: Callable[[dict], None] = lambda record: None  # a line for metrics.jsonl (the run directory's)
+    load_base: Callable[[], Any] | None = None  # the model before fine-tuning (base comparisons)
+    data: Any = None  # the PreparedData the run trained on
 
 
 def read_ood(recipe, task):
@@ -120,18 +126,6 @@ def split_evidence(logits: np.ndarray, labels: np.ndarray, metrics: dict[str, An
     return out
 
 
-def _save_arrays(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
-
-
-def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:  # plain arrays only: never unpickle
-        return {k: z[k] for k in z.files}
-
-
 def _latency(out: RunOutputs) -> dict[str, Any] | None:
     from lftrain.evaluation.latency import measure_latency
 
@@ -145,6 +139,39 @@ def _latency(out: RunOutputs) -> dict[str, Any] | None:
         return measure_latency_encoded(out.model, out.task, out.encoded[split], precision=out.precision)
     return measure_latency(out.model, out.tokenizer, ex.fields["text"], text_pairs=ex.fields.get("text_pair"),
                            max_length=getattr(out.task.config, "max_length", 128), precision=out.precision)
+
+
+def classification_final(task, out: RunOutputs) -> dict[str, dict[str, Any]]:
+    """Final metrics of each split in eval.splits (logged and printed), then the evidence of the final model."""
+    from lftrain.evaluation.metrics import format_table
+
+    results = {}
+    for split in out.recipe.eval.splits:
+        if split in out.encoded:
+            out.logits[split] = out.infer(out.encoded[split])
+            results[split] = task.metrics(out.logits[split], out.encoded[split]["labels"])
+            out.log_metrics({"event": "eval", "split": split, "step": out.step, "final": True, **results[split]})
+            print(format_table(results[split], task.labels.names, f"{split} metrics ({out.run_dir})"), flush=True)
+    write_evidence(out)
+    return results
+
+
+def write_metric_evidence(out: RunOutputs, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Evidence of a model judged on other than class logits (a language model): its final metrics per split, the
+    eval.fail_if verdict and the report."""
+    cfg = out.recipe.eval
+    evidence: dict[str, Any] = {"task": out.recipe.task.type, "labels": None,
+                                "splits": {s: {"metrics": m} for s, m in results.items() if s in ("eval", "test")}}
+    if cfg.fail_if:
+        from lftrain.evaluation.gate import check_gate
+
+        evidence["gate"] = check_gate(cfg.fail_if, evidence)
+    write_json_atomic(Path(out.run_dir) / "evidence.json", evidence)
+    if cfg.report:
+        from lftrain.reports.html import write_report
+
+        write_report(out.run_dir)
+    return evidence
 
 
 def write_evidence(out: RunOutputs) -> dict[str, Any]:
@@ -174,7 +201,7 @@ def write_evidence(out: RunOutputs) -> dict[str, Any]:
     for split, lg in classified.items():
         y = out.encoded[split]["labels"]
         evidence["splits"][split] = split_evidence(lg, y, out.task.metrics(lg, y), cfg, temperature)
-        _save_arrays(run_dir / "evidence" / f"{split}.npz", logits=lg.astype(np.float32), labels=y)
+        save_arrays(run_dir / "evidence" / f"{split}.npz", logits=lg.astype(np.float32), labels=y)
 
     if out.ood is not None and classified:
         in_split = "test" if "test" in classified else next(iter(classified))
@@ -184,7 +211,7 @@ def write_evidence(out: RunOutputs) -> dict[str, Any]:
         where = ", ".join(f"{k}={v}" for k, v in cfg.ood_filter.items())  # eval.ood_filter, when set
         evidence["ood"] = {"data": f"{cfg.ood} [{where}]" if where else cfg.ood, "n": len(out.ood),
                            "in_split": in_split, "scores": ood_metrics(classified[in_split], ood_logits)}
-        _save_arrays(run_dir / "evidence" / "ood.npz", logits=ood_logits.astype(np.float32),
+        save_arrays(run_dir / "evidence" / "ood.npz", logits=ood_logits.astype(np.float32),
                      msp=msp(ood_logits), energy=neg_energy(ood_logits))
     if cfg.latency and classified:
         evidence["latency"] = _latency(out)

@@ -23,7 +23,7 @@ def lm_loss(model, encoded: dict[str, np.ndarray], collate, *, batch_size: int, 
             device) -> dict[str, float]:
     """Mean cross-entropy per loss-carrying token, its perplexity, and next-token accuracy on those tokens.
     `collate(encoded, indices)` builds a batch as the SFT task does (data/packing.py)."""
-    from lftrain.tasks.causal_lm_sft import CausalLMSFT
+    from lftrain.data.packing import causal_model_inputs
 
     was_training = model.training
     model.eval()
@@ -33,7 +33,7 @@ def lm_loss(model, encoded: dict[str, np.ndarray], collate, *, batch_size: int, 
         batch = collate(encoded, order[start:start + batch_size])
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(precision, device):
-            logits = model(**CausalLMSFT.model_inputs(batch)).logits.float()
+            logits = model(**causal_model_inputs(batch)).logits.float()
         labels = batch["labels"][:, batch["keep"]]
         valid = labels != -100
         total += float(torch.nn.functional.cross_entropy(logits[valid], labels[valid], reduction="sum"))
@@ -141,8 +141,24 @@ def text_perplexity(model, tokenizer, texts: list[str], *, max_length: int, batc
                    precision=precision, device=device)["perplexity"]
 
 
-def final_evaluation(task, *, model, tokenizer, enc: dict, data, recipe, load_base, precision: str,
-                     device) -> dict[str, dict[str, Any]]:
+def final_evaluation(task, out) -> dict[str, dict[str, Any]]:
+    """Per split in `eval.splits`: loss, perplexity, token accuracy, generation exact match / chrF, samples, and
+    the base model's figures; plus `retain` (forgetting check) when the recipe sets `eval.retain`. Logged,
+    printed, and written as evidence (`out`: evaluation.evidence.RunOutputs)."""
+    from lftrain.evaluation.evidence import write_metric_evidence
+
+    results = _generative_results(task, out.model, out.tokenizer, out.encoded, out.data, out.recipe, out.load_base,
+                                  out.precision, out.device)
+    for split, res in results.items():
+        out.log_metrics({"event": "eval", "split": split, "step": out.step, "final": True, **res})
+    print(format_report(results, f"final evaluation ({out.run_dir})"), flush=True)
+    write_metric_evidence(out, {s: {k: v for k, v in r.items() if isinstance(v, (int, float))}
+                                for s, r in results.items()})
+    return results
+
+
+def _generative_results(task, model, tokenizer, enc: dict, data, recipe, load_base, precision: str,
+                        device) -> dict[str, dict[str, Any]]:
     """Per split in `eval.splits`: loss, perplexity, token accuracy, generation exact match / chrF, samples, and
     the base model's figures; plus `retain` (forgetting check) when the recipe sets `eval.retain`."""
     gcfg, bs = task.config.generation, recipe.train.eval_batch_size

@@ -1,12 +1,8 @@
-"""Learning objectives: a Method turns a batch into a summed loss; the one `fit()` does the rest."""
+"""Learning objectives by short name: a Method turns a batch into a summed loss; the one `fit()` does the rest.
 
-from lftrain.registry import Registry
+The contract is `methods/base.py`; each module registers its method there."""
 
-METHODS: Registry = Registry("method")
+from lftrain.methods import contrastive, distill, mlm, self_training, supervised  # noqa: F401  (registers)
+from lftrain.methods.base import METHODS, Method, build_method
 
-# (registers each method: contrastive-few-shot, distill, mlm, self-training, supervised)
-from lftrain.methods import contrastive, distill, mlm, self_training, supervised  # noqa: E402,F401
-
-
-def build_method(config, task):
-    return METHODS.get(config.type)(config, task)
+__all__ = ["METHODS", "Method", "build_method"]

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from lftrain.config.base import Section
-from lftrain.methods import METHODS
+from lftrain.methods.base import METHODS, Method
 
 log = logging.getLogger("lftrain")
 
@@ -143,7 +143,7 @@ def fit_head(features: np.ndarray, labels: np.ndarray, num_labels: int, c: float
 
 
 @METHODS.register("contrastive-few-shot")
-class ContrastiveFewShot:
+class ContrastiveFewShot(Method):
     """SetFit-style few-shot learning: contrastive pairs tune the encoder, a logistic regression is the head."""
 
     class Config(Section):
@@ -181,13 +181,13 @@ class ContrastiveFewShot:
             return self
 
     def __init__(self, config: Config, task) -> None:
-        self.config, self.task = config, task
+        super().__init__(config, task)
         self._rows: dict[str, np.ndarray] | None = None  # the labelled rows the head is fitted on
         self._infer: dict[str, Any] = {}
 
     # ---- before training ----------------------------------------------------------------------------------
     def prepare(self, model: torch.nn.Module, train_encoded: dict[str, np.ndarray], *, data, recipe, encode,
-                precision: str, device: torch.device) -> tuple[dict[str, np.ndarray], Any]:
+                precision: str, device: torch.device, tokenizer=None) -> tuple[dict[str, np.ndarray], Any]:
         """The pairs as fit()'s training rows, and the task as the loop should see them; the head is fitted once
         here already, so an evaluation before the first refit is of a real classifier."""
         from lftrain.errors import InputError

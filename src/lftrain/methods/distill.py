@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from lftrain.config.base import Section
-from lftrain.methods import METHODS
+from lftrain.methods.base import METHODS, Method
 
 log = logging.getLogger("lftrain")
 IGNORE = -100  # label of unlabelled rows in the combined training set
@@ -55,7 +55,7 @@ def uniform_map(student_layers: int, teacher_layers: int) -> dict[int, int]:
 
 
 @METHODS.register("distill")
-class Distill:
+class Distill(Method):
     """Learn from a teacher's soft labels (KL at a temperature) mixed with the hard labels, on labelled and
     unlabelled data (`data.unlabeled`), optionally matching pooled hidden states."""
 
@@ -79,7 +79,7 @@ class Distill:
     def __init__(self, config: Config, task) -> None:
         from lftrain.methods.teacher import check_labels, find_teacher
 
-        self.config, self.task = config, task
+        super().__init__(config, task)
         self.teacher = find_teacher(config.teacher)  # vetted now: a wrong path fails before any model loads
         if task.labels is not None:
             check_labels(self.teacher, task.labels.names)
@@ -88,7 +88,7 @@ class Distill:
 
     # ---- before training ----------------------------------------------------------------------------------
     def prepare(self, model: torch.nn.Module, train_encoded: dict[str, np.ndarray], *, data, recipe, encode,
-                precision: str, device: torch.device) -> tuple[dict[str, np.ndarray], Any]:
+                precision: str, device: torch.device, tokenizer=None) -> tuple[dict[str, np.ndarray], Any]:
         """The training set (labelled rows, then unlabelled ones) with the teacher's outputs for every row, and
         the task as the loop should see it (its batches carry those outputs)."""
         from lftrain.methods.teacher import teacher_outputs
@@ -112,7 +112,7 @@ class Distill:
 
     def _plan_hidden(self, model: torch.nn.Module) -> None:
         from lftrain.errors import InputError
-        from lftrain.models.adaptation import find_layers
+        from lftrain.models.layers import find_layers
 
         stack = find_layers(model)
         if stack is None:

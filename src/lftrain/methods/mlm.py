@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from lftrain.config.base import Section
-from lftrain.methods import METHODS
+from lftrain.methods.base import METHODS, Method
 
 log = logging.getLogger("lftrain")
 IGNORE = -100
@@ -38,7 +38,7 @@ EVAL_SALT = 1_000_003  # eval masks: drawn apart from every training seed's
 
 
 @METHODS.register("mlm")
-class MaskedLM:
+class MaskedLM(Method):
     """Domain-adaptive pretraining: masked-LM (encoders) or causal-LM (decoders) on the unlabelled and the
     labelled texts; the next stage fine-tunes the adapted model."""
 
@@ -53,14 +53,81 @@ class MaskedLM:
         """Also train on the labelled training texts (labels ignored)."""
 
     uses_unlabeled = True
-    own_run = True  # a language-model run (its own model class and evaluation): see run_lm below
+    saves_task_model = False  # a language model: the next stage puts the task's head on it
 
     def __init__(self, config: Config, task) -> None:
-        self.config, self.task = config, task
+        from lftrain.errors import InputError
+
+        super().__init__(config, task)
+        if task.generative or not task.token_inputs:
+            raise InputError(f"method mlm: task '{task.config.type}' is not supported (use a text-classification "
+                             "recipe; its texts, labelled and unlabelled, are the language-model data)")
+        self.causal = False
+        self.view: LMView | None = None
+
+    def training_examples(self, data):
+        texts = lm_texts(data, self.config.include_labelled)
+        log.info("language-model data: %d texts (%d labelled, %d unlabelled)", len(texts),
+                 len(data.train) if self.config.include_labelled else 0,
+                 len(data.unlabeled) if data.unlabeled is not None else 0)
+        return texts
+
+    def prepare_tokenizer(self, tokenizer, source) -> None:
+        from lftrain.errors import InputError
+
+        self.causal = wants_causal(self.config.objective, source)
+        if self.causal and tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if not self.causal and tokenizer.mask_token_id is None:
+            raise InputError(f"{source.path}: the tokenizer has no mask token; set method.objective: causal")
+
+    def load_model(self, source, *, trust_remote_code: bool, attention: str):
+        log.info("%s language modelling", "causal" if self.causal else "masked")
+        return load_lm(source, causal=self.causal, trust_remote_code=trust_remote_code, attention=attention)
+
+    def prepare(self, model, train_encoded, *, data, recipe, encode, precision, device, tokenizer):
+        """fit() trains through the language-model view of the task: each batch masked (or shifted)."""
+        self.view = LMView(self.task, causal=self.causal, probability=self.config.mask_probability,
+                           mask_id=tokenizer.mask_token_id, vocab_size=model.get_output_embeddings().weight.shape[0],
+                           special_ids=list(tokenizer.all_special_ids), seed=recipe.train.seed)
+        return train_encoded, self.view
+
+    def manifest(self) -> dict:
+        return {"objective": "causal-lm" if self.causal else "masked-lm"}
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        outputs = model(**self.task.model_inputs(batch))
-        return {"loss_sum": self.task.loss_sum(outputs, batch), "logits": outputs.logits}
+        outputs = model(**self.view.model_inputs(batch))
+        return {"loss_sum": self.view.loss_sum(outputs, batch), "logits": outputs.logits}
+
+    def selection_metric(self, metric: str) -> str:
+        return metric if metric in ("loss", "perplexity", "accuracy") else "loss"
+
+    def evaluate(self, model, encoded, *, batch_size: int, precision: str, device, pad_id: int, **_) -> dict:
+        return lm_metrics(model, self.view, encoded, batch_size=batch_size, precision=precision, device=device,
+                          pad_id=pad_id)
+
+    def save(self, model, tokenizer, out, source) -> None:
+        super().save(model, tokenizer, out, source)
+        added = carry_over_base_weights(out, source, model)
+        if added:
+            log.info("carried over %d base-model tensors the LM class lacks (%s)", len(added), ", ".join(added))
+
+    def final_evaluation(self, out) -> dict:
+        """Loss, perplexity and accuracy of the predicted tokens on each evaluated split; logged, printed, and
+        written as evidence."""
+        from lftrain.evaluation.evidence import write_metric_evidence
+
+        cfg = out.recipe.train
+        results = {}
+        for split in dict.fromkeys(["eval", *out.recipe.eval.splits]):
+            if split in out.encoded:
+                results[split] = self.evaluate(out.model, out.encoded[split], batch_size=cfg.eval_batch_size,
+                                               precision=out.precision, device=out.device, pad_id=out.pad_id)
+                out.log_metrics({"event": "eval", "split": split, "step": out.step, "final": True, **results[split]})
+                print(f"language-model {split} ({out.run_dir}): " + "  ".join(
+                    f"{k} {v:.4f}" for k, v in results[split].items() if k != "tokens"), flush=True)
+        write_metric_evidence(out, results)
+        return results
 
 
 # ---- masking and the task view fit() trains through -----------------------------------------------------
@@ -90,6 +157,7 @@ class LMView:
                  special_ids: list[int], seed: int) -> None:
         self.base, self.causal, self.probability = base_task, causal, probability
         self.mask_id, self.vocab_size, self.special_ids, self.seed = mask_id, vocab_size, special_ids, seed
+        self.augments_input = not causal  # masks differ between epochs: a row's input is not fixed
 
     def lengths(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
         return np.diff(encoded["offsets"])

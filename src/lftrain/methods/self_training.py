@@ -22,6 +22,7 @@ Selection, on the teacher's softmax p(x), confidence max p and predicted class Å
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -31,7 +32,7 @@ import numpy as np
 from pydantic import Field
 
 from lftrain.config.base import Section
-from lftrain.methods import METHODS
+from lftrain.methods.base import METHODS, Method
 
 log = logging.getLogger("lftrain")
 PSEUDO_FILE = "pseudo_labels.json"  # the round's selection statistics, in the round's run directory
@@ -108,7 +109,7 @@ def pool_truth(recipe, task, unlabeled) -> np.ndarray | None:
 
 
 @METHODS.register("self-training")
-class SelfTraining:
+class SelfTraining(Method):
     """Self-training: a teacher pseudo-labels `data.unlabeled`; confident rows (fixed or per-class adaptive
     threshold, optionally class-balanced) join the labelled ones; repeated for `rounds`."""
 
@@ -139,12 +140,38 @@ class SelfTraining:
         """`train` overrides for the supervised teacher fit (when one is needed), e.g. `{epochs: 5}`."""
 
     uses_unlabeled = True
+    several_runs = True
+
+    @classmethod
+    def plan_stages(cls, name: str, recipe: dict, start: str, start_is_classifier: bool, add) -> tuple[str, bool]:
+        """A supervised teacher fit first when nothing labels the pool yet (no `teacher`, and the stage does not
+        start from a classifier), then one run per round whose teacher is the run before."""
+        from lftrain.errors import RecipeError
+
+        method = recipe["method"]
+        if not recipe["data"].get("unlabeled"):
+            raise RecipeError(f"stage '{name}': method self-training needs unlabelled text: set data.unlabeled")
+        teacher = method.get("teacher") or (str(Path(start).parent) if start_is_classifier else None)
+        if teacher is None:
+            fit = copy.deepcopy(recipe)
+            fit["method"] = {"type": "supervised"}
+            fit["model"]["path"] = start
+            fit["train"] = {**fit["train"], **method.get("teacher_train", {})}
+            teacher = str(add(f"{name}-teacher", fit))
+        for r in range(1, method["rounds"] + 1):
+            rnd = copy.deepcopy(recipe)
+            rnd["method"] = {**method, "teacher": teacher, "rounds": 1}
+            rnd["model"]["path"] = start if method["student"] == "fresh" else str(Path(teacher) / "model")
+            if method.get("student_dropout") is not None:
+                rnd["model"]["dropout"] = method["student_dropout"]
+            teacher = str(add(f"{name}-round{r}", rnd))
+        return str(Path(teacher) / "model"), True
 
     def __init__(self, config: Config, task) -> None:
         from lftrain.errors import InputError
         from lftrain.methods.teacher import check_labels, find_teacher
 
-        self.config, self.task = config, task
+        super().__init__(config, task)
         if config.teacher is None:
             raise InputError("method.teacher: one self-training round needs a teacher (lft train sets it per round; "
                              "call lftrain.api.train, not train_run, for a self-training recipe)")
@@ -152,12 +179,8 @@ class SelfTraining:
         if task.labels is not None:
             check_labels(self.teacher, task.labels.names)
 
-    def __call__(self, model, batch):
-        outputs = model(**self.task.model_inputs(batch))
-        return {"loss_sum": self.task.loss_sum(outputs, batch), "logits": outputs.logits}
-
     def prepare(self, model, train_encoded: dict[str, np.ndarray], *, data, recipe, encode, precision: str,
-                device) -> tuple[dict[str, np.ndarray], Any]:
+                device, tokenizer=None) -> tuple[dict[str, np.ndarray], Any]:
         """The labelled rows followed by the selected pseudo-labelled ones (hard labels)."""
         from lftrain.errors import DataError
         from lftrain.evaluation.metrics import softmax

@@ -49,9 +49,10 @@ def find_teacher(spec: str) -> TeacherRef:
             raise InputError(f"method.teacher: {run_dir} is a run that has not finished (status: {status}); "
                              "finish training the teacher first")
         model_dir = run_dir / "model"
-        from lftrain.config.loader import load_recipe
+        import yaml
 
-        fallback = load_recipe(run_dir / "recipe.yaml").model.path
+        # the run's resolved recipe, written by lftrain: only where its base model was is needed
+        fallback = (yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}).get("model", {}).get("path")
     else:
         model_dir = path
     if is_adapter_dir(model_dir):
@@ -130,7 +131,7 @@ def teacher_outputs(ref: TeacherRef, recipe, parts: list[Examples], *, layers: l
 def _compute(ref: TeacherRef, recipe, parts: list[Examples], *, layers: list[int], precision: str,
              device: torch.device) -> dict[str, np.ndarray]:
     from lftrain.models.trained import load_trained_model
-    from lftrain.tasks import build_task
+    from lftrain.tasks.base import build_task
 
     task = build_task(recipe.task)  # a separate instance: loading sets its labels from the teacher
     trained = load_trained_model(ref.model_dir, task, base_fallback=ref.base_fallback)

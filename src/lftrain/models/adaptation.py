@@ -4,15 +4,13 @@
 parameters named by patterns; `lora`, `dora` and `ia3` wrap the model with a `peft` adapter, so only the
 adapter (and the task head) trains and the run saves the adapter in peft's own format.
 
-The layer helpers at the bottom (`find_layers`, `frozen_prefix_layers`) work for any adaptation: they
-tell later code which bottom part of the network has no trainable parameter (its outputs can be cached).
+Where the layers, embeddings and head of a model are is `models/layers.py`'s business.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -20,16 +18,11 @@ from torch import nn
 
 from lftrain.config.base import Section
 from lftrain.errors import InputError
+from lftrain.models.layers import LAYER_PATHS, LayerStack, find_layers, stack_config, trainable_summary, unwrap
 from lftrain.registry import Registry
 
 log = logging.getLogger("lftrain")
 ADAPTATIONS: Registry = Registry("adaptation")
-
-# Where transformers models keep their stack of blocks, relative to `model.base_model`: BERT-likes
-# (`encoder.layer`), DistilBERT (`transformer.layer`), Llama/Mistral/Qwen (`layers`), GPT-2 (`h`), T5 (`block`).
-LAYER_PATHS = ("encoder.layer", "encoder.layers", "transformer.layer", "layers", "h", "block", "encoder.block",
-               "decoder.layers")
-
 
 # ---- the adaptations ------------------------------------------------------------------------------------
 
@@ -92,8 +85,8 @@ class Freeze:
         on names such as `bert.encoder.layer.3.attention.self.query.weight`). The task head always trains."""
         frozen_dropout: bool = False
         """Keep dropout active inside frozen modules. Off by default: frozen layers then compute the same
-        output every epoch, which lets lftrain compute it once (`train.cache_frozen`); their dropout would
-        only perturb the inputs of the layers that learn."""
+        output every epoch, which lets lftrain compute it once (`train.accel`'s frozen-prefix cache); their
+        dropout would only perturb the inputs of the layers that learn."""
 
         @field_validator("patterns")
         @classmethod
@@ -397,62 +390,6 @@ def _wrap(model: nn.Module, peft_config, kind: str, targets: list[str] | str) ->
     return wrapped
 
 
-# ---- layers, embeddings, head: for any adaptation -------------------------------------------------------
-
-@dataclass
-class LayerStack:
-    """The model's stack of blocks in the order they run, and the input stage below them."""
-
-    path: str  # where the blocks are, relative to `model.base_model` (e.g. "encoder.layer")
-    layers: nn.ModuleList
-    embeddings: list[nn.Parameter]  # every parameter below layer 0: embeddings, their norm, shared position tables
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The transformers model inside a peft wrapper (adapter layers included), or the model itself."""
-    if hasattr(model, "peft_config") and hasattr(model, "get_base_model"):
-        return model.get_base_model()
-    return model
-
-
-def stack_config(model: nn.Module):
-    """The config of the model that owns the layer stack: the base model's (for a wrapper such as
-    task.pooling: mean, its encoder's, which rebuilds the encoder on load), or the whole model's when the base
-    has none (EfficientNet). For a plain Hugging Face classifier both are the same object."""
-    hf = unwrap(model)
-    return getattr(getattr(hf, "base_model", None), "config", None) or getattr(hf, "config", None)
-
-
-def find_layers(model: nn.Module) -> LayerStack | None:
-    """The block stack of a transformers encoder or decoder (peft-wrapped or not), or None if not found."""
-    hf = unwrap(model)
-    base = getattr(hf, "base_model", hf)
-    for path in LAYER_PATHS:
-        chain, node = [base], base
-        for part in path.split("."):
-            node = getattr(node, part, None) if isinstance(node, nn.Module) else None
-            chain.append(node)
-        if not isinstance(node, nn.ModuleList) or len(node) == 0:
-            continue
-        parts = path.split(".")
-        below: list[nn.Parameter] = []
-        # Children of the base model registered before the branch holding the blocks are the input stage.
-        for name, child in base.named_children():
-            if name == parts[0]:
-                break
-            below.extend(child.parameters())
-        # Tensors beside the blocks inside their container (DeBERTa's relative position table) feed every
-        # block; they count as input stage too.
-        for container, part in zip(chain[:-1], parts):
-            below.extend(container.parameters(recurse=False))
-            if container is not base:
-                for name, child in container.named_children():
-                    if name != part:
-                        below.extend(child.parameters())
-        return LayerStack(path=path, layers=node, embeddings=below)
-    return None
-
-
 def _require_layers(model: nn.Module, key: str) -> LayerStack:
     stack = find_layers(model)
     if stack is None:
@@ -461,25 +398,6 @@ def _require_layers(model: nn.Module, key: str) -> LayerStack:
                          f"{', '.join('base_model.' + p for p in LAYER_PATHS)}); freeze by name with "
                          "adaptation.patterns and set adaptation.embeddings: false")
     return stack
-
-
-def frozen_prefix_layers(model: nn.Module) -> int:
-    """How many stages at the bottom of the network have no trainable parameter, counting the embeddings
-    as stage 0 and block i as stage i + 1.
-
-    0: the embeddings train (nothing at the bottom is frozen); 1: the embeddings are frozen, block 0 trains;
-    1 + k: the embeddings and blocks 0..k-1 are frozen, so the hidden states entering block k (the output of
-    `layers[k - 1]`) are a fixed function of the input — cacheable if those stages are also deterministic
-    (no active dropout). Returns 0 when the layer stack cannot be found."""
-    stack = find_layers(model)
-    if stack is None or any(p.requires_grad for p in stack.embeddings):
-        return 0
-    n = 1
-    for layer in stack.layers:
-        if any(p.requires_grad for p in layer.parameters()):
-            break
-        n += 1
-    return n
 
 
 def _head_parameters(model: nn.Module) -> set[int]:
@@ -503,9 +421,3 @@ def _match_patterns(model: nn.Module, patterns: list[str]) -> list[nn.Parameter]
             raise InputError(f"adaptation.patterns: {pattern!r} matches no parameter (names look like {examples})")
         matched.update((id(p), p) for p in hits)
     return list(matched.values())
-
-
-def trainable_summary(model: nn.Module) -> str:
-    total = sum(p.numel() for p in model.parameters())
-    train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return f"{train:,} of {total:,} parameters train ({100 * train / max(total, 1):.2f}%)"

@@ -76,7 +76,7 @@ def converted_dir(file: Path, cache_dir: str | None = None) -> Path:
     """The cached Hugging Face folder for `file`, converting it first if needed. Safe against concurrent
     conversions and kills: the folder is built under a temporary name and renamed when complete."""
     from lftrain.data.token_cache import cache_root
-    from lftrain.models.loading import build_once
+    from lftrain.files import build_once
     from lftrain.reports.manifest import sha256_file
 
     digest = sha256_file(file, cached=True)

@@ -80,29 +80,6 @@ def _converted(package: str) -> Path:
     return getattr(importlib.import_module(module), fn)()
 
 
-def build_once(out: Path, marker: str, build) -> Path:
-    """Build the converted model folder `out` as `build(tmp)` under a temporary name, then write `marker` (the
-    facts `build` returns) last and rename the folder into place: a kill or a concurrent conversion never leaves
-    a half-written folder that looks finished (callers treat a folder without `marker` as unfinished)."""
-    import logging
-    import shutil
-    import time
-
-    t0 = time.perf_counter()
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    facts = build(tmp)
-    (tmp / marker).write_text(json.dumps(facts, indent=1))
-    if out.exists():  # an unfinished folder (no marker) from a killed run, or a concurrent winner
-        shutil.rmtree(out, ignore_errors=True)
-    try:
-        os.replace(tmp, out)
-    except OSError:  # another process renamed its copy first: theirs is complete, ours is redundant
-        shutil.rmtree(tmp, ignore_errors=True)
-    logging.getLogger("lftrain").info("converted in %.1fs", time.perf_counter() - t0)
-    return out
-
-
 def reinitialise(model) -> int:
     """`model.init: random`: every submodule with `reset_parameters` (linear, conv, norm, embedding) is drawn
     afresh with torch's default initialisation; returns how many were reset."""

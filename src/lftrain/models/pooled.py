@@ -3,8 +3,7 @@
 `task.pooling: mean` (text classification). A sentence-transformers encoder (all-MiniLM-L6-v2 and its kin) was
 trained so that the *mean* of its token vectors is the sentence's embedding; BERT's own classification head reads
 the [CLS] vector through a pooler layer that such training never touched. With few labels the difference is
-large (experiments/head_features.py: logistic regression on the untrained MiniLM-L6 at k=8 per class, 66.6% vs
-53.2% on Rotten Tomatoes), which is why SetFit classifies mean-pooled embeddings.
+large (docs/semi-supervised.md), which is why SetFit classifies mean-pooled embeddings.
 
 The model wraps any `AutoModel` encoder, kept whole under `encoder` (the base model: layer-range freezing, LoRA
 target defaults, the frozen-layer cache and `keep_layers` find it as in any Hugging Face classifier), with the
@@ -50,7 +49,7 @@ class MeanPooledForSequenceClassification(PreTrainedModel):
     config_class = MeanPooledConfig
     base_model_prefix = "encoder"
     _supports_sdpa = True
-    _supports_attention_backend = True  # our eager kernel with fast dropout (models/fast_dropout.py)
+    _supports_attention_backend = True  # our eager kernel with fast dropout (accel/dropout.py)
 
     def __init__(self, config: MeanPooledConfig, encoder: PreTrainedModel | None = None) -> None:
         super().__init__(config)

@@ -53,7 +53,7 @@ def drop_layers(model: nn.Module, spec: KeepLayers | None) -> nn.Module:
     """Keep only the blocks `spec` names (in their original order); returns the same model, made shallower."""
     if spec is None:
         return model
-    from lftrain.models.adaptation import find_layers, stack_config, unwrap
+    from lftrain.models.layers import find_layers, stack_config, unwrap
 
     stack = find_layers(model)
     if stack is None:

@@ -99,7 +99,7 @@ def load_trained_model(model_dir: Path, task, *, base_fallback: str | None = Non
     from lftrain.tasks.labels import LabelSet
 
     offline()
-    generative = getattr(task, "generative", False)
+    generative = task.generative
     if not is_adapter_dir(model_dir):
         source = vet_model_dir(str(model_dir), allow_pickle=False, trust_remote_code=False)
         id2label = source.config.get("id2label") or {}
@@ -127,9 +127,7 @@ def load_trained_model(model_dir: Path, task, *, base_fallback: str | None = Non
 
 def _processor(task, source):
     """What prepares the inputs, saved beside the weights: the tokenizer, or the task's processor (images, audio)."""
-    from lftrain.models.loading import load_tokenizer
-
-    return task.load_processor(source) if hasattr(task, "load_processor") else load_tokenizer(source, False)
+    return task.load_processor(source)
 
 
 def _adapter_base(model_dir: Path, fallback: str | None) -> Path:
@@ -155,49 +153,3 @@ def _adapter_labels(model_dir: Path) -> list[str]:
         raise ModelLoadError(f"{model_dir}: no {LABELS} (the class names of this adapter's head)")
     id2label = json.loads(f.read_text())["id2label"]
     return [id2label[str(i)] for i in range(len(id2label))]
-
-
-class LoadedRun:
-    """A finished run's recipe, task, model and tokenizer, ready for inference: what `lft evaluate`, `lft predict`,
-    `lft generate` and `lft chat` work from (adapter runs are loaded on their base model)."""
-
-    def __init__(self, run_or_model: str | Path) -> None:
-        from lftrain.config.loader import load_recipe as _load
-        from lftrain.tasks import build_task
-        from lftrain.training.precision import pick_device, resolve_precision
-        from lftrain.training.run import set_threads
-
-        self.run_dir, self.model_dir = resolve_run(run_or_model)
-        self.recipe = _load(self.run_dir / "recipe.yaml")
-        self.task = build_task(self.recipe.task)
-        set_threads(self.recipe.train.threads)
-        # A plain model directory, or an adapter on its base model: either way task.labels is set from it.
-        trained = load_trained_model(self.model_dir, self.task, base_fallback=self.recipe.model.path)
-        self.tokenizer = trained.tokenizer
-        self.device = pick_device()
-        self.precision, _ = resolve_precision(self.recipe.train.precision, self.device)
-        self.model = trained.model.to(self.device)
-        self.model.eval()
-        from lftrain.models.forward_scope import install_short_paths
-
-        # The same logits for less work (evaluate, predict, latency); no backward here, so no checkpointing.
-        install_short_paths(self.model, first_token_only=self.recipe.train.first_token_only,
-                            unpad=self.recipe.train.unpad)
-
-    def read(self, path: str | Path, *, with_labels: bool, encoding: str | None = None):
-        from lftrain.data.prepare import read_examples
-
-        cfg = self.recipe.data.model_copy(update={"format": "auto", **({"encoding": encoding} if encoding else {})})
-        # A list of files (image/audio prediction input) goes to the task's reader as it is.
-        if isinstance(path, (list, tuple)) and not hasattr(self.task, "read"):
-            raise InputError(f"{self.recipe.task.type} reads one data file, not a list of {len(path)} files")
-        return read_examples(path if isinstance(path, (list, tuple)) else str(path), cfg, self.task,
-                             with_labels=with_labels)
-
-    def logits(self, examples):
-        from lftrain.evaluation.inference import infer_logits
-
-        encoded = self.task.encode(self.tokenizer, examples)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        return infer_logits(self.model, self.task, encoded, batch_size=self.recipe.train.eval_batch_size,
-                            precision=self.precision, device=self.device, pad_id=pad), encoded

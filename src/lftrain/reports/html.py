@@ -69,7 +69,7 @@ def _headline(run: RunFiles) -> str:
 def _calibration(run: RunFiles) -> str:
     ev = run.evidence
     s = ev.get("splits", {}).get("test") or next(iter(ev.get("splits", {}).values()), None)
-    if not s:
+    if not s or "calibration" not in s:  # not a classifier's evidence
         return ""
     cal = s["calibration"]
     t = ev.get("temperature") or {}

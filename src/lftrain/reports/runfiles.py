@@ -38,7 +38,7 @@ class RunFiles:
         return next((r for r in reversed(self.records) if r.get("event") == "train_end"), {})
 
     def arrays(self, name: str) -> dict[str, Any] | None:
-        from lftrain.evaluation.evidence import load_arrays
+        from lftrain.files import load_arrays
 
         p = self.path / "evidence" / f"{name}.npz"
         return load_arrays(p) if p.is_file() else None

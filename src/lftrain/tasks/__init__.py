@@ -1,16 +1,13 @@
-"""Tasks: what the model predicts (inputs, head, loss, metrics, prediction format), by short name."""
+"""Tasks: what the model predicts (inputs, head, loss, metrics, prediction format), by short name.
 
-from lftrain.registry import Registry
+The contract is `tasks/base.py`; each module registers its task there."""
 
-TASKS: Registry = Registry("task")
-
-from lftrain.tasks import (  # noqa: E402,F401  (registers)
+from lftrain.tasks import (  # noqa: E402,F401,I001  (registers)
     audio_classification,
     causal_lm_sft,
     image_classification,
     text_classification,
 )
+from lftrain.tasks.base import TASKS, ClassificationTask, Task, build_task
 
-
-def build_task(config):
-    return TASKS.get(config.type)(config)
+__all__ = ["TASKS", "ClassificationTask", "Task", "build_task"]

@@ -20,20 +20,19 @@ from pydantic import Field
 from lftrain.config.base import Section
 from lftrain.data.examples import Examples
 from lftrain.errors import InputError
-from lftrain.tasks import TASKS
 from lftrain.tasks.audio_processor import AudioProcessor
-from lftrain.tasks.text_classification import TextClassification
+from lftrain.tasks.base import TASKS, ClassificationTask
 
 log = logging.getLogger("lftrain")
 INPUT_KEYS = ("input_features", "input_values")
 
 
 @TASKS.register("audio-classification")
-class AudioClassification:
+class AudioClassification(ClassificationTask):
     """Predict one label per audio clip. Loss: cross-entropy; one loss unit per clip."""
 
+    token_inputs = False
     cacheable = False  # decoded waveforms: re-encoded each run (seconds), not worth a token-cache entry
-    augments_input = False
 
     class Config(Section):
         type: Literal["audio-classification"] = "audio-classification"
@@ -52,10 +51,6 @@ class AudioClassification:
         """A corrupt, empty or silent clip: stop with an error naming the file, or skip it and count it."""
         label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
         """Label smoothing of the cross-entropy loss (0 = none)."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.labels = None
 
     # ---- data -------------------------------------------------------------------------------------------
     def read(self, path, data_cfg, *, with_labels: bool = True, drop_label=None, stats: dict | None = None) -> Examples:
@@ -110,15 +105,13 @@ class AudioClassification:
         wave = ex.fields["audio"][i]  # exact duplicates by content, whatever the file name
         return (ex.fields["rate"][i], hashlib.sha1(np.ascontiguousarray(wave).tobytes()).hexdigest())
 
-    fit_labels = TextClassification.fit_labels
-
     @staticmethod
     def row_info(ex: Examples, i: int) -> dict[str, Any]:
         """Extra keys of a prediction row: the clip it is about."""
         return {"file": ex.where[i][0]}
 
     # ---- model ----------------------------------------------------------------------------------------
-    def load_processor(self, source) -> AudioProcessor:
+    def load_processor(self, source, trust_remote_code: bool = False) -> AudioProcessor:
         return AudioProcessor.from_dir(source.path, self.config.window_seconds)
 
     def load_model(self, source, *, trust_remote_code: bool, attention: str):
@@ -164,15 +157,10 @@ class AudioClassification:
             batch["labels"] = torch.from_numpy(encoded["labels"][indices])
         return batch
 
-    # ---- loss, metrics, predictions (as for text classification) ------------------------------------
+    # ---- model inputs (loss, metrics and predictions: ClassificationTask) -----------------------------
     @staticmethod
     def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
         return {k: batch[k] for k in INPUT_KEYS if k in batch}
-
-    loss_units = staticmethod(TextClassification.loss_units)
-    loss_sum = TextClassification.loss_sum
-    metrics = TextClassification.metrics
-    predictions = TextClassification.predictions
 
 
 def shorten_whisper_encoder(model, positions: int) -> None:

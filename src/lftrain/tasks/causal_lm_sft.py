@@ -22,7 +22,7 @@ from lftrain.data import chat
 from lftrain.data.examples import Examples, clean_text
 from lftrain.data.readers import Table
 from lftrain.errors import DataError, InputError
-from lftrain.tasks import TASKS
+from lftrain.tasks.base import TASKS, Task
 
 log = logging.getLogger("lftrain")
 IGNORE = -100
@@ -40,7 +40,7 @@ class GenerationConfig(Section):
 
 
 @TASKS.register("causal-lm-sft")
-class CausalLMSFT:
+class CausalLMSFT(Task):
     """Teach a decoder model to answer prompts (SFT). Loss: next-token cross-entropy on the response tokens;
     one loss unit per response token."""
 
@@ -89,8 +89,7 @@ class CausalLMSFT:
             return self
 
     def __init__(self, config: Config) -> None:
-        self.config = config
-        self.labels = None  # no classes: responses are free text
+        super().__init__(config)  # no classes (labels stay None): responses are free text
         self.template: str | None = None
 
     # ---- data -------------------------------------------------------------------------------------------
@@ -215,12 +214,9 @@ class CausalLMSFT:
     # ---- loss ------------------------------------------------------------------------------------------
     @staticmethod
     def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
-        inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False,
-                  # the LM head (vocabulary-sized) runs only where a loss is taken: the response tokens
-                  "logits_to_keep": batch["keep"]}
-        if "attention_mask" in batch:
-            inputs["attention_mask"] = batch["attention_mask"]
-        return inputs
+        from lftrain.data.packing import causal_model_inputs
+
+        return causal_model_inputs(batch)
 
     @staticmethod
     def loss_units(batch: dict[str, Any]) -> int:
@@ -236,14 +232,14 @@ class CausalLMSFT:
                                reduction="sum")
 
     # ---- evaluation (generative: scored on text, see evaluation/generation.py) ---------------------------
-    def eval_metrics(self, model, encoded, *, batch_size: int, precision: str, device,
-                     pad_id: int = 0) -> dict[str, float]:
+    def evaluate(self, model, encoded, *, infer=None, batch_size: int, precision: str, device,
+                 pad_id: int = 0) -> dict[str, float]:
         from lftrain.evaluation.generation import lm_loss
 
         return lm_loss(model, encoded, lambda e, i: self.collate(e, i, pad_id), batch_size=batch_size,
                        precision=precision, device=device)
 
-    def final_evaluation(self, **kwargs) -> dict[str, dict[str, Any]]:
+    def final_evaluation(self, out) -> dict[str, dict[str, Any]]:
         from lftrain.evaluation.generation import final_evaluation
 
-        return final_evaluation(self, **kwargs)
+        return final_evaluation(self, out)

@@ -17,17 +17,17 @@ from pydantic import Field
 
 from lftrain.config.base import Section
 from lftrain.data.examples import Examples
-from lftrain.tasks import TASKS
+from lftrain.tasks.base import TASKS, ClassificationTask
 from lftrain.tasks.image_processor import ImageProcessor
-from lftrain.tasks.text_classification import TextClassification
 
 log = logging.getLogger("lftrain")
 
 
 @TASKS.register("image-classification")
-class ImageClassification:
+class ImageClassification(ClassificationTask):
     """Predict one label per image. Loss: cross-entropy; one loss unit per image."""
 
+    token_inputs = False
     cacheable = False  # decoded pixels: cheap to resize again, not worth a token-cache entry
 
     class Config(Section):
@@ -52,10 +52,6 @@ class ImageClassification:
         """A corrupt or unreadable image: stop with an error naming the file, or skip it and count it."""
         label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
         """Label smoothing of the cross-entropy loss (0 = none)."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.labels = None
 
     @property
     def augments_input(self) -> bool:
@@ -108,15 +104,13 @@ class ImageClassification:
         img = ex.fields["image"][i]  # exact duplicates by content, whatever the file name
         return (img.shape, hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest())
 
-    fit_labels = TextClassification.fit_labels
-
     @staticmethod
     def row_info(ex: Examples, i: int) -> dict[str, Any]:
         """Extra keys of a prediction row: the image it is about."""
         return {"file": ex.where[i][0]}
 
     # ---- model ----------------------------------------------------------------------------------------
-    def load_processor(self, source) -> ImageProcessor:
+    def load_processor(self, source, trust_remote_code: bool = False) -> ImageProcessor:
         default = int(source.config.get("image_size", 224) or 224) if isinstance(source.config, dict) else 224
         return ImageProcessor.from_dir(source.path, image_size=self.config.image_size, default_size=default)
 
@@ -176,12 +170,7 @@ class ImageClassification:
             batch["labels"] = torch.from_numpy(encoded["labels"][indices])
         return batch
 
-    # ---- loss, metrics, predictions (as for text classification) ------------------------------------
+    # ---- model inputs (loss, metrics and predictions: ClassificationTask) -----------------------------
     @staticmethod
     def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
         return {"pixel_values": batch["pixel_values"]}
-
-    loss_units = staticmethod(TextClassification.loss_units)
-    loss_sum = TextClassification.loss_sum
-    metrics = TextClassification.metrics
-    predictions = TextClassification.predictions

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from lftrain.errors import InputError
-from lftrain.models.trained import LoadedRun
+from lftrain.evaluation.loaded_run import LoadedRun
 
 
 class ChatModel(LoadedRun):

@@ -14,12 +14,12 @@ from lftrain.data.batching import padded_width
 from lftrain.data.examples import Examples, clean_text
 from lftrain.data.readers import Table, is_missing
 from lftrain.errors import DataError
-from lftrain.tasks import TASKS
-from lftrain.tasks.labels import LabelSet, label_key
+from lftrain.tasks.base import TASKS, ClassificationTask
+from lftrain.tasks.labels import label_key
 
 
 @TASKS.register("text-classification")
-class TextClassification:
+class TextClassification(ClassificationTask):
     """Predict one label per text (or text pair). Loss: cross-entropy; one loss unit per example."""
 
     class Config(Section):
@@ -47,10 +47,6 @@ class TextClassification:
         through its pooler layer). `mean`: the mean of the last layer's token vectors, the sentence embedding a
         sentence-transformers encoder was trained to produce; better with few labels (docs/semi-supervised.md).
         The saved model then loads with `AutoModelForSequenceClassification` after `import lftrain.models.pooled`."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.labels: LabelSet | None = None
 
     # ---- data -------------------------------------------------------------------------------------------
     def text_columns(self) -> list[str]:
@@ -95,10 +91,6 @@ class TextClassification:
 
     def dedupe_key(self, ex: Examples, i: int) -> tuple:
         return tuple(ex.fields[k][i] for k in ("text", "text_pair") if k in ex.fields)
-
-    def fit_labels(self, train: Examples) -> LabelSet:
-        self.labels = LabelSet.from_config_or_data(self.config.labels, train.fields["label"])
-        return self.labels
 
     # ---- model ----------------------------------------------------------------------------------------
     def load_model(self, source, *, trust_remote_code: bool, attention: str):
@@ -158,32 +150,7 @@ class TextClassification:
             batch["labels"] = torch.from_numpy(encoded["labels"][indices])
         return batch
 
-    # ---- loss, metrics, predictions ------------------------------------------------------------------
+    # ---- model inputs (loss, metrics and predictions: ClassificationTask) -----------------------------
     @staticmethod
     def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
         return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-
-    @staticmethod
-    def loss_units(batch: dict[str, Any]) -> int:
-        return int(batch["labels"].shape[0])
-
-    def loss_sum(self, outputs, batch: dict[str, Any]):
-        import torch.nn.functional as F
-
-        return F.cross_entropy(outputs.logits.float(), batch["labels"], reduction="sum",
-                               label_smoothing=self.config.label_smoothing)
-
-    def metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-        from lftrain.evaluation.metrics import classification_metrics
-
-        assert self.labels is not None
-        return classification_metrics(logits, labels, self.labels.names)
-
-    def predictions(self, logits: np.ndarray) -> list[dict[str, Any]]:
-        from lftrain.evaluation.metrics import softmax
-
-        assert self.labels is not None
-        probs = softmax(logits)
-        names = self.labels.names
-        return [{"label": names[int(p.argmax())], "probs": {n: round(float(v), 6) for n, v in zip(names, p)}}
-                for p in probs]

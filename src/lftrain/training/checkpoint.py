@@ -233,12 +233,13 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) ->
     from lftrain.training import dist_checkpoint
 
     if dist_checkpoint.check_compatible(path, model):  # sharded (FSDP) checkpoint: torch.distributed.checkpoint
-        return dist_checkpoint.load(path, model, optimizer, scheduler)
-    load_model(model, str(path / "model.safetensors"))
-    # weights_only: a checkpoint file is data; a pickle that tries to build arbitrary objects is refused
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        dist_checkpoint.load(path, model, optimizer)
+    else:
+        load_model(model, str(path / "model.safetensors"))
+        # weights_only: a checkpoint file is data; a pickle that tries to build arbitrary objects is refused
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        set_rng_state(torch.load(path / "rng.pt", weights_only=True))
     scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
-    set_rng_state(torch.load(path / "rng.pt", weights_only=True))
     return TrainState(**json.loads((path / "state.json").read_text()))
 
 
@@ -270,6 +271,32 @@ def load_weights(path: Path, model: torch.nn.Module) -> None:
     if dist_checkpoint.check_compatible(path, model):  # sharded (FSDP) checkpoint, also into one process
         return dist_checkpoint.load_weights(path, model)
     load_model(model, str(path / "model.safetensors"))
+
+
+def save_distributed(ctx, root: Path, model: torch.nn.Module, optimizer, scheduler, state: TrainState, keep: int,
+                     protect: set[int]) -> None:
+    """A checkpoint of a run on several processes (collective: every rank calls it at the same step). DDP: rank 0
+    writes the ordinary checkpoint; FSDP: every rank writes its shard (dist_checkpoint.py), rank 0 seals it."""
+    from lftrain.training import dist_checkpoint
+
+    if not ctx.fsdp:
+        if ctx.main:
+            save_checkpoint(root, model, optimizer, scheduler, state)
+            rotate(root, keep, protect)
+        ctx.barrier()  # nobody resumes work (or a kill's aftermath) ahead of a half-written checkpoint
+        return
+    tmp = root / f".tmp-step-{state.step:08d}"
+    if ctx.main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    ctx.barrier()
+    dist_checkpoint.write_shards(tmp, model, optimizer)
+    ctx.barrier()  # every rank's shard is on disk
+    if ctx.main:
+        seal(root, tmp, scheduler, state, sharded=True)
+        rotate(root, keep, protect)
+    ctx.barrier()
 
 
 def rotate(root: Path, keep: int, protect: set[int]) -> None:

@@ -1,20 +1,19 @@
 """Checkpoints of distributed runs, in the same `checkpoints/step-N/` layout with the same guarantees.
 
 - DDP: parameters and optimiser state are the same on every rank, so rank 0 writes the ordinary
-  checkpoint (`checkpoint.save_checkpoint`: safetensors + optimizer.pt). It is a plain state dict: it
-  resumes on any number of processes, or on one.
+  checkpoint (`checkpoint.save_distributed` -> `save_checkpoint`: safetensors + optimizer.pt). It is a plain
+  state dict: it resumes on any number of processes, or on one.
 - FSDP: each rank holds a shard. `torch.distributed.checkpoint` (DCP) writes the shards in parallel
   (one `.distcp` file per rank plus `.metadata`) and reshards on load, so it resumes on a different number
   of processes, and a single process loads it without any process group (see `load_weights`).
 Either way the files go to a temporary directory that is renamed once complete, with a MANIFEST of
-sha256 sums written last, so a kill at any instant leaves either the whole checkpoint or none.
+sha256 sums written last, so a kill at any instant leaves either the whole checkpoint or none (checkpoint.py
+does that part; this module reads and writes the shards).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 from pathlib import Path
 
 import torch
@@ -29,7 +28,6 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from lftrain.errors import InputError
-from lftrain.training.checkpoint import TrainState, rotate, save_checkpoint, seal
 
 log = logging.getLogger("lftrain")
 DCP_METADATA = ".metadata"
@@ -45,28 +43,10 @@ def is_fsdp(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def save(ctx, root: Path, model: nn.Module, optimizer, scheduler, state: TrainState, keep: int,
-         protect: set[int]) -> None:
-    """Collective: every rank calls it at the same step."""
-    if not ctx.fsdp:
-        if ctx.main:
-            save_checkpoint(root, model, optimizer, scheduler, state)
-            rotate(root, keep, protect)
-        ctx.barrier()  # nobody resumes work (or a kill's aftermath) ahead of a half-written checkpoint
-        return
-    tmp = root / f".tmp-step-{state.step:08d}"
-    if ctx.main:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-    ctx.barrier()
+def write_shards(directory: Path, model: nn.Module, optimizer) -> None:
+    """Collective under FSDP: every rank writes its shard of the model and optimiser state into `directory`."""
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=tmp)
-    ctx.barrier()  # every rank's shard is on disk
-    if ctx.main:
-        seal(root, tmp, scheduler, state, sharded=True)
-        rotate(root, keep, protect)
-    ctx.barrier()
+    dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=directory)
 
 
 def check_compatible(path: Path, model: nn.Module) -> bool:
@@ -80,14 +60,13 @@ def check_compatible(path: Path, model: nn.Module) -> bool:
     return False
 
 
-def load(path: Path, model: nn.Module, optimizer, scheduler) -> TrainState:
-    """Resume from a DCP checkpoint on any number of processes (resharded), DDP or FSDP or one process."""
+def load(path: Path, model: nn.Module, optimizer) -> None:
+    """Model and optimiser state from a DCP checkpoint, on any number of processes (resharded), DDP or FSDP or
+    one process (the scheduler and loop state are checkpoint.py's)."""
     model_sd, optim_sd = get_state_dict(model, optimizer)
     target = {"model": model_sd, "optimizer": optim_sd}
     dcp.load(target, checkpoint_id=path)
     set_state_dict(model, optimizer, model_state_dict=target["model"], optim_state_dict=target["optimizer"])
-    scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
-    return TrainState(**json.loads((path / "state.json").read_text()))
 
 
 def load_weights(path: Path, model: nn.Module) -> None:

@@ -112,7 +112,7 @@ class DistContext:
         if self.fsdp:  # gradients are sharded DTensors: torch's clip computes the global norm across ranks
             norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
             return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
-        from lftrain.training.sparse_grads import clip_grad_norm
+        from lftrain.accel.sparse_grads import clip_grad_norm
 
         return clip_grad_norm(params, max_norm)
 

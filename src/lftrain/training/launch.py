@@ -52,9 +52,27 @@ def run_torchrun(cmd: list[str], env: dict | None = None) -> int:
         return proc.wait()
 
 
-def train(recipe, overrides: list[str] | None, *, nproc: int, nnodes: int = 1, node_rank: int = 0,
-          rdzv_endpoint: str | None = None, new_run: bool = False, allow_recipe_change: bool = False):
-    """The Python API's `train(..., nproc=N)`: launch, wait, and return rank 0's TrainResult."""
+def train(recipe, overrides: list[str] | None = None, *, new_run: bool = False, allow_recipe_change: bool = False,
+          on_eval=None, nproc: int | None = None, nnodes: int = 1, node_rank: int = 0,
+          rdzv_endpoint: str | None = None):
+    """What `lftrain.train` does (see its docstring): one process, or N through torchrun; the eval.fail_if gate."""
+    if nproc:
+        return train_distributed(recipe, overrides, nproc=nproc, nnodes=nnodes, node_rank=node_rank,
+                                 rdzv_endpoint=rdzv_endpoint, new_run=new_run, allow_recipe_change=allow_recipe_change)
+    from lftrain.config import resolve_recipe
+    from lftrain.evaluation.gate import enforce_gate
+    from lftrain.training.stages import train_recipe  # stages, self-training rounds, or one plain run
+
+    result = train_recipe(resolve_recipe(recipe, overrides), new_run=new_run, allow_recipe_change=allow_recipe_change,
+                          on_eval=on_eval)
+    report_result(result)  # a worker of `train(..., nproc=N)`: rank 0 hands the result to the launcher
+    enforce_gate(result)  # eval.fail_if: raises GateFailed (CLI exit 4) carrying the result; the model is saved
+    return result
+
+
+def train_distributed(recipe, overrides: list[str] | None, *, nproc: int, nnodes: int = 1, node_rank: int = 0,
+                      rdzv_endpoint: str | None = None, new_run: bool = False, allow_recipe_change: bool = False):
+    """`train(..., nproc=N)`: launch torchrun, wait, and return rank 0's TrainResult."""
     from lftrain.config import dump_recipe
     from lftrain.config.schema import Recipe
     from lftrain.errors import LftError

@@ -14,34 +14,33 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from lftrain.accel import StepHooks
+from lftrain.accel.allocator import release_free_memory
 from lftrain.data.batching import epoch_batches, micro_batches
-from lftrain.training.allocator import release_free_memory
 from lftrain.training.checkpoint import TrainState, rotate, save_checkpoint
 from lftrain.training.distributed import DistContext
-from lftrain.training.frozen_cache import FrozenPrefixCache
 from lftrain.training.memory import ActivationCap, with_backoff
 from lftrain.training.nonfinite import finite_or_handle
 from lftrain.training.precision import autocast
 from lftrain.training.prefetch import step_inputs
 from lftrain.training.progress import Progress
 from lftrain.training.signals import PreemptionWatch
-from lftrain.training.sparse_grads import SparseEmbeddingGrads, clip_grad_norm
 
 log = logging.getLogger("lftrain")
 
 
 @dataclass
 class FitContext:
-    """Everything fit() needs, built by api.train()."""
+    """Everything fit() needs, built by the orchestrator (training/run.py)."""
 
     model: torch.nn.Module
-    method: Callable
-    task: object
+    method: Callable  # methods.base.Method: batch -> {"loss_sum": ...}
+    task: object  # tasks.base.Batches
     train_data: dict[str, np.ndarray]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -53,8 +52,7 @@ class FitContext:
     evaluate: Callable[[], dict] | None  # returns eval metrics, or None when there is no eval data
     total_steps: int
     steps_per_epoch: int
-    sparse: SparseEmbeddingGrads | None = None
-    prefix_cache: FrozenPrefixCache | None = None
+    hooks: StepHooks = field(default_factory=StepHooks)  # the speed levers' per-step hooks (lftrain.accel)
     cap: ActivationCap | None = None  # train.memory_cap_mb (training/memory.py); set by fit()
     dist: DistContext | None = None  # set when launched on several processes (training/distributed.py)
     on_eval: Callable[[int, dict], bool] | None = None  # (step, eval metrics) -> stop now? (a tuning trial's pruner)
@@ -87,40 +85,37 @@ def _train_step(ctx: FitContext, batch_idx: np.ndarray, micro: int, prepared: li
     loss_total = 0.0
     for i, (mb, batch) in enumerate(zip(micros, batches)):
         batch = {k: v.to(ctx.device) for k, v in batch.items()}
-        replay = ctx.prefix_cache.replaying(mb, batch) if ctx.prefix_cache is not None else contextlib.nullcontext()
         with d.grad_sync(last=i == len(micros) - 1) if d else contextlib.nullcontext():
-            with autocast(ctx.precision, ctx.device), replay, ctx.cap.watch() if ctx.cap else contextlib.nullcontext():
+            with autocast(ctx.precision, ctx.device), ctx.hooks.forward(mb, batch), \
+                    ctx.cap.watch() if ctx.cap else contextlib.nullcontext():
                 out = ctx.method(d.forward_model if d else ctx.model, batch)
             ((out["loss_sum"] * weights[i] if d else out["loss_sum"]) / units).backward()
         loss_total += float(out["loss_sum"].detach()) if not d or weights[i] else 0.0
     loss_total = d.global_sum(loss_total) if d else loss_total
     params = [p for p in ctx.model.parameters() if p.grad is not None]
-    if ctx.sparse is not None:
-        ctx.sparse.coalesce()
+    ctx.hooks.before_update()
     norm = None
     if ctx.cfg.max_grad_norm is not None:
-        norm = float((d.clip_grad_norm if d else clip_grad_norm)(params, ctx.cfg.max_grad_norm))
+        norm = float((d.clip_grad_norm if d else ctx.hooks.clip_grad_norm)(params, ctx.cfg.max_grad_norm))
     if state is not None and not finite_or_handle(loss_total, norm, step=state.step + 1, policy=ctx.cfg.nonfinite,
                                                   run=ctx.run, state=state):  # skipped: no update from this step
         ctx.optimizer.zero_grad(set_to_none=True)
         ctx.scheduler.step()
         return loss_total, units
-    if ctx.sparse is not None:
-        ctx.sparse.densify()
+    ctx.hooks.before_step()
     ctx.optimizer.step()
     ctx.scheduler.step()
     ctx.optimizer.zero_grad(set_to_none=True)
-    if ctx.sparse is not None:
-        ctx.sparse.reset()
+    ctx.hooks.after_step()
     return loss_total, units
 
 
 def _checkpoint(ctx: FitContext, state: TrainState) -> None:
     if ctx.dist is not None:  # rank 0 writes (DDP), or every rank its shard (FSDP)
-        from lftrain.training import dist_checkpoint
+        from lftrain.training.checkpoint import save_distributed
 
         protect = {state.best_step} if state.best_step is not None else set()
-        return dist_checkpoint.save(ctx.dist, ctx.run.checkpoints, ctx.model, ctx.optimizer, ctx.scheduler, state,
+        return save_distributed(ctx.dist, ctx.run.checkpoints, ctx.model, ctx.optimizer, ctx.scheduler, state,
                                     ctx.cfg.keep_checkpoints, protect)
     save_checkpoint(ctx.run.checkpoints, ctx.model, ctx.optimizer, ctx.scheduler, state)
     rotate(ctx.run.checkpoints, ctx.cfg.keep_checkpoints, {state.best_step} if state.best_step is not None else set())
@@ -169,14 +164,11 @@ def _log_train(ctx: FitContext, state: TrainState, w: _Window, progress: Progres
 
 
 def release_training_memory(ctx: FitContext) -> None:
-    """After the last checkpoint: free what only training needs (optimizer moments, gradients, the sparse
-    gradients' buffers, the frozen-prefix cache), so the final evaluation does not stack its memory on top
-    of them and raise the run's peak."""
+    """After the last checkpoint: free what only training needs (optimizer moments, gradients, the levers'
+    buffers and caches), so the final evaluation does not stack its memory on top of them."""
     ctx.optimizer.zero_grad(set_to_none=True)
     ctx.optimizer.state.clear()
-    for part in (ctx.sparse, ctx.prefix_cache):
-        if part is not None:
-            part.release()
+    ctx.hooks.release()
     release_free_memory()  # tcmalloc keeps freed pages: the final evaluation would otherwise add to them
 
 

@@ -1,9 +1,10 @@
-"""Choose the numeric precision the hardware runs fast, and say why."""
+"""The machine a run uses: its device, the numeric precision the hardware runs fast (and why), its threads."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from pathlib import Path
 
 import torch
@@ -44,3 +45,16 @@ def autocast(precision: str, device: torch.device):
 
 def pick_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def available_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def set_threads(n: int | None) -> int:
+    threads = n or available_threads()
+    torch.set_num_threads(threads)
+    return threads

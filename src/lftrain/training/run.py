@@ -1,33 +1,25 @@
-"""One training run, start to finish: recipe -> validated data -> model -> fit() -> saved model and metrics.
+"""The orchestrator: one training run, for every task and method, in named phases.
 
-Order matters: everything that can be wrong with the user's input (recipe, data rows, model directory
-safety) is checked before the model is loaded, so a typo costs seconds, not a training run.
+    prepare_inputs  recipe -> validated data, task, method, model directory  (nothing loaded: a typo costs seconds)
+    open_session    run directory (new or resumed), processes, threads, device, precision
+    build_model     processor, encoded splits, model, the method's training rows, speed levers (lftrain.accel)
+    build_optimiser steps, curriculum, optimiser, schedule; manifest.json
+    fit_model       resume, fit() (training/loop.py), the best checkpoint back
+    finish          the saved model, the final evaluation and its evidence
+
+Tasks and methods plug in through their contracts (tasks/base.py, methods/base.py); nothing here depends on which.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from lftrain.config import dump_recipe
-from lftrain.data.checks.preflight import preflight as data_preflight
-from lftrain.data.checks.preflight import record as record_data_checks
-from lftrain.data.paths import resolve_path
-from lftrain.data.prepare import prepare_data
 from lftrain.errors import InputError
-from lftrain.evaluation.evidence import RunOutputs, read_ood, write_evidence
-from lftrain.evaluation.metrics import format_table, headline
-from lftrain.models.loading import model_files, vet_model_dir
-from lftrain.tasks import build_task
-from lftrain.training import allocator, distributed
-from lftrain.training.rundir import RunDir, marked_failed_on_error, open_run
 
 log = logging.getLogger("lftrain")
 
@@ -43,24 +35,351 @@ class TrainResult:
     resumed: bool
 
 
-def available_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+@dataclass
+class Prepared:
+    """What `prepare_inputs` checked: everything the user gave, before any model loads."""
+
+    recipe: Any
+    task: Any  # tasks.base.Task
+    method: Any  # methods.base.Method
+    data: Any  # data.prepare.PreparedData
+    checks: Any  # the data-check report (None when no check ran)
+    ood: Any  # eval.ood examples
+    source: Any  # models.loading.ModelSource
 
 
-def set_threads(n: int | None) -> int:
-    import torch
+@dataclass
+class Session:
+    """A run in progress: its inputs, directory and machine, and what the phases build."""
 
-    threads = n or available_threads()
-    torch.set_num_threads(threads)
-    return threads
+    p: Prepared
+    run: Any  # training.rundir.RunDir
+    resuming: bool
+    dctx: Any  # training.distributed.DistContext, None in a single process
+    threads: int
+    device: Any
+    precision: str
+    precision_reason: str
+    tokenizer: Any = None
+    enc: dict[str, dict] = field(default_factory=dict)  # split -> encoded arrays
+    model: Any = None
+    attention: str = ""
+    pad_id: int = 0
+    train_enc: dict | None = None  # the rows fit() trains on (the method may add to the labelled ones)
+    fit_task: Any = None  # what fit() batches them with (tasks.base.Batches)
+    hooks: Any = None  # lftrain.accel.StepHooks
+    accel_skip: frozenset[str] = frozenset()  # levers left out although they apply (benchmarks/ab_steps.py)
+    optimizer: Any = None
+    scheduler: Any = None
+    total_steps: int = 0
+    steps_per_epoch: int = 0
+    curriculum: Any = None
 
+    @property
+    def main(self) -> bool:
+        return self.dctx is None or self.dctx.main  # only rank 0 writes the run directory
+
+
+def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = False, on_eval=None) -> TrainResult:
+    """Train as the recipe says (see the module docstring). `on_eval(step, metrics) -> stop?` sees each evaluation."""
+    from lftrain.training.rundir import marked_failed_on_error
+
+    p = prepare_inputs(recipe)
+    s = open_session(p, new_run=new_run, allow_recipe_change=allow_recipe_change)
+    with marked_failed_on_error(s.run):
+        build_model(s)
+        build_optimiser(s)
+        state = fit_model(s, on_eval)
+        return finish(s, state)
+
+
+# ---- phase 1: inputs ------------------------------------------------------------------------------------------
+
+def prepare_inputs(recipe) -> Prepared:
+    """Validate every input (recipe, data rows, data checks, the method's own inputs, the model directory)."""
+    from lftrain.data.checks.preflight import preflight
+    from lftrain.data.curriculum import check as check_curriculum
+    from lftrain.data.prepare import prepare_data
+    from lftrain.evaluation.evidence import read_ood
+    from lftrain.methods import build_method
+    from lftrain.models.loading import offline, vet_model_dir
+    from lftrain.tasks import build_task
+
+    offline()
+    if recipe.output.dir is None:
+        raise InputError("output.dir is not set (and the recipe has no file name to derive it from)")
+    task = build_task(recipe.task)
+    data = prepare_data(recipe, task)  # every row validated
+    checks = preflight(recipe, task, data)  # data.checks: a blocking check stops here (exit 2)
+    ood = read_ood(recipe, task)
+    method = build_method(recipe.method, task)  # vets the method's own inputs (a teacher)
+    if data.unlabeled is not None and not method.uses_unlabeled:
+        log.warning("data.unlabeled is set but method '%s' does not use unlabelled data; ignoring it",
+                    recipe.method.type)
+    check_curriculum(recipe, data)
+    source = vet_model_dir(recipe.model.path, allow_pickle=recipe.model.allow_pickle,
+                           trust_remote_code=recipe.model.trust_remote_code)
+    return Prepared(recipe, task, method, data, checks, ood, source)
+
+
+# ---- phase 2: the run directory and the machine ----------------------------------------------------------------
+
+def open_session(p: Prepared, *, new_run: bool, allow_recipe_change: bool) -> Session:
+    from lftrain.accel import allocator
+    from lftrain.config import dump_recipe
+    from lftrain.training import distributed
+    from lftrain.training.precision import pick_device, resolve_precision, set_threads
+    from lftrain.training.rundir import open_run
+
+    recipe, cfg = p.recipe, p.recipe.train
+    dctx = distributed.init(cfg.strategy)  # None unless launched on several processes (torchrun)
+
+    def opener():
+        return open_run(recipe.output.dir, dump_recipe(recipe), new_run=new_run,
+                        allow_recipe_change=allow_recipe_change, inputs=_data_files(recipe))
+    run, resuming = opener() if dctx is None else distributed.open_run_shared(dctx, opener)
+    log.info("run directory: %s%s", run.path, " (resuming)" if resuming else "")
+    threads = set_threads(cfg.threads or (dctx.threads_per_process() if dctx else None))
+    device = pick_device()
+    precision, why = resolve_precision(cfg.precision, device)
+    log.info("precision: %s (%s); %d threads; device %s; memory allocator %s", precision, why, threads, device,
+             allocator.describe())
+    stats = p.data.stats
+    log.info("data: %d train, %d eval, %d test rows", stats["train_rows"], stats["eval_rows"], stats["test_rows"])
+    return Session(p, run, resuming, dctx, threads, device, precision, why)
+
+
+# ---- phase 3: the model ----------------------------------------------------------------------------------------
+
+def build_model(s: Session) -> None:
+    """Processor, encoded splits, the adapted model on its device, the method's training rows, the speed levers."""
+    from lftrain import accel
+    from lftrain.training import distributed
+
+    p, cfg = s.p, s.p.recipe.train
+    s.tokenizer = p.task.load_processor(p.source, p.recipe.model.trust_remote_code)
+    p.method.prepare_tokenizer(s.tokenizer, p.source)
+    s.pad_id = s.tokenizer.pad_token_id if s.tokenizer.pad_token_id is not None else 0
+    encode = _encode_splits(s)
+    _seed_everything(cfg.seed)  # before loading: the new head's initialisation depends on it
+    s.attention = accel.attention(p.recipe.model.attention, s.device, cfg.accel)
+    s.model = load_adapted_model(p, s.attention).to(s.device)
+    s.train_enc, s.fit_task = p.method.prepare(s.model, s.enc["train"], data=p.data, recipe=p.recipe, encode=encode,
+                                               precision=s.precision, device=s.device, tokenizer=s.tokenizer)
+    s.hooks = accel.install(s.model, cfg.accel, accel.Run(
+        s.device, s.precision, distributed=s.dctx is not None, compiled=cfg.compile,
+        checkpointing=cfg.gradient_checkpointing, augments_input=s.fit_task.augments_input,
+        token_inputs=p.task.token_inputs, spill_dir=s.run.path / "cache", task=s.fit_task, data=s.train_enc,
+        batch_size=cfg.eval_batch_size, pad_id=s.pad_id), skip=s.accel_skip)
+    if cfg.gradient_checkpointing:
+        distributed.gradient_checkpointing(s.model)
+    if cfg.compile:
+        s.model.compile()  # in place: parameter names (and so checkpoints) stay as they are
+    if s.dctx is not None:  # before the optimiser: FSDP replaces the parameters with their shards
+        distributed.wrap(s.model, s.dctx, s.device)
+        log.info("%s", distributed.describe_batch(cfg, s.dctx.world))
+
+
+def _encode_splits(s: Session):
+    """Encode the method's training rows and the eval/test splits (token cache); returns the encoder for more."""
+    from lftrain.data.token_cache import encode_cached
+
+    p, stats = s.p, {}
+
+    def encode(examples):
+        return encode_cached(p.task, s.tokenizer, examples, model_dir=p.source.path,
+                             cache_dir=p.recipe.data.cache_dir, stats=stats)
+
+    t0 = time.perf_counter()
+    splits = (("train", p.method.training_examples(p.data)), ("eval", p.data.eval), ("test", p.data.test))
+    s.enc = {name: encode(ex) for name, ex in splits if ex is not None}
+    log.info("tokenised in %.1fs (cache: %d hit, %d miss)", time.perf_counter() - t0, stats.get("cache_hits", 0),
+             stats.get("cache_misses", 0))
+    return encode
+
+
+def load_adapted_model(p: Prepared, attention: str):
+    """The method's model for the task, made as the recipe says: re-initialised, shallower, adapted, dropout set."""
+    from lftrain.models.adaptation import build_adaptation
+    from lftrain.models.layers import set_dropout_rate
+    from lftrain.models.loading import reinitialise
+    from lftrain.models.student import drop_layers
+
+    recipe = p.recipe
+    model = p.method.load_model(p.source, trust_remote_code=recipe.model.trust_remote_code, attention=attention)
+    if recipe.model.init == "random":  # the same architecture from scratch (a baseline for pre-training)
+        log.info("model.init: random: %d modules re-initialised", reinitialise(model))
+    model = drop_layers(model, recipe.model.keep_layers)  # a shallower student (model.keep_layers)
+    model = build_adaptation(recipe.adaptation).apply(model)  # may wrap it (adapters)
+    if recipe.model.dropout is not None:
+        log.info("dropout set to %g in %d modules (model.dropout)", recipe.model.dropout,
+                 set_dropout_rate(model, recipe.model.dropout))
+    return model
+
+
+# ---- phase 4: the optimiser -------------------------------------------------------------------------------------
+
+def build_optimiser(s: Session) -> None:
+    """Steps, curriculum, optimiser and schedule; the manifest and the data card."""
+    from lftrain.data.checks.preflight import record as record_data_checks
+    from lftrain.data.curriculum import plan_curriculum
+    from lftrain.reports.manifest import write_json
+    from lftrain.training.loop import plan_steps
+    from lftrain.training.optim import build_optimizer, build_scheduler
+
+    p, cfg = s.p, s.p.recipe.train
+    lengths = s.fit_task.lengths(s.train_enc)
+    s.total_steps, s.steps_per_epoch = plan_steps(len(lengths), cfg)
+    if p.method.training_examples(p.data) is p.data.train:
+        s.curriculum = plan_curriculum(p.recipe, p.data, s.train_enc, lengths, total_steps=s.total_steps,
+                                       steps_per_epoch=s.steps_per_epoch, precision=s.precision, device=s.device)
+    elif cfg.curriculum is not None:
+        log.warning("train.curriculum ranks the labelled rows; method %s trains on other rows: no curriculum",
+                    p.recipe.method.type)
+    s.optimizer = build_optimizer(s.model, cfg)
+    s.scheduler = build_scheduler(s.optimizer, cfg, s.total_steps)
+    if s.main:
+        write_json(s.run.path / "manifest.json", _manifest(s))
+        record_data_checks(s.run.path, p.recipe, p.checks)  # data_card.md/.json, data_check.json
+
+
+def _manifest(s: Session) -> dict:
+    from lftrain.accel import allocator
+    from lftrain.models.loading import model_files
+    from lftrain.reports.manifest import build_manifest
+    from lftrain.training.determinism import determinism_info
+
+    p, cfg = s.p, s.p.recipe.train
+    extra = {"data_stats": p.data.stats, "labels": p.data.labels,
+             "trainable_parameters": sum(x.numel() for x in s.model.parameters() if x.requires_grad),
+             "total_steps": s.total_steps, "allocator": allocator.in_use(), "attention": s.attention,
+             "accel": {"setting": cfg.accel, "dropout": s.hooks.dropout, "levers": s.hooks.lines},
+             "determinism": determinism_info(seed=cfg.seed, threads=s.threads, precision=s.precision,
+                                             device=str(s.device), num_workers=cfg.num_workers),
+             **p.method.manifest()}
+    if s.dctx is not None:
+        extra["distributed"] = s.dctx.describe()
+    if p.checks:
+        extra["licences"] = p.checks.licences
+    return build_manifest(seed=cfg.seed, threads=s.threads, precision=s.precision, precision_reason=s.precision_reason,
+                          device=str(s.device), data_files=_data_files(p.recipe), model_dir=p.source.path,
+                          model_files=model_files(p.source.path), extra=extra)
+
+
+# ---- phase 5: fit ------------------------------------------------------------------------------------------------
+
+def fit_model(s: Session, on_eval=None):
+    """Resume (when the run directory has a checkpoint), fit, and put the best checkpoint's weights back."""
+    from lftrain.training.checkpoint import load_weights
+    from lftrain.training.loop import fit, release_training_memory
+
+    cfg = s.p.recipe.train
+    state = _resume(s)
+    ctx = fit_context(s, on_eval)
+    s.run.set_status("running", step=state.step, total_steps=s.total_steps)
+    state = fit(ctx, state)
+    release_training_memory(ctx)
+    if cfg.keep_best and state.best_step is not None and state.best_step != state.step:
+        load_weights(s.run.checkpoints / f"step-{state.best_step:08d}", s.model)
+        log.info("final model = best checkpoint (step %d, %s %.4f)", state.best_step, ctx.cfg.metric,
+                 state.best_metric)
+    return state
+
+
+def fit_context(s: Session, on_eval=None):
+    """Everything fit() needs, from the session's phases."""
+    from lftrain.training.loop import FitContext
+
+    cfg = s.p.recipe.train
+    metric = s.p.method.selection_metric(cfg.metric)
+    return FitContext(model=s.model, method=s.p.method, task=s.fit_task, train_data=s.train_enc,
+                      optimizer=s.optimizer, scheduler=s.scheduler, cfg=cfg.model_copy(update={"metric": metric}),
+                      run=s.run, device=s.device, precision=s.precision, pad_id=s.pad_id, evaluate=_evaluator(s),
+                      total_steps=s.total_steps, steps_per_epoch=s.steps_per_epoch, hooks=s.hooks, on_eval=on_eval,
+                      dist=s.dctx, curriculum=s.curriculum)
+
+
+def _resume(s: Session):
+    from lftrain.training.checkpoint import TrainState, clean_temporary, resume_latest
+
+    if not s.resuming:
+        return TrainState()
+    if s.main:
+        clean_temporary(s.run.checkpoints)
+    if s.dctx is not None:
+        s.dctx.barrier()  # every rank picks its checkpoint after rank 0 has tidied up
+    ckpt, state = resume_latest(s.run.checkpoints, s.model, s.optimizer, s.scheduler)  # newest verified + loadable
+    if ckpt is not None:
+        log.info("resumed from %s (step %d of %d)", ckpt.name, state.step, s.total_steps)
+    if s.main:
+        _trim_metrics(s.run, state.step)
+    return state
+
+
+def _evaluator(s: Session):
+    """The evaluation fit() runs on the eval split (None without one)."""
+    if "eval" not in s.enc:
+        return None
+    cfg = s.p.recipe.train
+
+    def evaluate() -> dict:
+        s.p.method.before_eval(s.model)
+        return s.p.method.evaluate(s.model, s.enc["eval"], infer=_inference(s, distributed=True),
+                                   batch_size=cfg.eval_batch_size, precision=s.precision, device=s.device,
+                                   pad_id=s.pad_id)
+    return evaluate
+
+
+def _inference(s: Session, *, distributed: bool):
+    """encoded split -> the model's logits for every row, in order (sharded over the processes when asked)."""
+    from lftrain.evaluation.inference import infer_logits
+
+    infer = s.dctx.infer_logits if distributed and s.dctx is not None else infer_logits
+
+    def run(encoded: dict):
+        return infer(s.model, s.p.task, encoded, batch_size=s.p.recipe.train.eval_batch_size,
+                     precision=s.precision, device=s.device, pad_id=s.pad_id)
+    return run
+
+
+# ---- phase 6: finish ----------------------------------------------------------------------------------------------
+
+def finish(s: Session, state) -> TrainResult:
+    """Save the final model, then evaluate it and write its evidence (rank 0 alone, with the whole model)."""
+    from lftrain.evaluation.evidence import RunOutputs
+    from lftrain.evaluation.metrics import headline
+    from lftrain.training import distributed
+
+    p = s.p
+    if s.dctx is not None:
+        s.model = distributed.plain_model(s.dctx, s.model, lambda: load_adapted_model(p, s.attention))
+        if not s.dctx.main:
+            return TrainResult(s.run.path, s.run.model_dir, {}, state.step, state.train_seconds, 0.0, s.resuming)
+    p.method.finish(s.model)
+    p.method.save(s.model, s.tokenizer, s.run.model_dir, p.source)
+    sps = state.samples_seen / max(state.train_seconds, 1e-9)
+    s.run.log_metrics({"event": "train_end", "step": state.step, "train_runtime": state.train_seconds,
+                       "train_samples": state.samples_seen, "train_samples_per_second": sps,
+                       "best_step": state.best_step, "stopped_early": state.stopped_early})
+    out = RunOutputs(s.run.path, p.recipe, p.task, s.model, s.tokenizer, s.enc,
+                     {"eval": p.data.eval, "test": p.data.test}, _inference(s, distributed=False), s.precision,
+                     ood=p.ood, device=s.device, pad_id=s.pad_id, step=state.step, log_metrics=s.run.log_metrics,
+                     load_base=lambda: p.method.load_model(p.source, trust_remote_code=p.recipe.model.trust_remote_code,
+                                                           attention="eager").to(s.device),
+                     data=p.data)
+    results = p.method.final_evaluation(out)
+    s.run.set_status("finished", step=state.step, state=asdict(state),
+                     results={k: headline(v) for k, v in results.items()})
+    log.info("model: %s", s.run.model_dir)
+    return TrainResult(s.run.path, s.run.model_dir, results, state.step, state.train_seconds, sps, s.resuming)
+
+
+# ---- helpers ------------------------------------------------------------------------------------------------------
 
 def _seed_everything(seed: int) -> None:
     import random
 
+    import numpy as np
     import torch
 
     random.seed(seed)
@@ -68,268 +387,20 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _trim_metrics(run: RunDir, step: int) -> None:
+def _trim_metrics(run, step: int) -> None:
     """Drop metric lines written after the checkpoint we resume from: they will be written again."""
     kept = [r for r in run.read_metrics() if r.get("step", 0) <= step and r.get("event") in ("train", "eval")]
     run.metrics_file.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 def _data_files(recipe) -> dict[str, Path]:
+    from lftrain.data.paths import resolve_path
+
     files = {}
     for role in ("train", "eval", "test", "unlabeled"):
         value = getattr(recipe.data, role)
         if value:
-            p = resolve_path(value.split("#", 1)[0])
-            if p.is_file():
-                files[role] = p
+            path = resolve_path(value.split("#", 1)[0])
+            if path.is_file():
+                files[role] = path
     return files
-
-
-def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = False, on_eval=None) -> TrainResult:
-    from lftrain.data.curriculum import check as check_curriculum
-    from lftrain.data.curriculum import plan_curriculum
-    from lftrain.data.token_cache import encode_cached
-    from lftrain.evaluation.inference import infer_logits
-    from lftrain.methods import build_method
-    from lftrain.methods.prepare import prepare_method_data
-    from lftrain.models.adaptation import build_adaptation
-    from lftrain.models.fast_dropout import describe as describe_dropout
-    from lftrain.models.fast_dropout import install_fast_dropout, register_attention, set_dropout_rate
-    from lftrain.models.forward_scope import install_short_paths
-    from lftrain.models.loading import load_tokenizer, offline
-    from lftrain.models.student import drop_layers
-    from lftrain.reports.manifest import build_manifest, write_json
-    from lftrain.training.checkpoint import TrainState, clean_temporary, load_weights, resume_latest
-    from lftrain.training.determinism import determinism_info
-    from lftrain.training.frozen_cache import FrozenPrefixCache, cache_dtype
-    from lftrain.training.frozen_cache import plan as plan_cache
-    from lftrain.training.loop import FitContext, fit, plan_steps, release_training_memory
-    from lftrain.training.optim import build_optimizer, build_scheduler
-    from lftrain.training.precision import pick_device, resolve_precision
-    from lftrain.training.sparse_grads import SparseEmbeddingGrads
-
-    offline()
-    task = build_task(recipe.task)
-    data = prepare_data(recipe, task)  # every row validated before any model loads
-    checks = data_preflight(recipe, task, data)  # data.checks: one table; a blocking check stops here (exit 2)
-    ood = read_ood(recipe, task)  # eval.ood, validated now too
-    method = build_method(recipe.method, task)  # vets the method's own inputs (a teacher) before any model loads
-    check_curriculum(recipe, data)  # train.curriculum: its column's values, its scorer's path
-    source = vet_model_dir(recipe.model.path, allow_pickle=recipe.model.allow_pickle,
-                           trust_remote_code=recipe.model.trust_remote_code)
-    if recipe.output.dir is None:
-        raise InputError("output.dir is not set (and the recipe has no file name to derive it from)")
-    dctx = distributed.init(recipe.train.strategy)  # None unless launched on several processes (torchrun)
-    main = dctx is None or dctx.main  # only rank 0 writes the run directory
-
-    def opener():
-        return open_run(recipe.output.dir, dump_recipe(recipe), new_run=new_run,
-                        allow_recipe_change=allow_recipe_change, inputs=_data_files(recipe))
-    run, resuming = opener() if dctx is None else distributed.open_run_shared(dctx, opener)
-    log.info("run directory: %s%s", run.path, " (resuming)" if resuming else "")
-    with marked_failed_on_error(run):
-        cfg = recipe.train
-        threads = set_threads(cfg.threads or (dctx.threads_per_process() if dctx else None))
-        device = pick_device()
-        precision, why = resolve_precision(cfg.precision, device)
-        log.info("precision: %s (%s); %d threads; device %s; memory allocator %s", precision, why, threads, device,
-                 allocator.describe())
-        log.info("data: %d train, %d eval, %d test rows", data.stats["train_rows"], data.stats["eval_rows"],
-                 data.stats["test_rows"])
-
-        # The task's input processor: a tokenizer for text, an image/audio processor for other inputs.
-        tokenizer = (task.load_processor(source) if hasattr(task, "load_processor")
-                     else load_tokenizer(source, recipe.model.trust_remote_code))
-        if hasattr(task, "prepare_tokenizer"):
-            task.prepare_tokenizer(tokenizer)  # causal-lm-sft: the chat template and a pad token
-        t0 = time.perf_counter()
-        cache_stats: dict = {}
-        enc = {name: encode_cached(task, tokenizer, ex, model_dir=source.path, cache_dir=recipe.data.cache_dir,
-                                   stats=cache_stats)
-               for name, ex in (("train", data.train), ("eval", data.eval), ("test", data.test)) if ex is not None}
-        log.info("tokenised in %.1fs (cache: %d hit, %d miss)", time.perf_counter() - t0,
-                 cache_stats.get("cache_hits", 0), cache_stats.get("cache_misses", 0))
-
-        _seed_everything(cfg.seed)  # before loading: the new head's initialisation depends on it
-        attention = recipe.model.attention
-        if attention == "auto":
-            attention = register_attention() if cfg.fast_dropout else "eager"
-        model = task.load_model(source, trust_remote_code=recipe.model.trust_remote_code, attention=attention)
-        if recipe.model.init == "random":  # the same architecture from scratch (a baseline for pre-training)
-            from lftrain.models.loading import reinitialise
-
-            log.info("model.init: random: %d modules re-initialised", reinitialise(model))
-        model = drop_layers(model, recipe.model.keep_layers)  # a shallower student (model.keep_layers)
-        model = build_adaptation(recipe.adaptation).apply(model)  # may wrap it (adapters)
-        if recipe.model.dropout is not None:
-            log.info("dropout set to %g in %d modules (model.dropout)", recipe.model.dropout,
-                     set_dropout_rate(model, recipe.model.dropout))
-        if cfg.fast_dropout:
-            install_fast_dropout(model)
-        dropout = describe_dropout(cfg.fast_dropout, device, cfg.compile)  # builds the kernel now, not in step 1
-        log.info("dropout: %s", dropout)
-        for line in install_short_paths(model, first_token_only=cfg.first_token_only, unpad=cfg.unpad,
-                                        checkpointing=cfg.gradient_checkpointing):
-            log.info("%s", line)
-        model.to(device)
-        if precision == "bf16":
-            from lftrain.models.adapter_bf16 import bf16_frozen_base
-
-            bf16_frozen_base(model)  # adapter runs: frozen base weights cast once, not every step
-        if cfg.gradient_checkpointing:
-            distributed.gradient_checkpointing(model)
-        if cfg.compile:
-            model.compile()  # in place: parameter names (and so checkpoints) stay as they are
-        sparse = SparseEmbeddingGrads(model) if cfg.sparse_embedding_grads and dctx is None else None
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        train_enc, fit_task = prepare_method_data(method, model, enc["train"], data=data, recipe=recipe,
-                                                  tokenizer=tokenizer, source=source, precision=precision,
-                                                  device=device)
-
-        if dctx is not None:  # before the optimiser: FSDP replaces the parameters with their shards
-            distributed.wrap(model, dctx, device)
-            log.info("%s", distributed.describe_batch(cfg, dctx.world))
-        total_steps, steps_per_epoch = plan_steps(len(fit_task.lengths(train_enc)), cfg)
-        curriculum = plan_curriculum(recipe, data, train_enc, fit_task.lengths(train_enc), total_steps=total_steps,
-                                     steps_per_epoch=steps_per_epoch, precision=precision, device=device)
-        optimizer = build_optimizer(model, cfg)
-        scheduler = build_scheduler(optimizer, cfg, total_steps)
-
-        manifest = build_manifest(seed=cfg.seed, threads=threads, precision=precision, precision_reason=why,
-                                  device=str(device), data_files=_data_files(recipe), model_dir=source.path,
-                                  model_files=model_files(source.path),
-                                  extra={"data_stats": data.stats, "labels": data.labels,
-                                         "trainable_parameters": sum(p.numel() for p in model.parameters()
-                                                                     if p.requires_grad),
-                                         "total_steps": total_steps,
-                                         "allocator": allocator.in_use(),
-                                         "dropout_kernel": dropout,
-                                         "determinism": determinism_info(seed=cfg.seed, threads=threads,
-                                                                         precision=precision, device=str(device),
-                                                                         num_workers=cfg.num_workers),
-                                         **({"distributed": dctx.describe()} if dctx else {}),
-                                         **({"licences": checks.licences} if checks else {})})
-        if main:
-            write_json(run.path / "manifest.json", manifest)
-            record_data_checks(run.path, recipe, checks)  # data_card.md/.json, data_check.json
-
-        state = TrainState()
-        if resuming:
-            if main:
-                clean_temporary(run.checkpoints)
-            if dctx is not None:
-                dctx.barrier()  # every rank picks its checkpoint after rank 0 has tidied up
-            ckpt, state = resume_latest(run.checkpoints, model, optimizer, scheduler)  # newest verified + loadable
-            if ckpt is not None:
-                log.info("resumed from %s (step %d of %d)", ckpt.name, state.step, total_steps)
-            if main:
-                _trim_metrics(run, state.step)
-
-        generative = getattr(task, "generative", False)  # scored on generated text, not on class logits
-
-        def evaluate() -> dict:
-            if hasattr(method, "before_eval"):
-                method.before_eval(model)  # contrastive-few-shot refits its head on the current encoder
-            if generative:
-                return task.eval_metrics(model, enc["eval"], batch_size=cfg.eval_batch_size, precision=precision,
-                                         device=device, pad_id=pad_id)
-            infer = infer_logits if dctx is None else dctx.infer_logits  # distributed: sharded, then gathered
-            logits = infer(model, task, enc["eval"], batch_size=cfg.eval_batch_size, precision=precision,
-                           device=device, pad_id=pad_id)
-            return headline(task.metrics(logits, enc["eval"]["labels"]))
-
-        prefix_cache = None
-        k, why = plan_cache(model, enabled=cfg.cache_frozen and dctx is None,
-                            augments_input=getattr(task, "augments_input", False))
-        if k >= 0 and "offsets" not in train_enc:  # images, audio: the cache stores token sequences
-            k, why = -1, "not supported for this task's inputs (they are not token sequences)"
-        if k >= 0:
-            prefix_cache = FrozenPrefixCache(model, k)
-            t0 = time.perf_counter()
-            prefix_cache.build(task, train_enc, batch_size=cfg.eval_batch_size, precision=precision,
-                               device=device, pad_id=pad_id, spill_dir=run.path / "cache",
-                               dtype=cache_dtype(cfg.cache_precision, precision))
-            log.info("frozen-prefix cache on: %s (built in %.1fs)", why, time.perf_counter() - t0)
-        elif any(not p.requires_grad for p in model.parameters()):
-            log.info("frozen-prefix cache off: %s", why)
-
-        ctx = FitContext(model=model, method=method, task=fit_task, train_data=train_enc, optimizer=optimizer,
-                         scheduler=scheduler, cfg=cfg, run=run, device=device, precision=precision, pad_id=pad_id,
-                         evaluate=evaluate if "eval" in enc else None, total_steps=total_steps,
-                         steps_per_epoch=steps_per_epoch, sparse=sparse if sparse and sparse.active else None,
-                         prefix_cache=prefix_cache, on_eval=on_eval, dist=dctx, curriculum=curriculum)
-        run.set_status("running", step=state.step, total_steps=total_steps)
-        state = fit(ctx, state)
-        release_training_memory(ctx)
-
-        if cfg.keep_best and state.best_step is not None and state.best_step != state.step:
-            best = run.checkpoints / f"step-{state.best_step:08d}"
-            load_weights(best, model)
-            log.info("final model = best checkpoint (step %d, %s %.4f)", state.best_step, cfg.metric, state.best_metric)
-        if dctx is not None:  # from here on rank 0 alone saves, evaluates and reports, with the whole model
-            model = distributed.plain_model(dctx, model, lambda: build_adaptation(recipe.adaptation).apply(
-                drop_layers(task.load_model(source, trust_remote_code=recipe.model.trust_remote_code,
-                                            attention=attention), recipe.model.keep_layers)))
-            if not dctx.main:
-                return TrainResult(run.path, run.model_dir, {}, state.step, state.train_seconds, 0.0, resuming)
-        if hasattr(method, "finish"):
-            method.finish(model)  # drop training-only parts (distill's projection) before saving
-        _save_model(model, tokenizer, run.model_dir)
-
-        def infer(e: dict) -> np.ndarray:
-            return infer_logits(model, task, e, batch_size=cfg.eval_batch_size, precision=precision, device=device,
-                                pad_id=pad_id)
-
-        if generative:
-            results = _generative_results(task, model, tokenizer, enc, data, recipe, source, run, state.step,
-                                          precision, device)
-        else:
-            results, split_logits = _classification_results(task, infer, enc, data, recipe, run, state.step)
-        sps = state.samples_seen / max(state.train_seconds, 1e-9)
-        run.log_metrics({"event": "train_end", "step": state.step, "train_runtime": state.train_seconds,
-                         "train_samples": state.samples_seen, "train_samples_per_second": sps,
-                         "best_step": state.best_step, "stopped_early": state.stopped_early})
-        if not generative:  # logit-based evidence; generative tasks report in _generative_results
-            write_evidence(RunOutputs(  # calibration, intervals, OOD, latency, fail_if, report.html, model_card.md
-                run.path, recipe, task, model, tokenizer, enc, {"eval": data.eval, "test": data.test}, infer,
-                precision, split_logits, ood))
-        run.set_status("finished", step=state.step, state=asdict(state),
-                       results={k: headline(v) for k, v in results.items()})
-        log.info("model: %s", run.model_dir)
-        return TrainResult(run.path, run.model_dir, results, state.step, state.train_seconds, sps, resuming)
-
-
-def _save_model(model, tokenizer, out: Path) -> None:
-    """Write the final model, loadable without lftrain: a plain Hugging Face directory (safetensors), or for
-    adapter runs peft's adapter format naming the base model (see lftrain.models.trained)."""
-    from lftrain.models.trained import save_trained_model
-
-    save_trained_model(model, tokenizer, out)
-
-
-def _classification_results(task, infer, enc, data, recipe, run, step) -> tuple[dict, dict]:
-    """Final metrics of each split in eval.splits (logged and printed), and the logits they came from."""
-    results, logits = {}, {}
-    for split in recipe.eval.splits:
-        if split in enc:
-            logits[split] = infer(enc[split])
-            results[split] = task.metrics(logits[split], enc[split]["labels"])
-            run.log_metrics({"event": "eval", "split": split, "step": step, "final": True, **results[split]})
-            print(format_table(results[split], data.labels, f"{split} metrics ({run.path})"), flush=True)
-    return results, logits
-
-
-def _generative_results(task, model, tokenizer, enc, data, recipe, source, run, step, precision, device) -> dict:
-    """Final evaluation of a generative task (loss, generation scores, base comparison, forgetting check):
-    logged to metrics.jsonl and printed."""
-    from lftrain.evaluation.generation import format_report
-
-    def load_base():  # the model before fine-tuning, for the base-vs-tuned comparison of full fine-tuning
-        return task.load_model(source, trust_remote_code=recipe.model.trust_remote_code, attention="eager").to(device)
-
-    results = task.final_evaluation(model=model, tokenizer=tokenizer, enc=enc, data=data, recipe=recipe,
-                                    load_base=load_base, precision=precision, device=device)
-    for split, res in results.items():
-        run.log_metrics({"event": "eval", "split": split, "step": step, "final": True, **res})
-    print(format_report(results, f"final evaluation ({run.path})"), flush=True)
-    return results

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lftrain.errors import InputError, RecipeError
+from lftrain.training.run import TrainResult, train_run
 
 log = logging.getLogger("lftrain")
 COPIED = ("evidence.json", "report.html", "model_card.md")  # the last stage's evidence, for gates and readers
@@ -44,7 +45,9 @@ class Stage:
 
 def needs_stages(recipe) -> bool:
     """Stages given, or a method that is several runs (self-training)."""
-    return bool(recipe.stages) or recipe.method.type == "self-training"
+    from lftrain.methods import METHODS
+
+    return bool(recipe.stages) or METHODS.get(recipe.method.type).several_runs
 
 
 def _stage_dir(root: Path, index: int, name: str) -> Path:
@@ -68,6 +71,7 @@ def _merge(base: dict, stage) -> dict:
 def expand(recipe) -> list[Stage]:
     """The concrete stages of `recipe`, validated (a bad key names the stage) — no model is loaded."""
     from lftrain.config.schema import StageConfig
+    from lftrain.methods import METHODS
 
     if recipe.output.dir is None:
         raise InputError("output.dir is not set")
@@ -89,29 +93,9 @@ def expand(recipe) -> list[Stage]:
 
     for s in user_stages:
         merged = _merge(base, s)
-        method = merged["method"]
-        if method["type"] != "self-training":
-            merged["model"]["path"] = start
-            d = add(s.name, merged, s.name)
-            start, start_is_classifier = str(d / "model"), method["type"] != "mlm"
-            continue
-        if not merged["data"].get("unlabeled"):
-            raise RecipeError(f"stage '{s.name}': method self-training needs unlabelled text: set data.unlabeled")
-        teacher = method.get("teacher") or (str(Path(start).parent) if start_is_classifier else None)
-        if teacher is None:  # nothing labels the pool yet: a supervised fit on the labelled rows first
-            fit = copy.deepcopy(merged)
-            fit["method"] = {"type": "supervised"}
-            fit["model"]["path"] = start
-            fit["train"] = {**fit["train"], **method.get("teacher_train", {})}
-            teacher = str(add(f"{s.name}-teacher", fit, s.name))
-        for r in range(1, method["rounds"] + 1):
-            rnd = copy.deepcopy(merged)
-            rnd["method"] = {**method, "teacher": teacher, "rounds": 1}
-            rnd["model"]["path"] = start if method["student"] == "fresh" else str(Path(teacher) / "model")
-            if method.get("student_dropout") is not None:
-                rnd["model"]["dropout"] = method["student_dropout"]
-            teacher = str(add(f"{s.name}-round{r}", rnd, s.name))
-        start, start_is_classifier = str(Path(teacher) / "model"), True
+        method = METHODS.get(merged["method"]["type"])
+        start, start_is_classifier = method.plan_stages(s.name, merged, start, start_is_classifier,
+                                                        lambda name, data, origin=s.name: add(name, data, origin))
     return out
 
 
@@ -132,29 +116,15 @@ def _stage_status(d: Path) -> dict:
         return {}
 
 
-def run_one(recipe, **kw):
-    """One run: a language-model run for `mlm`, the ordinary run otherwise."""
-    from lftrain.methods import METHODS
-
-    if getattr(METHODS.get(recipe.method.type), "own_run", False):
-        from lftrain.methods.mlm_run import run_lm
-
-        return run_lm(recipe, **kw)
-    from lftrain.training.run import train_run
-
-    return train_run(recipe, **kw)
-
-
 def train_recipe(recipe, *, new_run: bool = False, allow_recipe_change: bool = False, on_eval=None):
     """What `lftrain.api.train` runs: the stages of a staged recipe, or the one run of a plain one."""
     if not needs_stages(recipe):
-        return run_one(recipe, new_run=new_run, allow_recipe_change=allow_recipe_change, on_eval=on_eval)
+        return train_run(recipe, new_run=new_run, allow_recipe_change=allow_recipe_change, on_eval=on_eval)
     return run_stages(recipe, new_run=new_run, allow_recipe_change=allow_recipe_change, on_eval=on_eval)
 
 
 def run_stages(recipe, *, new_run: bool = False, allow_recipe_change: bool = False, on_eval=None):
     from lftrain.config import dump_recipe
-    from lftrain.training.run import TrainResult
     from lftrain.training.rundir import marked_failed_on_error, open_run
 
     expand(recipe)  # every stage validated before anything is written or loaded
@@ -180,7 +150,7 @@ def run_stages(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fal
             else:
                 log.info("stage %d/%d %s (method %s) -> %s", st.index, len(stages), st.name,
                          st.recipe.method.type, st.dir)
-                result = run_one(st.recipe, allow_recipe_change=allow_recipe_change,
+                result = train_run(st.recipe, allow_recipe_change=allow_recipe_change,
                                  on_eval=on_eval if st.index == len(stages) else None)
                 entry.update(status="finished", results=_headline(result.metrics))
                 steps, seconds = steps + result.steps, seconds + result.train_seconds

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
-from pathlib import Path
-from typing import Any
 
 
 def add_parsers(sub, epilog: str) -> None:
@@ -42,42 +39,3 @@ def run(args) -> int | None:
         rep = api.tune(args.recipe, args.overrides, search=args.search)
     print(summary_text(rep), flush=True)
     return 0
-
-
-def _search_section(path: str | Path) -> dict[str, Any]:
-    """The tune section in a separate file (either the section's keys, or a mapping with a `tune:` key)."""
-    from pydantic import ValidationError
-
-    from lftrain.config.loader import _line_map, format_validation_error, parse_yaml
-    from lftrain.errors import RecipeError
-    from lftrain.tuning.config import TuneConfig
-
-    p = Path(path)
-    if not p.is_file():
-        raise RecipeError(f"{p}: search file not found")
-    text = p.read_text(encoding="utf-8")
-    data = parse_yaml(text, str(p))
-    lines = _line_map(text)
-    if set(data) == {"tune"}:
-        data = data["tune"]
-        lines = {k[1:]: v for k, v in lines.items() if k[:1] == ("tune",)}
-    try:
-        TuneConfig.model_validate(data)
-    except ValidationError as exc:
-        raise RecipeError(format_validation_error(exc, TuneConfig, data, str(p), lines)) from None
-    return data
-
-
-def load_tune_recipe(recipe, overrides: list[str] | None, search: str | Path | None):
-    """The resolved recipe a search runs, and a name for its source (for error messages)."""
-    from lftrain.config import load_recipe
-    from lftrain.config.schema import Recipe
-    from lftrain.tuning.space import override
-
-    extra = [override("tune", _search_section(search))] if search else []
-    overrides = [*extra, *(overrides or [])]
-    if isinstance(recipe, Recipe):
-        return load_recipe(data=recipe.model_dump(mode="json"), overrides=overrides), "<recipe>"
-    if isinstance(recipe, dict):
-        return load_recipe(data=copy.deepcopy(recipe), overrides=overrides), "<recipe>"
-    return load_recipe(recipe, overrides), str(recipe)

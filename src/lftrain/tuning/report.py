@@ -131,7 +131,6 @@ def write_report(study_dir: str | Path) -> TuneReport:
     """Write best.yaml and report/ (trials.csv, summary.json, PNGs, report.html) for a study directory."""
     from optuna.trial import TrialState
 
-    from lftrain.tuning.search import load_study
     from lftrain.tuning.study import counts
 
     study_dir = Path(study_dir)
@@ -219,3 +218,29 @@ def html_report(rep: TuneReport) -> str:
              "font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>lft tune: {html.escape(rep.study_name)}"
             f"</title><style>{style}</style></head><body>{html_section(rep)}</body></html>\n")
+
+
+def load_study(study_dir: str | Path):
+    """The recipe and the Optuna study of a study directory (for reports)."""
+    from lftrain.config.loader import load_recipe
+    from lftrain.errors import InputError
+    from lftrain.tuning import study as st
+
+    study_dir = Path(study_dir)
+    recipe_file = study_dir / "recipe.yaml"
+    if not recipe_file.is_file():
+        raise InputError(f"{study_dir}: not a study directory (no recipe.yaml); give the directory `lft tune` "
+                         "printed (tune.dir, default <output.dir>-tune)")
+    recipe = load_recipe(recipe_file)
+    st.quiet_optuna()
+    url = st.storage_url(recipe.tune, study_dir)
+    name = json.loads((study_dir / "study.json").read_text())["study_name"]
+    if recipe.tune.storage is None and not (study_dir / "study.db").is_file():
+        raise InputError(f"{study_dir}: no study.db in it")
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=name, storage=st.open_storage(url, recipe.tune.max_retries))
+    except KeyError:
+        raise InputError(f"{study_dir}: no study named '{name}' in {st.redact(url)}") from None
+    return recipe, study

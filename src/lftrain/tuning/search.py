@@ -117,25 +117,35 @@ def _stop_when_budget_reached(trials: int):
     return callback
 
 
-def load_study(study_dir: str | Path):
-    """The recipe and the Optuna study of a study directory (for reports)."""
-    from lftrain.config.loader import load_recipe
+def _search_section(path: str | Path) -> dict[str, Any]:
+    """The tune section in a separate file (either the section's keys, or a mapping with a `tune:` key)."""
+    from pydantic import ValidationError
 
-    study_dir = Path(study_dir)
-    recipe_file = study_dir / "recipe.yaml"
-    if not recipe_file.is_file():
-        raise InputError(f"{study_dir}: not a study directory (no recipe.yaml); give the directory `lft tune` "
-                         "printed (tune.dir, default <output.dir>-tune)")
-    recipe = load_recipe(recipe_file)
-    st.quiet_optuna()
-    url = st.storage_url(recipe.tune, study_dir)
-    name = json.loads((study_dir / "study.json").read_text())["study_name"]
-    if recipe.tune.storage is None and not (study_dir / "study.db").is_file():
-        raise InputError(f"{study_dir}: no study.db in it")
-    import optuna
+    from lftrain.config.loader import _line_map, format_validation_error, parse_yaml
+    from lftrain.errors import RecipeError
+    from lftrain.tuning.config import TuneConfig
 
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(f"{p}: search file not found")
+    text = p.read_text(encoding="utf-8")
+    data = parse_yaml(text, str(p))
+    lines = _line_map(text)
+    if set(data) == {"tune"}:
+        data = data["tune"]
+        lines = {k[1:]: v for k, v in lines.items() if k[:1] == ("tune",)}
     try:
-        study = optuna.load_study(study_name=name, storage=st.open_storage(url, recipe.tune.max_retries))
-    except KeyError:
-        raise InputError(f"{study_dir}: no study named '{name}' in {st.redact(url)}") from None
-    return recipe, study
+        TuneConfig.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(format_validation_error(exc, TuneConfig, data, str(p), lines)) from None
+    return data
+
+
+def load_tune_recipe(recipe, overrides: list[str] | None, search: str | Path | None):
+    """The resolved recipe a search runs, and a name for its source (for error messages)."""
+    from lftrain.config import resolve_recipe
+    from lftrain.tuning.space import override
+
+    extra = [override("tune", _search_section(search))] if search else []
+    resolved = resolve_recipe(recipe, [*extra, *(overrides or [])])
+    return resolved, str(recipe) if isinstance(recipe, (str, Path)) else "<recipe>"

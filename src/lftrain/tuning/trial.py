@@ -1,4 +1,4 @@
-"""One trial: sample the recipe's values, train through the public `lftrain.api.train`, report each evaluation
+"""One trial: sample the recipe's values, train through the public train() (training/launch.py), report each evaluation
 to Optuna and stop the run when the pruner says so. The trial is an ordinary run directory, so everything a
 run does (checks, manifest, checkpoints, resume, report) holds for it."""
 
@@ -47,7 +47,7 @@ class Objective:
     def __call__(self, trial) -> float:
         import optuna
 
-        from lftrain import api
+        from lftrain.training import launch
         from lftrain.tuning.study import direction
 
         trial.set_user_attr(WORKER_ATTR, self.worker)
@@ -70,7 +70,7 @@ class Objective:
         if not run.is_finished():  # (a finished run: its worker died after training ended; nothing to train)
             overrides = [override(k, v) for k, v in params.items()] + [override("output.dir", str(run.path))]
             try:
-                api.train(copy.deepcopy(self.recipe), overrides, on_eval=reporter.on_eval)
+                launch.train(copy.deepcopy(self.recipe), overrides, on_eval=reporter.on_eval)
             except KeyboardInterrupt:  # Optuna marks the trial FAIL; this says it is to be run again
                 trial.set_user_attr(INTERRUPTED_ATTR, True)
                 raise

@@ -96,7 +96,7 @@ def _benchmarks(recipe, task) -> tuple[dict, dict]:
 def run_checks(recipe, task=None, prepared=None, *, load_tokenizer: bool = True) -> CheckReport:
     """Every data check on `recipe`'s data. `prepared` (from prepare_data) avoids reading the data twice."""
     from lftrain.data.prepare import prepare_data
-    from lftrain.tasks import build_task
+    from lftrain.tasks.base import build_task
 
     t0 = time.perf_counter()
     cfg = recipe.data.checks

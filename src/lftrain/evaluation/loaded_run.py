@@ -1,0 +1,52 @@
+"""A finished run loaded for inference: what `lft evaluate`, `lft predict`, `lft generate` and `lft chat` work
+from (adapter runs are loaded on their base model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lftrain.errors import InputError
+from lftrain.models.trained import load_trained_model, resolve_run
+
+
+class LoadedRun:
+    """A finished run's recipe, task, model and tokenizer, ready for inference: what `lft evaluate`, `lft predict`,
+    `lft generate` and `lft chat` work from (adapter runs are loaded on their base model)."""
+
+    def __init__(self, run_or_model: str | Path) -> None:
+        from lftrain.config.loader import load_recipe as _load
+        from lftrain.tasks.base import build_task
+        from lftrain.training.precision import pick_device, resolve_precision, set_threads
+
+        self.run_dir, self.model_dir = resolve_run(run_or_model)
+        self.recipe = _load(self.run_dir / "recipe.yaml")
+        self.task = build_task(self.recipe.task)
+        set_threads(self.recipe.train.threads)
+        # A plain model directory, or an adapter on its base model: either way task.labels is set from it.
+        trained = load_trained_model(self.model_dir, self.task, base_fallback=self.recipe.model.path)
+        self.tokenizer = trained.tokenizer
+        self.device = pick_device()
+        self.precision, _ = resolve_precision(self.recipe.train.precision, self.device)
+        self.model = trained.model.to(self.device)
+        self.model.eval()
+        from lftrain.accel import install_for_inference
+
+        install_for_inference(self.model, self.recipe.train.accel)  # the same logits for less work
+
+    def read(self, path: str | Path, *, with_labels: bool, encoding: str | None = None):
+        from lftrain.data.prepare import read_examples
+
+        cfg = self.recipe.data.model_copy(update={"format": "auto", **({"encoding": encoding} if encoding else {})})
+        # A list of files (image/audio prediction input) goes to the task's reader as it is.
+        if isinstance(path, (list, tuple)) and self.task.token_inputs:
+            raise InputError(f"{self.recipe.task.type} reads one data file, not a list of {len(path)} files")
+        return read_examples(path if isinstance(path, (list, tuple)) else str(path), cfg, self.task,
+                             with_labels=with_labels)
+
+    def logits(self, examples):
+        from lftrain.evaluation.inference import infer_logits
+
+        encoded = self.task.encode(self.tokenizer, examples)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        return infer_logits(self.model, self.task, encoded, batch_size=self.recipe.train.eval_batch_size,
+                            precision=self.precision, device=self.device, pad_id=pad), encoded

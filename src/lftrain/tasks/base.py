@@ -1,0 +1,185 @@
+"""The task contract: what a task type implements, and all the orchestrator, fit() and the commands may rely on.
+
+A task says what the model predicts: how rows are read and validated, which model class and input processor it
+uses, how examples are encoded, batched and scored, and how a finished run is evaluated. A new task is a subclass
+registered by short name (`@TASKS.register("name")`), never an edit of the orchestrator. Required hooks are
+abstract; optional ones have their default here, so callers never probe with `hasattr`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from lftrain.registry import Registry
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from lftrain.config.base import Section
+    from lftrain.data.examples import Examples
+    from lftrain.data.readers import Table
+    from lftrain.evaluation.evidence import RunOutputs
+    from lftrain.tasks.labels import LabelSet
+
+TASKS: Registry = Registry("task")
+Encoded = dict[str, "np.ndarray"]  # a split as flat arrays (token ids and offsets, pixels, ...): see `encode`
+
+
+class Batches(Protocol):
+    """What fit() needs of a task: the batches of encoded rows and their summed loss. A Task is one; a method may
+    hand fit() a view that changes the batches (masked-LM masking, cached teacher outputs)."""
+
+    augments_input: bool  # a row's input differs between epochs (augmentation, masking): its outputs cannot be cached
+
+    def lengths(self, encoded: Encoded) -> np.ndarray: ...
+    def collate(self, encoded: Encoded, indices: np.ndarray, pad_id: int) -> dict[str, Any]: ...
+    def model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]: ...
+    def loss_units(self, batch: dict[str, Any]) -> int: ...
+    def loss_sum(self, outputs, batch: dict[str, Any]): ...
+
+
+class Task(ABC):
+    Config: ClassVar[type[Section]]
+    generative: ClassVar[bool] = False  # judged on generated text (no class logits)
+    default_metric: ClassVar[str | None] = None  # train.metric when the recipe sets none (else `accuracy`)
+    cacheable: ClassVar[bool] = True  # encoded splits are worth a token-cache entry (data/token_cache.py)
+    token_inputs: ClassVar[bool] = True  # encoded rows are token sequences (`offsets`): the frozen cache stores those
+    augments_input: bool = False
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.labels: LabelSet | None = None
+
+    # ---- data: before any model loads ---------------------------------------------------------------------
+    def read(self, path, data_cfg, *, with_labels: bool = True, drop_label: Callable[[str], bool] | None = None,
+             stats: dict | None = None) -> Examples:
+        """One data source as validated examples. Default: a table file (CSV, JSONL, Parquet, ...) through
+        `extract`; tasks whose inputs are files (images, audio) read folders and lists too."""
+        from lftrain.data.readers import read_table
+        from lftrain.errors import DataError
+
+        table = read_table(path, data_cfg.format, data_cfg.encoding)
+        if not table.rows:
+            raise DataError("the file has a header but no rows", file=path)
+        return self.extract(table, normalize=data_cfg.normalize_whitespace, with_labels=with_labels,
+                            drop_label=drop_label)
+
+    @abstractmethod
+    def extract(self, table: Table, *, normalize: bool, with_labels: bool = True,
+                drop_label: Callable[[str], bool] | None = None) -> Examples:
+        """Validate every row of `table`; raise DataError naming file, row/line and column on the first bad one."""
+
+    @abstractmethod
+    def dedupe_key(self, ex: Examples, i: int) -> tuple:
+        """What makes two rows the same input (duplicates are dropped before splitting)."""
+
+    @abstractmethod
+    def fit_labels(self, train: Examples) -> LabelSet | None:
+        """Fix the label set from the training rows (None: the task has no classes)."""
+
+    def text_columns(self) -> list[str]:
+        """The columns holding text (read from `eval.ood` files); none for non-text tasks."""
+        return []
+
+    def row_info(self, ex: Examples, i: int) -> dict[str, Any]:
+        """Extra keys of a prediction row (the file an image or clip came from)."""
+        return {}
+
+    # ---- model ------------------------------------------------------------------------------------------
+    def load_processor(self, source, trust_remote_code: bool = False):
+        """What turns rows into model inputs: the tokenizer by default."""
+        from lftrain.models.loading import load_tokenizer
+
+        return load_tokenizer(source, trust_remote_code)
+
+    def prepare_tokenizer(self, tokenizer) -> None:  # noqa: B027  (optional hook, nothing to do by default)
+        """Adjust the processor once loaded (a chat template, a pad token)."""
+
+    @abstractmethod
+    def load_model(self, source, *, trust_remote_code: bool, attention: str):
+        """The model with this task's head, loaded from `source` (a vetted model directory)."""
+
+    # ---- batches ----------------------------------------------------------------------------------------
+    @abstractmethod
+    def encode(self, processor, ex: Examples) -> Encoded: ...
+
+    @abstractmethod
+    def lengths(self, encoded: Encoded) -> np.ndarray: ...
+
+    @abstractmethod
+    def collate(self, encoded: Encoded, indices: np.ndarray, pad_id: int) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def loss_units(self, batch: dict[str, Any]) -> int:
+        """What the loss is averaged over (examples, tokens): the loop normalises a step's summed loss by it."""
+
+    @abstractmethod
+    def loss_sum(self, outputs, batch: dict[str, Any]):
+        """The batch's loss, summed over its loss units."""
+
+    # ---- evaluation -------------------------------------------------------------------------------------
+    @abstractmethod
+    def evaluate(self, model, encoded: Encoded, *, infer: Callable[[Encoded], np.ndarray], batch_size: int,
+                 precision: str, device, pad_id: int) -> dict[str, Any]:
+        """Headline metrics of an encoded split during training (model selection, early stopping). `infer`
+        returns the model's logits for every row in order (sharded over processes when distributed)."""
+
+    @abstractmethod
+    def final_evaluation(self, out: RunOutputs) -> dict[str, dict[str, Any]]:
+        """Evaluate the final model on `eval.splits`, log and print it, and write the evidence the task supports;
+        returns metrics per split."""
+
+
+class ClassificationTask(Task):
+    """A task scored on class logits: cross-entropy per example, class metrics, calibrated evidence."""
+
+    def fit_labels(self, train: Examples) -> LabelSet:
+        from lftrain.tasks.labels import LabelSet
+
+        self.labels = LabelSet.from_config_or_data(self.config.labels, train.fields["label"])
+        return self.labels
+
+    def loss_units(self, batch: dict[str, Any]) -> int:
+        return int(batch["labels"].shape[0])
+
+    def loss_sum(self, outputs, batch: dict[str, Any]):
+        import torch.nn.functional as F
+
+        return F.cross_entropy(outputs.logits.float(), batch["labels"], reduction="sum",
+                               label_smoothing=self.config.label_smoothing)
+
+    def metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        from lftrain.evaluation.metrics import classification_metrics
+
+        assert self.labels is not None
+        return classification_metrics(logits, labels, self.labels.names)
+
+    def predictions(self, logits: np.ndarray) -> list[dict[str, Any]]:
+        from lftrain.evaluation.metrics import softmax
+
+        assert self.labels is not None
+        probs = softmax(logits)
+        names = self.labels.names
+        return [{"label": names[int(p.argmax())], "probs": {n: round(float(v), 6) for n, v in zip(names, p)}}
+                for p in probs]
+
+    def evaluate(self, model, encoded: Encoded, *, infer, batch_size: int, precision: str, device,
+                 pad_id: int) -> dict[str, Any]:
+        from lftrain.evaluation.metrics import headline
+
+        return headline(self.metrics(infer(encoded), encoded["labels"]))
+
+    def final_evaluation(self, out: RunOutputs) -> dict[str, dict[str, Any]]:
+        from lftrain.evaluation.evidence import classification_final
+
+        return classification_final(self, out)
+
+
+def build_task(config) -> Task:
+    """The registered task for a recipe's `task` section."""
+    return TASKS.get(config.type)(config)
