@@ -8,11 +8,11 @@ For each setting, in one invocation:
 
 it runs HF Trainer and `lft train` (each in its own subprocess under the peak-RSS wrapper, strictly one
 after the other) and prints samples/s of both and their ratio, peak RSS, test accuracy, and the model
-FLOPs utilisation (MFU) against this machine's bf16 matmul peak, which the script measures first.
+FLOPs utilisation (MFU) against this machine's matmul peak in the job's precision, measured first.
 
 The job is bench_trainer.py's: MiniLM-L6 on Rotten Tomatoes reviews at their real lengths, the same
-train.csv/test.csv, the same hyperparameters, the peer at its best documented settings (bf16, fused
-AdamW, DataCollatorWithPadding, `train_sampling_strategy="group_by_length"`). LoRA gets a higher
+train.csv/test.csv, the same hyperparameters, the peer at its best documented settings (bf16 where the CPU runs
+it fast, fused AdamW, DataCollatorWithPadding, `train_sampling_strategy="group_by_length"`). LoRA gets a higher
 learning rate (`--lora-lr`) on both sides.
 
 Run (from the repository root, with the project venv; the full run takes roughly 20-30 minutes on 2 cores):
@@ -147,16 +147,17 @@ def frozen_by_peer(param_name: str, spec: dict[str, Any]) -> bool:
 # --------------------------------------------------------------------------- probe child: peak and FLOPs
 
 
-def measure_bf16_peak(threads: int) -> dict[str, Any]:
-    """Best bf16 `torch.mm` rate over PEAK_SHAPES at `threads` threads, in FLOP/s."""
+def measure_peak(threads: int, precision: str) -> dict[str, Any]:
+    """Best `torch.mm` rate in the job's precision over PEAK_SHAPES at `threads` threads, in FLOP/s."""
     import torch
 
     torch.set_num_threads(threads)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     per_shape: dict[str, float] = {}
     for m, k, n in PEAK_SHAPES:
-        a = torch.randn(m, k).to(torch.bfloat16)
-        b = torch.randn(k, n).to(torch.bfloat16)
-        out = torch.empty(m, n, dtype=torch.bfloat16)
+        a = torch.randn(m, k).to(dtype)
+        b = torch.randn(k, n).to(dtype)
+        out = torch.empty(m, n, dtype=dtype)
         for _ in range(3):  # warm-up: oneDNN builds (and caches) its AMX kernel on first use
             torch.mm(a, b, out=out)
         best = float("inf")
@@ -170,6 +171,7 @@ def measure_bf16_peak(threads: int) -> dict[str, Any]:
         "per_shape": per_shape,
         "threads": threads,
         "timings_per_shape": PEAK_TIMINGS,
+        "precision": precision,
     }
 
 
@@ -259,14 +261,14 @@ def job_flops(model: Any, spec: dict[str, Any], mean_t: float, mean_t2: float) -
 
 
 def run_probe_child(config_path: Path, result_path: Path) -> int:
-    """Measure the bf16 peak, the train set's real token counts and each setting's FLOPs per sample."""
+    """Measure the matmul peak, the train set's real token counts and each setting's FLOPs per sample."""
     cfg = json.loads(config_path.read_text())
     import numpy as np
     import pandas as pd
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    peak = measure_bf16_peak(cfg["threads"])  # first, before anything else has touched the caches
+    peak = measure_peak(cfg["threads"], cfg["precision"])  # first, before anything else has touched the caches
 
     tokenizer = AutoTokenizer.from_pretrained(cfg["model"])
     texts = pd.read_csv(cfg["train_csv"], keep_default_na=False)["text"].tolist()  # as bench_trainer reads it
@@ -431,7 +433,7 @@ ROWS = (  # (label, key, format, scale)
     ("samples/s", "samples_per_second", ".1f", 1.0),
     ("peak RSS MB", "peak_rss_mb", ".0f", 1.0),
     ("test accuracy %", "accuracy", ".2f", 100.0),
-    ("MFU % of bf16 peak", "mfu", ".1f", 100.0),
+    ("MFU % of matmul peak", "mfu", ".1f", 100.0),
     ("train wall s", "train_runtime", ".1f", 1.0),
     ("process wall s", "process_s", ".1f", 1.0),
 )
@@ -501,12 +503,13 @@ def summary_line(name: str, s: dict[str, Any], errors: dict[str, str], results: 
 
 def peak_line(probe: dict[str, Any] | None) -> str:
     if probe is None:
-        return "bf16 matmul peak: not measured (probe failed; see stderr)"
+        return "matmul peak: not measured (probe failed; see stderr)"
     peak = probe["peak"]
     shapes = ", ".join(f"{k} {v / 1e9:.0f}" for k, v in peak["per_shape"].items())
     tok = probe["tokens"]
     return (
-        f"bf16 matmul peak: {peak['flops_per_s'] / 1e9:.0f} GFLOP/s (best of {peak['timings_per_shape']} torch.mm"
+        f"{peak.get('precision', 'bf16')} matmul peak: {peak['flops_per_s'] / 1e9:.0f} GFLOP/s (best of "
+        f"{peak['timings_per_shape']} torch.mm"
         f" timings per shape, {peak['threads']} threads; GFLOP/s by MxKxN: {shapes})\n"
         f"train tokens/sample: mean {tok['mean']:.1f}, mean of squares {tok['mean_sq']:.0f}, max {tok['max']}"
         f" ({tok['rows']} rows, real lengths, no padding)"
@@ -521,7 +524,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> int:
     base_cfg = job_config(args, workdir, files.n_train, files.n_test)
     print(f"data: {files.n_train} train / {files.n_test} test rows in {workdir}", file=sys.stderr)
 
-    print("measuring the bf16 matmul peak and the job's FLOPs ...", file=sys.stderr, flush=True)
+    print("measuring the matmul peak and the job's FLOPs ...", file=sys.stderr, flush=True)
     probe = run_probe(base_cfg, workdir, args.settings)
     print(peak_line(probe), flush=True)
     if importlib.util.find_spec("peft") is None and "lora" in args.settings:
