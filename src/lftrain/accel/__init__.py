@@ -99,6 +99,7 @@ class Run:
     checkpointing: bool = False
     augments_input: bool = False  # the inputs change between epochs (augmentation, masking): nothing to cache
     token_inputs: bool = True  # the inputs are token sequences (the cache stores those)
+    streamed: bool = False  # the training rows stream from disk (data.streaming)
     spill_dir: Path | None = None  # where a cache too large for memory is memory-mapped
     task: object = None  # what batches the encoded training rows (tasks.base.Batches): the cache is built from
     data: dict | None = None  # them, `batch_size` rows at a time
@@ -190,6 +191,8 @@ def _install_cache(model: nn.Module, run: Run, hooks: StepHooks) -> None:
         k, why = -1, "each process would cache its own shard; not supported with several processes"
     elif not run.token_inputs:
         k, why = -1, "not supported for this task's inputs (they are not token sequences)"
+    elif run.streamed:
+        k, why = -1, "the training rows stream from disk (data.streaming): it would hold every row's states"
     else:
         k, why = plan(model, augments_input=run.augments_input)
     if k < 0:

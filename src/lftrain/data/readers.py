@@ -42,6 +42,18 @@ class Table:
         """Keyword arguments for DataError naming row i's place."""
         return {"file": self.file, "row": self.row_numbers[i], "line": self.lines[i]}
 
+    def renamed(self, columns: dict[str, str]) -> Table:
+        """The table with the file's columns read as the task's: `columns` maps task column -> file column."""
+        if not columns:
+            return self
+        missing = [c for c in columns.values() if c not in self.columns]
+        if missing:
+            raise DataError(f"columns: no column '{missing[0]}' to read (columns: {', '.join(self.columns)})",
+                            file=self.file)
+        back = {file_col: task_col for task_col, file_col in columns.items()}
+        rows = [{back.get(k, k): v for k, v in row.items()} for row in self.rows]
+        return Table(self.file, [back.get(c, c) for c in self.columns], rows, self.row_numbers, self.lines)
+
 
 def detect_format(path: str) -> str:
     name = path.split("#", 1)[0].lower()
@@ -73,7 +85,7 @@ def read_table(path: str, fmt: str = "auto", encoding: str = "utf-8") -> Table:
     text, bad = _decode(path, raw, encoding)
     if fmt in ("csv", "tsv"):
         table = _read_csv(path, text, "\t" if fmt == "tsv" else ",")
-    elif fmt == "jsonl":
+    elif fmt in ("jsonl", "json"):
         table = _read_jsonl(path, text)
     else:
         raise DataError(f"unknown format '{fmt}'", file=path)
@@ -135,8 +147,15 @@ def _decode(path: str, raw: bytes, encoding: str) -> tuple[str, UnicodeDecodeErr
 
 
 def _read_csv(path: str, text: str, delimiter: str) -> Table:
+    header, rows = csv_rows(path, io.StringIO(text, newline=""), delimiter)
+    out = list(rows)
+    return Table(path, header, [r for r, _, _ in out], [n for _, n, _ in out], [line for _, _, line in out])
+
+
+def csv_rows(path: str, stream, delimiter: str):
+    """(header, iterator of (row dict, row number, first line)) of a CSV/TSV text stream, validated as it goes."""
     # csv.reader counts physical lines (line_num), so a record spanning lines still gets its first line.
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    reader = csv.reader(stream, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -147,31 +166,48 @@ def _read_csv(path: str, text: str, delimiter: str) -> Table:
     dupes = {h for h in header if header.count(h) > 1}
     if dupes:
         raise DataError(f"duplicate column names in the header: {sorted(dupes)}", file=path, line=1)
-    rows, numbers, lines = [], [], []
-    start = reader.line_num + 1
-    while True:
-        try:
-            record = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            raise DataError(f"malformed CSV: {exc}", file=path, line=start) from None
-        if not record or all(not f.strip() for f in record):  # blank lines are not rows
+
+    def rows():
+        n, start = 0, reader.line_num + 1
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise DataError(f"malformed CSV: {exc}", file=path, line=start) from None
+            if not record or all(not f.strip() for f in record):  # blank lines are not rows
+                start = reader.line_num + 1
+                continue
+            if len(record) != len(header):
+                raise DataError(f"expected {len(header)} fields (as in the header) but found {len(record)}; "
+                                f"quote fields that contain '{delimiter}'", file=path, row=n + 1, line=start)
+            n += 1
+            yield dict(zip(header, record)), n, start
             start = reader.line_num + 1
-            continue
-        if len(record) != len(header):
-            raise DataError(f"expected {len(header)} fields (as in the header) but found {len(record)}; "
-                            f"quote fields that contain '{delimiter}'", file=path, row=len(rows) + 1, line=start)
-        rows.append(dict(zip(header, record)))
-        numbers.append(len(rows))
-        lines.append(start)
-        start = reader.line_num + 1
-    return Table(path, header, rows, numbers, lines)
+
+    return header, rows()
 
 
 def _read_jsonl(path: str, text: str) -> Table:
+    """JSON lines, or a JSON array of objects (Alpaca and LLaMA-Factory data, `.json` exports)."""
+    if text.lstrip().startswith("["):
+        return _read_json_array(path, text)
     rows, numbers, lines, columns = [], [], [], {}
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for obj, n, lineno in jsonl_rows(path, enumerate(text.splitlines(), 1)):
+        rows.append(obj)
+        numbers.append(n)
+        lines.append(lineno)
+        columns.update(dict.fromkeys(obj))
+    if not rows:
+        raise DataError("the file has no rows", file=path)
+    return Table(path, list(columns), rows, numbers, lines)
+
+
+def jsonl_rows(path: str, numbered_lines):
+    """(object, row number, line) for each non-blank line of (line number, text) pairs, validated."""
+    n = 0
+    for lineno, line in numbered_lines:
         if not line.strip():
             continue
         try:
@@ -180,13 +216,51 @@ def _read_jsonl(path: str, text: str) -> Table:
             raise DataError(f"malformed JSON: {exc.msg} at character {exc.colno}", file=path, line=lineno) from None
         if not isinstance(obj, dict):
             raise DataError(f"each line must be a JSON object, got {type(obj).__name__}", file=path, line=lineno)
+        n += 1
+        yield obj, n, lineno
+
+
+def _read_json_array(path: str, text: str) -> Table:
+    """A JSON array of objects, each row placed at the line where its object starts."""
+    decoder, rows, lines, columns = json.JSONDecoder(), [], [], {}
+    pos, line, counted = text.index("[") + 1, 1, 0
+
+    def line_at(i: int) -> int:
+        nonlocal line, counted
+        line, counted = line + text.count("\n", counted, i), i
+        return line
+
+    while True:
+        pos = _skip_space(text, pos)
+        if pos < len(text) and text[pos] == "]" and not rows:
+            break
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"malformed JSON array: {exc.msg}", file=path, line=line_at(exc.pos)) from None
+        if not isinstance(obj, dict):
+            raise DataError(f"each element of the array must be a JSON object, got {type(obj).__name__}",
+                            file=path, row=len(rows) + 1, line=line_at(pos))
         rows.append(obj)
-        numbers.append(len(rows))
-        lines.append(lineno)
+        lines.append(line_at(pos))
         columns.update(dict.fromkeys(obj))
+        pos = _skip_space(text, end)
+        if pos < len(text) and text[pos] == ",":
+            pos += 1
+        elif pos < len(text) and text[pos] == "]":
+            break
+        else:
+            raise DataError("malformed JSON array: expected ',' or ']' after an element", file=path,
+                            line=line_at(min(pos, len(text))))
     if not rows:
-        raise DataError("the file has no rows", file=path)
-    return Table(path, list(columns), rows, numbers, lines)
+        raise DataError("the file has no rows (an empty JSON array)", file=path)
+    return Table(path, list(columns), rows, list(range(1, len(rows) + 1)), lines)
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
 
 
 def _read_parquet(path: str, resolved: Path) -> Table:

@@ -59,9 +59,8 @@ def fit_probe(run: RunFiles, saved_labels: np.ndarray, split: str = "test", *, c
     from sklearn.preprocessing import StandardScaler
 
     from lftrain.data.checks.noise import encoder_features
-    from lftrain.models.loading import offline, vet_model_dir
+    from lftrain.models.loading import vet_model_dir
 
-    offline()
     recipe, task, data = _rebuild(run)
     target = getattr(data, split)
     if target is None:
@@ -73,7 +72,7 @@ def fit_probe(run: RunFiles, saved_labels: np.ndarray, split: str = "test", *, c
                          f"the run saved ({len(saved_labels)} rows, or labels differ): the data changed since "
                          "training, so a paired comparison is not possible")
     source = vet_model_dir(recipe.model.path, allow_pickle=recipe.model.allow_pickle,
-                           trust_remote_code=recipe.model.trust_remote_code)
+                           trust_remote_code=recipe.model.trust_remote_code, revision=recipe.model.revision)
     max_length = recipe.task.max_length
     log.info("base probe: embedding %d train + %d %s texts with the frozen %s", len(y_train), len(y_test), split,
              recipe.model.path)

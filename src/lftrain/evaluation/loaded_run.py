@@ -25,8 +25,10 @@ class LoadedRun:
         # A plain model directory, or an adapter on its base model: either way task.labels is set from it.
         trained = load_trained_model(self.model_dir, self.task, base_fallback=self.recipe.model.path)
         self.tokenizer = trained.tokenizer
-        self.device = pick_device()
-        self.precision, _ = resolve_precision(self.recipe.train.precision, self.device)
+        self.device = pick_device()  # this machine's: a run trained on a GPU is also used on CPUs
+        wanted = self.recipe.train.precision
+        self.precision, _ = resolve_precision("auto" if wanted == "fp16" and self.device.type == "cpu" else wanted,
+                                              self.device)
         self.model = trained.model.to(self.device)
         self.model.eval()
         from lftrain.accel import install_for_inference

@@ -96,8 +96,8 @@ def encoder_dir(model: str, work: Path) -> str:
     if not (encoder / "config.json").is_file():
         from transformers import AutoModel, AutoTokenizer
 
-        AutoModel.from_pretrained(model_dir).save_pretrained(encoder, safe_serialization=True)
-        AutoTokenizer.from_pretrained(model_dir).save_pretrained(encoder)
+        AutoModel.from_pretrained(model_dir, local_files_only=True).save_pretrained(encoder, safe_serialization=True)
+        AutoTokenizer.from_pretrained(model_dir, local_files_only=True).save_pretrained(encoder)
     return str(encoder)
 
 

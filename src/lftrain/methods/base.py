@@ -35,6 +35,7 @@ class Method:
     uses_unlabeled: ClassVar[bool] = False  # reads data.unlabeled (others ignore it, with a warning)
     several_runs: ClassVar[bool] = False  # expanded into several runs by `plan_stages` even without `stages:`
     saves_task_model: ClassVar[bool] = True  # the saved model is the task's (a classifier), not e.g. a language model
+    streams: ClassVar[bool] = False  # trains on rows streamed from disk (data.streaming): needs none in memory
 
     def __init__(self, config, task: Task) -> None:
         self.config, self.task = config, task

@@ -91,15 +91,14 @@ def selection_stats(pred: np.ndarray, names: list[str], pool_size: int, truth: n
 def pool_truth(recipe, task, unlabeled) -> np.ndarray | None:
     """True labels of the unlabelled rows when that file has the label column (for evaluation only; -1 where a
     row's label is missing or unknown), else None."""
-    from lftrain.data.prepare import read_examples
-    from lftrain.data.readers import read_table
+    from lftrain.data.prepare import read_role
 
     cfg = recipe.data
-    label_col = getattr(task.config, "label", None)
-    if label_col is None or label_col not in read_table(cfg.unlabeled, cfg.format, cfg.encoding).columns:
+    if getattr(task.config, "label", None) is None:
         return None
     try:
-        ex = read_examples(cfg.unlabeled, cfg.model_copy(update={"unknown_labels": "drop"}), task, with_labels=True)
+        ex, _ = read_role(cfg.unlabeled, cfg.model_copy(update={"unknown_labels": "drop"}), task, "unlabeled",
+                          with_labels=True)
     except Exception as exc:  # noqa: BLE001  (labels are optional here: evaluation, never training, uses them)
         log.info("data.unlabeled: labels not usable for pseudo-label accuracy (%s)", exc)
         return None

@@ -12,3 +12,5 @@ from lftrain.methods.base import METHODS, Method
 class Supervised(Method):
     class Config(Section):
         type: Literal["supervised"] = "supervised"
+
+    streams = True

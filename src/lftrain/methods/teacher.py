@@ -34,10 +34,12 @@ class TeacherRef:
 
 
 def find_teacher(spec: str) -> TeacherRef:
-    """Resolve `method.teacher` (a run directory, its model/, or a model directory) and read its label names."""
+    """Resolve `method.teacher` (a run directory, its model/, a model directory or a Hub id `org/name[@revision]`)
+    and read its label names."""
+    from lftrain import hub
     from lftrain.models.trained import ADAPTER_CONFIG, LABELS, is_adapter_dir
 
-    path = Path(spec).expanduser()
+    path = hub.snapshot(spec, key="method.teacher") if hub.is_hub_id(spec) else Path(spec).expanduser()
     if not path.exists():
         raise InputError(f"method.teacher: {path} does not exist (give a finished run directory or a model directory)")
     run_dir = path if (path / "recipe.yaml").is_file() else path.parent if (path.parent / "recipe.yaml").is_file() \

@@ -1,1 +1,1 @@
-"""Loading base models offline and safely, adaptation (which parameters train), fast kernels."""
+"""Models: loading base models (local, packaged, GGUF or Hub) safely, adaptation (which parameters train), export."""

@@ -97,8 +97,10 @@ def write_int8_torch(model_dir: Path, tokenizer) -> dict[str, Any]:
 
 def write_onnx(model_dir: Path, tokenizer, *, int8: bool) -> dict[str, Any]:
     """Export model_dir's model to model.onnx (int8: then quantised by onnxruntime); returns the check."""
-    import onnx
-    import onnxruntime as ort
+    from lftrain.extras import need
+
+    onnx, ort = need("onnx", "ONNX export"), need("onnxruntime", "ONNX export")
+    need("onnxscript", "ONNX export")  # torch's exporter
 
     fp32 = _load_fp32(model_dir)
     inputs = probe_inputs(tokenizer)

@@ -48,10 +48,9 @@ def inspect_gguf(file: Path) -> dict:
     """Architecture and tensor-type counts of a GGUF file; raises ModelLoadError if it cannot be trained."""
     from collections import Counter
 
-    try:
-        from gguf import GGUFReader
-    except ImportError:
-        raise ModelLoadError("GGUF models need the `gguf` package: pip install gguf") from None
+    from lftrain.extras import need
+
+    GGUFReader = need("gguf", "reading a GGUF model file").GGUFReader
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
     try:

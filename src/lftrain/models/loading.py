@@ -1,4 +1,5 @@
-"""Find and vet a base model directory before anything is loaded from it.
+"""Find and vet a base model directory before anything is loaded from it: a local folder, `pkg:NAME`, a GGUF file
+or a Hugging Face Hub id (`org/name`, resolved to its cached snapshot by lftrain.hub).
 
 Safety rules (see docs/safety.md): safetensors weights are preferred; a pickle-only checkpoint is
 refused unless the recipe allows it, and is then read with `weights_only=True`; a model that ships
@@ -8,7 +9,6 @@ its own Python code (`auto_map`) is refused unless the recipe sets `trust_remote
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,13 +24,6 @@ CONVERTERS: dict[str, str] = {
 }
 
 
-def offline() -> None:
-    """Never reach a hub at run time: models and tokenizers come from local files only."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
-
 @dataclass(frozen=True)
 class ModelSource:
     """A vetted model directory and how its weights may be read."""
@@ -38,13 +31,19 @@ class ModelSource:
     path: Path
     safetensors: bool
     config: dict
+    hub: dict | None = None  # {"id", "revision", "commit"} when the recipe named a Hub id
 
 
-def resolve_model_dir(spec: str) -> Path:
-    """`pkg:NAME` -> the model folder inside an installed package; otherwise a local directory. A GGUF file
-    (or a folder/package holding one) resolves to its converted, cached Hugging Face folder (models/gguf.py)."""
+def resolve_model_dir(spec: str, *, revision: str | None = None, allow_pickle: bool = False,
+                      key: str = "model.path") -> Path:
+    """`pkg:NAME` -> the model folder inside an installed package; `org/name` (not a local folder) -> the Hub
+    snapshot at `revision`; otherwise a local directory. A GGUF file (or a folder/package holding one) resolves to
+    its converted, cached Hugging Face folder (models/gguf.py)."""
+    from lftrain import hub
     from lftrain.models.gguf import converted_dir, find_gguf
 
+    if hub.is_hub_id(spec):
+        return hub.snapshot(spec, revision=revision, key=key, allow_pickle=allow_pickle)
     if spec.startswith("pkg:"):
         name, _, sub = spec[4:].partition("/")
         if not sub and name.replace("-", "_") in CONVERTERS:
@@ -94,9 +93,16 @@ def reinitialise(model) -> int:
     return n
 
 
-def vet_model_dir(spec: str, *, allow_pickle: bool, trust_remote_code: bool) -> ModelSource:
+def vet_model_dir(spec: str, *, allow_pickle: bool, trust_remote_code: bool,
+                  revision: str | None = None) -> ModelSource:
     """Check a model directory against the safety rules; raise ModelLoadError saying what to change."""
-    path = resolve_model_dir(spec)
+    from lftrain import hub
+
+    path = resolve_model_dir(spec, revision=revision, allow_pickle=allow_pickle)
+    origin = None
+    if hub.is_hub_id(spec):
+        repo, pinned = hub.parse(spec)
+        origin = {"id": repo, "revision": revision or pinned or "main", "commit": hub.commit_of(path)}
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ModelLoadError(f"{path}: no config.json; is this a Hugging Face model directory? (model.path)")
@@ -113,12 +119,13 @@ def vet_model_dir(spec: str, *, allow_pickle: bool, trust_remote_code: bool) -> 
     has_safetensors = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
     has_pickle = any((path / name).is_file() for name in PICKLE_WEIGHTS)
     if not has_safetensors and not has_pickle:
-        raise ModelLoadError(f"{path}: no weights found (expected model.safetensors)")
+        hint = " on the Hub; if it ships only pickle weights, set model.allow_pickle: true" if origin else ""
+        raise ModelLoadError(f"{path}: no weights found (expected model.safetensors){hint}")
     if not has_safetensors and not allow_pickle:
         raise ModelLoadError(
             f"{path}: only pickle weights (pytorch_model.bin), which can run code when loaded; convert them to "
             "safetensors, or set model.allow_pickle: true to load them with torch.load(weights_only=True)")
-    return ModelSource(path=path, safetensors=has_safetensors, config=config)
+    return ModelSource(path=path, safetensors=has_safetensors, config=config, hub=origin)
 
 
 def _log_code_hashes(path: Path) -> None:
@@ -157,7 +164,6 @@ def load_classifier(auto_class, source: ModelSource, labels, what: str, trust_re
 def load_tokenizer(source: ModelSource, trust_remote_code: bool):
     from transformers import AutoTokenizer
 
-    offline()
     try:
         return AutoTokenizer.from_pretrained(source.path, local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:

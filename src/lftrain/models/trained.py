@@ -95,10 +95,9 @@ def load_trained_model(model_dir: Path, task, *, base_fallback: str | None = Non
 
     `task` builds the model class (its `load_model`); `base_fallback` (the recipe's `model.path`) is where
     an adapter's base model is looked for when the path recorded in adapter_config.json no longer exists."""
-    from lftrain.models.loading import ModelSource, offline, vet_model_dir
+    from lftrain.models.loading import ModelSource, vet_model_dir
     from lftrain.tasks.labels import LabelSet
 
-    offline()
     generative = task.generative
     if not is_adapter_dir(model_dir):
         source = vet_model_dir(str(model_dir), allow_pickle=False, trust_remote_code=False)

@@ -41,6 +41,13 @@ def _img(png: bytes | None, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
+def _fig(draw, *args, alt: str) -> str:
+    """A figure drawn by reports/plots.py; nothing when matplotlib is not installed (the report says so once)."""
+    from lftrain.extras import available
+
+    return _img(draw(*args), alt) if available("matplotlib") else ""
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_num(c) if not isinstance(c, str) else _e(c)}</td>" for c in r) + "</tr>"
@@ -78,7 +85,7 @@ def _calibration(run: RunFiles) -> str:
             f"({t['nll_before']:.4f} → {t['nll_after']:.4f} there); applied by <code>lft predict</code>.</p>"
             if t else f"<p class=muted>{_e(ev.get('temperature_note', 'No temperature scaling.'))}</p>")
     rel = s.get("reliability", {})
-    fig = _img(plots.reliability(rel["before"], rel.get("after"), t.get("temperature")), "reliability diagram") \
+    fig = _fig(plots.reliability, rel["before"], rel.get("after"), t.get("temperature"), alt="reliability diagram") \
         if rel.get("before") else ""
     return ("<h2>Calibration</h2>" + note + _table(["metric (lower is better)", "before", "after temperature"], rows)
             + "<p class=muted>ECE: equal-width bins; ece_mass: equal-mass bins.</p>" + fig)
@@ -93,8 +100,8 @@ def _classes(run: RunFiles) -> str:
     rows = [[n, c["precision"], c["recall"], c["f1"], c["support"]] for n, c in pc.items()]
     names = list(pc)
     return ("<h2>Per class</h2>" + _table(["class", "precision", "recall", "f1", "support"], rows)
-            + _img(plots.per_class(pc), "per-class bars")
-            + (_img(plots.confusion(m["confusion_matrix"], names), "confusion matrix") if "confusion_matrix" in m
+            + _fig(plots.per_class, pc, alt="per-class bars")
+            + (_fig(plots.confusion, m["confusion_matrix"], names, alt="confusion matrix") if "confusion_matrix" in m
                else ""))
 
 
@@ -108,8 +115,8 @@ def _ood(run: RunFiles) -> str:
     if ood is not None and ind is not None:
         from lftrain.evaluation.ood import msp, neg_energy
 
-        fig = _img(plots.ood_histograms({"msp": msp(ind["logits"]), "energy": neg_energy(ind["logits"])},
-                                        {"msp": ood["msp"], "energy": ood["energy"]}), "OOD score histograms")
+        fig = _fig(plots.ood_histograms, {"msp": msp(ind["logits"]), "energy": neg_energy(ind["logits"])},
+                   {"msp": ood["msp"], "energy": ood["energy"]}, alt="OOD score histograms")
     return (f"<h2>Out-of-distribution detection</h2><p>{_e(o['in_split'])} split against {_e(o['data'])} "
             f"(n = {o['n']}). AUROC: 1 separates perfectly, 0.5 is chance; FPR@95: share of OOD inputs accepted "
             "when 95% of in-distribution inputs are.</p>" + _table(["score", "AUROC", "FPR@95TPR"], rows) + fig)
@@ -145,6 +152,8 @@ def _gate(run: RunFiles) -> str:
 def render(run: RunFiles) -> str:
     import yaml
 
+    from lftrain.extras import available, install_hint
+
     model = run.recipe.get("model", {}).get("path", "?")
     task = run.recipe.get("task", {}).get("type", "?")
     versions = ", ".join(f"{k} {v}" for k, v in run.manifest.get("packages", {}).items())
@@ -153,9 +162,11 @@ def render(run: RunFiles) -> str:
         f"<style>{CSS}</style></head><body>",
         f"<h1>{_e(run.name)}</h1><p class=muted>{_e(task)} · base model {_e(model)} · started "
         f"{_e(run.manifest.get('created', '?'))} · run directory {_e(run.path)}</p>",
+        "" if available("matplotlib") else f"<p class=muted>Figures need matplotlib: {_e(install_hint('matplotlib'))}"
+        ".</p>",
         "<h2>Results</h2>", _headline(run), _gate(run), _calibration(run), _classes(run), _ood(run),
-        "<h2>Training curves</h2>", _img(plots.curves(run.records), "training curves")
-        or "<p class=muted>No training log.</p>", _speed(run),
+        "<h2>Training curves</h2>", _fig(plots.curves, run.records, alt="training curves")
+        or "<p class=muted>No training curves drawn.</p>", _speed(run),
         "<h2>Recipe</h2><pre>" + _e(yaml.safe_dump(run.recipe, sort_keys=False)) + "</pre>",
         f"<p class=muted>seed {_e(run.manifest.get('seed'))} · {_e(run.manifest.get('threads'))} threads · "
         f"precision {_e(run.manifest.get('precision'))} · {_e(versions)}</p>",

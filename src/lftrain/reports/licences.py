@@ -143,7 +143,7 @@ def check_licences(recipe, sources: dict[str, Any], model_meta: dict[str, Any]) 
     declared = recipe.data.licence
     rows = []
     for role, src in sources.items():
-        name = declared.get(role) if isinstance(declared, dict) else declared
+        name = (declared.get(role) if isinstance(declared, dict) else declared) or src.get("card_licence")
         rows.append({**verdict(name, use, f"data '{role}' ({src['path']})"),
                      **({"package_licence": src["package_licence"]} if src.get("package_licence") else {})})
     model_name = recipe.model.licence or model_meta.get("model_card")

@@ -66,7 +66,7 @@ def git_commit(cwd: Path) -> dict[str, Any] | None:
 
 def build_manifest(*, seed: int, threads: int, precision: str, precision_reason: str, device: str,
                    data_files: dict[str, Path], model_dir: Path, model_files: list[Path],
-                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                   model_hub: dict | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     import torch
 
     return {
@@ -87,7 +87,7 @@ def build_manifest(*, seed: int, threads: int, precision: str, precision_reason:
         },
         "data": {role: {"path": str(p), "sha256": sha256_file(p, cached=True), "bytes": p.stat().st_size}
                  for role, p in data_files.items()},
-        "base_model": {"path": str(model_dir),
+        "base_model": {"path": str(model_dir), **({"hub": model_hub} if model_hub else {}),
                        "files": {str(f.relative_to(model_dir)): sha256_file(f, cached=True) for f in model_files}},
         **(extra or {}),
     }

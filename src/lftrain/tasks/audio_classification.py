@@ -32,6 +32,7 @@ class AudioClassification(ClassificationTask):
     """Predict one label per audio clip. Loss: cross-entropy; one loss unit per clip."""
 
     token_inputs = False
+    requires = ("soundfile",)
     cacheable = False  # decoded waveforms: re-encoded each run (seconds), not worth a token-cache entry
 
     class Config(Section):
@@ -53,7 +54,8 @@ class AudioClassification(ClassificationTask):
         """Label smoothing of the cross-entropy loss (0 = none)."""
 
     # ---- data -------------------------------------------------------------------------------------------
-    def read(self, path, data_cfg, *, with_labels: bool = True, drop_label=None, stats: dict | None = None) -> Examples:
+    def read(self, path, data_cfg, *, with_labels: bool = True, drop_label=None, stats: dict | None = None,
+             columns: dict[str, str] | None = None) -> Examples:
         """Read and decode one data source: a folder of label sub-folders, a table, or a list of clips."""
         from lftrain.data import audio
         from lftrain.data.paths import resolve_path
@@ -68,7 +70,7 @@ class AudioClassification(ClassificationTask):
         elif resolve_path(str(path)).is_file() and str(path).lower().endswith(audio.AUDIO_SUFFIXES):
             rows, name = audio.read_files([str(path)], skip_bad=skip), str(path)  # one clip (lft predict)
         else:
-            table = read_table(str(path), data_cfg.format, data_cfg.encoding)
+            table = read_table(str(path), data_cfg.format, data_cfg.encoding).renamed(columns or {})
             rows = audio.read_table_audio(table, resolve_path(str(path).split("#", 1)[0]).parent, self.config.audio,
                                           self.config.label, with_labels=with_labels, skip_bad=skip)
             name = str(path)

@@ -46,6 +46,8 @@ class Task(ABC):
     default_metric: ClassVar[str | None] = None  # train.metric when the recipe sets none (else `accuracy`)
     cacheable: ClassVar[bool] = True  # encoded splits are worth a token-cache entry (data/token_cache.py)
     token_inputs: ClassVar[bool] = True  # encoded rows are token sequences (`offsets`): the frozen cache stores those
+    requires: ClassVar[tuple[str, ...]] = ()  # optional modules the task needs (lftrain.extras), checked when built
+    streams: ClassVar[bool] = False  # its training rows can be streamed from disk (data.streaming; data/stream.py)
     augments_input: bool = False
 
     def __init__(self, config) -> None:
@@ -54,13 +56,14 @@ class Task(ABC):
 
     # ---- data: before any model loads ---------------------------------------------------------------------
     def read(self, path, data_cfg, *, with_labels: bool = True, drop_label: Callable[[str], bool] | None = None,
-             stats: dict | None = None) -> Examples:
-        """One data source as validated examples. Default: a table file (CSV, JSONL, Parquet, ...) through
-        `extract`; tasks whose inputs are files (images, audio) read folders and lists too."""
+             stats: dict | None = None, columns: dict[str, str] | None = None) -> Examples:
+        """One data source as validated examples. Default: a table file (CSV, JSON, Parquet, ...) through
+        `extract`, its columns renamed by `columns` (task column -> file column); tasks whose inputs are files
+        (images, audio) read folders and lists too."""
         from lftrain.data.readers import read_table
         from lftrain.errors import DataError
 
-        table = read_table(path, data_cfg.format, data_cfg.encoding)
+        table = read_table(path, data_cfg.format, data_cfg.encoding).renamed(columns or {})
         if not table.rows:
             raise DataError("the file has a header but no rows", file=path)
         return self.extract(table, normalize=data_cfg.normalize_whitespace, with_labels=with_labels,
@@ -181,5 +184,10 @@ class ClassificationTask(Task):
 
 
 def build_task(config) -> Task:
-    """The registered task for a recipe's `task` section."""
-    return TASKS.get(config.type)(config)
+    """The registered task for a recipe's `task` section (its optional packages checked: extras.py)."""
+    from lftrain.extras import need
+
+    cls = TASKS.get(config.type)
+    for module in cls.requires:
+        need(module, f"task.type {config.type}")
+    return cls(config)

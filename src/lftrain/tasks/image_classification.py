@@ -28,6 +28,7 @@ class ImageClassification(ClassificationTask):
     """Predict one label per image. Loss: cross-entropy; one loss unit per image."""
 
     token_inputs = False
+    requires = ("PIL",)
     cacheable = False  # decoded pixels: cheap to resize again, not worth a token-cache entry
 
     class Config(Section):
@@ -58,7 +59,8 @@ class ImageClassification(ClassificationTask):
         return self.config.augment
 
     # ---- data -------------------------------------------------------------------------------------------
-    def read(self, path, data_cfg, *, with_labels: bool = True, drop_label=None, stats: dict | None = None) -> Examples:
+    def read(self, path, data_cfg, *, with_labels: bool = True, drop_label=None, stats: dict | None = None,
+             columns: dict[str, str] | None = None) -> Examples:
         """Read and decode one data source: a folder, IDX file, table, or a list of image files."""
         from lftrain.data import images
         from lftrain.data.paths import resolve_path
@@ -73,7 +75,7 @@ class ImageClassification(ClassificationTask):
             rows = images.read_folder(resolve_path(str(path)), with_labels=with_labels, skip_bad=skip)
             name = str(path)
         else:
-            table = read_table(str(path), data_cfg.format, data_cfg.encoding)
+            table = read_table(str(path), data_cfg.format, data_cfg.encoding).renamed(columns or {})
             rows = images.read_table_images(table, resolve_path(str(path).split("#", 1)[0]).parent, self.config.image,
                                             self.config.label, with_labels=with_labels, skip_bad=skip)
             name = str(path)

@@ -22,6 +22,8 @@ from lftrain.tasks.labels import label_key
 class TextClassification(ClassificationTask):
     """Predict one label per text (or text pair). Loss: cross-entropy; one loss unit per example."""
 
+    streams = True
+
     class Config(Section):
         type: Literal["text-classification"] = "text-classification"
         text: str = "text"

@@ -46,6 +46,7 @@ class TrainState:
     stopped_early: bool = False
     micro_batch_size: int | None = None
     skipped_steps: int = 0  # steps whose loss was not finite and whose update was skipped (train.nonfinite: skip)
+    loss_scale: dict | None = None  # fp16: the gradient scaler's state (scale, growth tracker), resumed exactly
 
 
 def _fsync(path: Path) -> None:

@@ -57,6 +57,7 @@ class FitContext:
     dist: DistContext | None = None  # set when launched on several processes (training/distributed.py)
     on_eval: Callable[[int, dict], bool] | None = None  # (step, eval metrics) -> stop now? (a tuning trial's pruner)
     curriculum: object | None = None  # train.curriculum: a CurriculumPlan (data/curriculum.py) drawing each step
+    scaler: torch.amp.GradScaler | None = None  # fp16: loss scaling (training/precision.py)
 
 
 def plan_steps(n_examples: int, cfg) -> tuple[int, int]:
@@ -89,21 +90,31 @@ def _train_step(ctx: FitContext, batch_idx: np.ndarray, micro: int, prepared: li
             with autocast(ctx.precision, ctx.device), ctx.hooks.forward(mb, batch), \
                     ctx.cap.watch() if ctx.cap else contextlib.nullcontext():
                 out = ctx.method(d.forward_model if d else ctx.model, batch)
-            ((out["loss_sum"] * weights[i] if d else out["loss_sum"]) / units).backward()
+            loss = (out["loss_sum"] * weights[i] if d else out["loss_sum"]) / units
+            (ctx.scaler.scale(loss) if ctx.scaler else loss).backward()
         loss_total += float(out["loss_sum"].detach()) if not d or weights[i] else 0.0
     loss_total = d.global_sum(loss_total) if d else loss_total
     params = [p for p in ctx.model.parameters() if p.grad is not None]
     ctx.hooks.before_update()
+    if ctx.scaler:
+        ctx.scaler.unscale_(ctx.optimizer)  # clipping sees the true gradients
     norm = None
     if ctx.cfg.max_grad_norm is not None:
         norm = float((d.clip_grad_norm if d else ctx.hooks.clip_grad_norm)(params, ctx.cfg.max_grad_norm))
-    if state is not None and not finite_or_handle(loss_total, norm, step=state.step + 1, policy=ctx.cfg.nonfinite,
-                                                  run=ctx.run, state=state):  # skipped: no update from this step
+    # fp16: an infinite norm is an overflow the scaler handles (it skips the update and halves the scale)
+    checked_norm = None if ctx.scaler else norm
+    if state is not None and not finite_or_handle(loss_total, checked_norm, step=state.step + 1,
+                                                  policy=ctx.cfg.nonfinite, run=ctx.run,
+                                                  state=state):  # skipped: no update from this step
         ctx.optimizer.zero_grad(set_to_none=True)
         ctx.scheduler.step()
         return loss_total, units
     ctx.hooks.before_step()
-    ctx.optimizer.step()
+    if ctx.scaler:
+        ctx.scaler.step(ctx.optimizer)
+        ctx.scaler.update()
+    else:
+        ctx.optimizer.step()
     ctx.scheduler.step()
     ctx.optimizer.zero_grad(set_to_none=True)
     ctx.hooks.after_step()
@@ -111,6 +122,8 @@ def _train_step(ctx: FitContext, batch_idx: np.ndarray, micro: int, prepared: li
 
 
 def _checkpoint(ctx: FitContext, state: TrainState) -> None:
+    if ctx.scaler is not None:
+        state.loss_scale = ctx.scaler.state_dict()
     if ctx.dist is not None:  # rank 0 writes (DDP), or every rank its shard (FSDP)
         from lftrain.training.checkpoint import save_distributed
 
@@ -159,7 +172,8 @@ def _log_train(ctx: FitContext, state: TrainState, w: _Window, progress: Progres
     lr = ctx.scheduler.get_last_lr()[0]
     loss, sps, epoch = w.loss / max(w.units, 1), w.samples / max(w.seconds, 1e-9), state.step / ctx.steps_per_epoch
     ctx.run.log_metrics({"event": "train", "step": state.step, "epoch": epoch, "loss": loss, "lr": lr,
-                         "samples_per_second": sps})
+                         "samples_per_second": sps,
+                         **({"loss_scale": ctx.scaler.get_scale()} if ctx.scaler is not None else {})})
     progress.update(state.step, epoch, loss, lr, sps, log_line=True)
 
 

@@ -102,24 +102,43 @@ def prepare_inputs(recipe) -> Prepared:
     from lftrain.data.prepare import prepare_data
     from lftrain.evaluation.evidence import read_ood
     from lftrain.methods import build_method
-    from lftrain.models.loading import offline, vet_model_dir
+    from lftrain.models.loading import vet_model_dir
     from lftrain.tasks import build_task
 
-    offline()
     if recipe.output.dir is None:
         raise InputError("output.dir is not set (and the recipe has no file name to derive it from)")
     task = build_task(recipe.task)
-    data = prepare_data(recipe, task)  # every row validated
+    source = vet_model_dir(recipe.model.path, allow_pickle=recipe.model.allow_pickle,
+                           trust_remote_code=recipe.model.trust_remote_code, revision=recipe.model.revision)
+    if recipe.data.streaming:
+        _check_streamable(recipe, task)
+    # every row validated (a streamed training set is tokenised here too: the tokenizer is not the model)
+    data = prepare_data(recipe, task, lambda: task.load_processor(source, recipe.model.trust_remote_code))
     checks = preflight(recipe, task, data)  # data.checks: a blocking check stops here (exit 2)
     ood = read_ood(recipe, task)
-    method = build_method(recipe.method, task)  # vets the method's own inputs (a teacher)
+    method = build_method(recipe.method, task)  # vets the method's own inputs (a teacher) against the labels
     if data.unlabeled is not None and not method.uses_unlabeled:
         log.warning("data.unlabeled is set but method '%s' does not use unlabelled data; ignoring it",
                     recipe.method.type)
     check_curriculum(recipe, data)
-    source = vet_model_dir(recipe.model.path, allow_pickle=recipe.model.allow_pickle,
-                           trust_remote_code=recipe.model.trust_remote_code)
     return Prepared(recipe, task, method, data, checks, ood, source)
+
+
+def _check_streamable(recipe, task) -> None:
+    from lftrain.methods import METHODS
+
+    what = []
+    if not task.streams:
+        what.append(f"task.type {recipe.task.type}")
+    if not METHODS.get(recipe.method.type).streams:
+        what.append(f"method {recipe.method.type}")
+    if recipe.train.curriculum is not None:
+        what.append("train.curriculum")
+    if recipe.data.unlabeled:
+        what.append("data.unlabeled")
+    if what:
+        raise InputError(f"data.streaming: {', '.join(what)} needs every training row in memory; streaming supports "
+                         "supervised text classification (set data.streaming: false)")
 
 
 # ---- phase 2: the run directory and the machine ----------------------------------------------------------------
@@ -136,12 +155,15 @@ def open_session(p: Prepared, *, new_run: bool, allow_recipe_change: bool) -> Se
 
     def opener():
         return open_run(recipe.output.dir, dump_recipe(recipe), new_run=new_run,
-                        allow_recipe_change=allow_recipe_change, inputs=_data_files(recipe))
+                        allow_recipe_change=allow_recipe_change, inputs=_data_files(p))
     run, resuming = opener() if dctx is None else distributed.open_run_shared(dctx, opener)
     log.info("run directory: %s%s", run.path, " (resuming)" if resuming else "")
     threads = set_threads(cfg.threads or (dctx.threads_per_process() if dctx else None))
-    device = pick_device()
+    device = pick_device(cfg.device)
     precision, why = resolve_precision(cfg.precision, device)
+    if precision == "fp16" and dctx is not None and dctx.fsdp:
+        raise InputError("train.precision fp16 with train.strategy fsdp is not supported (FSDP shards need a sharded "
+                         "gradient scaler); use bf16, or train.strategy ddp")
     log.info("precision: %s (%s); %d threads; device %s; memory allocator %s", precision, why, threads, device,
              allocator.describe())
     stats = p.data.stats
@@ -169,7 +191,8 @@ def build_model(s: Session) -> None:
     s.hooks = accel.install(s.model, cfg.accel, accel.Run(
         s.device, s.precision, distributed=s.dctx is not None, compiled=cfg.compile,
         checkpointing=cfg.gradient_checkpointing, augments_input=s.fit_task.augments_input,
-        token_inputs=p.task.token_inputs, spill_dir=s.run.path / "cache", task=s.fit_task, data=s.train_enc,
+        token_inputs=p.task.token_inputs, streamed=p.data.stream is not None, spill_dir=s.run.path / "cache",
+        task=s.fit_task, data=s.train_enc,
         batch_size=cfg.eval_batch_size, pad_id=s.pad_id), skip=s.accel_skip)
     if cfg.gradient_checkpointing:
         distributed.gradient_checkpointing(s.model)
@@ -191,8 +214,11 @@ def _encode_splits(s: Session):
                              cache_dir=p.recipe.data.cache_dir, stats=stats)
 
     t0 = time.perf_counter()
-    splits = (("train", p.method.training_examples(p.data)), ("eval", p.data.eval), ("test", p.data.test))
+    train = None if p.data.stream is not None else p.method.training_examples(p.data)
+    splits = (("train", train), ("eval", p.data.eval), ("test", p.data.test))
     s.enc = {name: encode(ex) for name, ex in splits if ex is not None}
+    if p.data.stream is not None:
+        s.enc["train"] = p.data.stream.encoded  # tokenised while the data was prepared, read from disk
     log.info("tokenised in %.1fs (cache: %d hit, %d miss)", time.perf_counter() - t0, stats.get("cache_hits", 0),
              stats.get("cache_misses", 0))
     return encode
@@ -253,6 +279,7 @@ def _manifest(s: Session) -> dict:
     extra = {"data_stats": p.data.stats, "labels": p.data.labels,
              "trainable_parameters": sum(x.numel() for x in s.model.parameters() if x.requires_grad),
              "total_steps": s.total_steps, "allocator": allocator.in_use(), "attention": s.attention,
+             "data_sources": _source_origins(p),
              "accel": {"setting": cfg.accel, "dropout": s.hooks.dropout, "levers": s.hooks.lines},
              "determinism": determinism_info(seed=cfg.seed, threads=s.threads, precision=s.precision,
                                              device=str(s.device), num_workers=cfg.num_workers),
@@ -262,8 +289,8 @@ def _manifest(s: Session) -> dict:
     if p.checks:
         extra["licences"] = p.checks.licences
     return build_manifest(seed=cfg.seed, threads=s.threads, precision=s.precision, precision_reason=s.precision_reason,
-                          device=str(s.device), data_files=_data_files(p.recipe), model_dir=p.source.path,
-                          model_files=model_files(p.source.path), extra=extra)
+                          device=str(s.device), data_files=_data_files(p), model_dir=p.source.path,
+                          model_files=model_files(p.source.path), model_hub=p.source.hub, extra=extra)
 
 
 # ---- phase 5: fit ------------------------------------------------------------------------------------------------
@@ -276,6 +303,8 @@ def fit_model(s: Session, on_eval=None):
     cfg = s.p.recipe.train
     state = _resume(s)
     ctx = fit_context(s, on_eval)
+    if ctx.scaler is not None and state.loss_scale:
+        ctx.scaler.load_state_dict(state.loss_scale)  # the loss scale where the checkpoint left it
     s.run.set_status("running", step=state.step, total_steps=s.total_steps)
     state = fit(ctx, state)
     release_training_memory(ctx)
@@ -289,6 +318,7 @@ def fit_model(s: Session, on_eval=None):
 def fit_context(s: Session, on_eval=None):
     """Everything fit() needs, from the session's phases."""
     from lftrain.training.loop import FitContext
+    from lftrain.training.precision import grad_scaler
 
     cfg = s.p.recipe.train
     metric = s.p.method.selection_metric(cfg.metric)
@@ -296,7 +326,7 @@ def fit_context(s: Session, on_eval=None):
                       optimizer=s.optimizer, scheduler=s.scheduler, cfg=cfg.model_copy(update={"metric": metric}),
                       run=s.run, device=s.device, precision=s.precision, pad_id=s.pad_id, evaluate=_evaluator(s),
                       total_steps=s.total_steps, steps_per_epoch=s.steps_per_epoch, hooks=s.hooks, on_eval=on_eval,
-                      dist=s.dctx, curriculum=s.curriculum)
+                      dist=s.dctx, curriculum=s.curriculum, scaler=grad_scaler(s.precision, s.device))
 
 
 def _resume(s: Session):
@@ -393,14 +423,24 @@ def _trim_metrics(run, step: int) -> None:
     run.metrics_file.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
-def _data_files(recipe) -> dict[str, Path]:
+def _source_origins(p: Prepared) -> dict[str, list[dict]]:
+    """What the recipe named for each role, and for Hub data sets the commit read."""
+    out: dict[str, list[dict]] = {}
+    for role, sources in p.data.sources.items():
+        for s in sources:
+            entry = {"origin": s.origin, "weight": s.weight, **({"hub": s.hub} if s.hub else {})}
+            if entry not in out.setdefault(role, []):
+                out[role].append(entry)
+    return out
+
+
+def _data_files(p: Prepared) -> dict[str, Path]:
+    """Every local data file the run read, by role (`train`, or `train[2]`... when a role has several)."""
     from lftrain.data.paths import resolve_path
 
     files = {}
-    for role in ("train", "eval", "test", "unlabeled"):
-        value = getattr(recipe.data, role)
-        if value:
-            path = resolve_path(value.split("#", 1)[0])
-            if path.is_file():
-                files[role] = path
+    for role, sources in p.data.sources.items():
+        paths = [resolve_path(s.path.split("#", 1)[0]) for s in sources]
+        paths = [path for path in paths if path.is_file()]
+        files.update({role if len(paths) == 1 else f"{role}[{i + 1}]": path for i, path in enumerate(paths)})
     return files

@@ -129,6 +129,9 @@ def _plots(study, out: Path, metric: str, n_complete: int, notes: list[str]) -> 
 
 def write_report(study_dir: str | Path) -> TuneReport:
     """Write best.yaml and report/ (trials.csv, summary.json, PNGs, report.html) for a study directory."""
+    from lftrain.extras import need
+
+    need("optuna", "lft tune --report")
     from optuna.trial import TrialState
 
     from lftrain.tuning.study import counts

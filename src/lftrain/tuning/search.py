@@ -75,8 +75,11 @@ def _check_same_study(study, recipe_yaml: str, url: str, name: str) -> None:
 
 def tune(recipe, source: str = "<recipe>"):
     """Run (or continue) the search the recipe's tune section describes; returns the study's TuneReport."""
+    from lftrain.extras import need
     from lftrain.tuning.report import write_report
 
+    need("optuna", "lft tune")
+    need("matplotlib", "lft tune (the study's plots)")
     base, metric = _check_inputs(recipe, source)
     tune_cfg = recipe.tune
     st.quiet_optuna()

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from lftrain.data.readers import detect_format, read_table
+from lftrain.data.sources import expand
 from lftrain.errors import InputError
 
 log = logging.getLogger("lftrain")
@@ -59,24 +60,15 @@ def fix_data(recipe, output: str | Path, *, near: bool = True, conflicts: bool =
     summary: dict[str, Any] = {"output": str(out), "files": {}, "removed": {}}
     removed_lines, new_paths = [], {}
     for role in ("train", "eval", "test"):
-        path = getattr(recipe.data, role)
-        if not path:
-            continue
-        table = read_table(path, recipe.data.format, recipe.data.encoding)
-        fmt = "csv" if (recipe.data.format if recipe.data.format != "auto" else detect_format(path)) in (
-            "csv", "tsv") else "jsonl"
-        kept = []
-        for i, row in enumerate(table.rows):
-            why = drop.get((path, table.row_numbers[i]))
-            if why is None:
-                kept.append(row)
-            else:
-                removed_lines.append({**why, "text": row.get(getattr(recipe.task, "text", "text"))})
-                summary["removed"][why["check"]] = summary["removed"].get(why["check"], 0) + 1
-        target = out / f"{role}.{fmt}"
-        _write_rows(target, table.columns, kept, fmt)
-        new_paths[role] = str(target.resolve())
-        summary["files"][role] = {"from": path, "to": str(target), "rows_in": len(table.rows), "rows_out": len(kept)}
+        sources = expand(getattr(recipe.data, role), role)
+        entries = []
+        for n, source in enumerate(sources, 1):
+            target = out / (f"{role}.csv" if len(sources) == 1 else f"{role}-{n}.csv")
+            target = _clean_copy(source, recipe, drop, target, removed_lines, summary)
+            entries.append(str(target.resolve()) if source.weight == 1 and not source.columns else
+                           {"path": str(target.resolve()), "weight": source.weight, "columns": source.columns})
+        if entries:
+            new_paths[role] = entries[0] if len(entries) == 1 else entries
     (out / "removed.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n"
                                                for r in removed_lines), encoding="utf-8")
     fixed = yaml.safe_load(dump_recipe(recipe))
@@ -84,7 +76,28 @@ def fix_data(recipe, output: str | Path, *, near: bool = True, conflicts: bool =
     (out / "recipe.yaml").write_text("# written by `lft data fix`: the same recipe on the cleaned data\n"
                                      + yaml.safe_dump(fixed, sort_keys=False, allow_unicode=True))
     (out / "fix_summary.json").write_text(json.dumps(summary, indent=1))
-    for role, f in summary["files"].items():
-        log.info("%s: %d -> %d rows (%s)", role, f["rows_in"], f["rows_out"], f["to"])
+    for f in summary["files"].values():
+        log.info("%s: %d -> %d rows (%s)", f["from"], f["rows_in"], f["rows_out"], f["to"])
     log.info("removed by check: %s; every removed row is in %s", summary["removed"] or "none", out / "removed.jsonl")
     return summary
+
+
+def _clean_copy(source, recipe, drop: dict, target: Path, removed_lines: list, summary: dict) -> Path:
+    """One source's rows minus those `drop` names, written beside the others (JSON lines when the rows are not
+    flat, else CSV); returns the file written."""
+    table = read_table(source.path, recipe.data.format, recipe.data.encoding)
+    fmt = "csv" if (recipe.data.format if recipe.data.format != "auto" else detect_format(source.path)) in (
+        "csv", "tsv") else "jsonl"
+    target = target.with_suffix(f".{fmt}")
+    kept = []
+    for i, row in enumerate(table.rows):
+        why = drop.get((source.path, table.row_numbers[i]))
+        if why is None:
+            kept.append(row)
+        else:
+            removed_lines.append({**why, "text": row.get(getattr(recipe.task, "text", "text"))})
+            summary["removed"][why["check"]] = summary["removed"].get(why["check"], 0) + 1
+    _write_rows(target, table.columns, kept, fmt)
+    summary["files"][target.stem] = {"from": source.path, "to": str(target), "rows_in": len(table.rows),
+                                          "rows_out": len(kept)}
+    return target

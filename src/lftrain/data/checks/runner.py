@@ -21,6 +21,7 @@ from lftrain.data.checks import near, noise, pii, stats
 from lftrain.data.checks.report import CheckReport, CheckResult
 from lftrain.data.checks.text import is_text, normalised_texts
 from lftrain.data.paths import resolve_path
+from lftrain.extras import available, install_hint
 
 log = logging.getLogger("lftrain")
 
@@ -36,14 +37,14 @@ def _timed(results: dict[str, CheckResult], fn, *args, **kwargs) -> CheckResult:
 
 def read_files(recipe, task) -> dict:
     """The recipe's labelled files as given (no de-duplication, no split), unknown labels dropped."""
-    from lftrain.data.prepare import read_examples
+    from lftrain.data.prepare import read_role
 
     cfg = recipe.data
     files = {}
     for role in ("train", "eval", "test"):
-        path = getattr(cfg, role)
-        if path:
-            ex = read_examples(path, cfg, task)
+        spec = getattr(cfg, role)
+        if spec:
+            ex, _ = read_role(spec, cfg, task, role)
             known = [i for i, v in enumerate(ex.fields["label"]) if task.labels.lookup(v) is not None]
             files[role] = ex.subset(known, role) if len(known) < len(ex) else ex
             files[role].name = role
@@ -51,20 +52,35 @@ def read_files(recipe, task) -> dict:
 
 
 def source_info(recipe, files: dict) -> dict[str, Any]:
+    from lftrain.data.sources import expand
     from lftrain.reports.licences import package_licence
     from lftrain.reports.manifest import sha256_file
 
     out = {}
     for role, ex in files.items():
-        path = getattr(recipe.data, role)
-        p = resolve_path(path.split("#", 1)[0])
-        info: dict[str, Any] = {"path": path, "rows": len(ex)}
-        if p.is_file():
+        sources = expand(getattr(recipe.data, role), role)
+        info: dict[str, Any] = {"path": ", ".join(dict.fromkeys(s.origin for s in sources)), "rows": len(ex)}
+        resolved = [resolve_path(s.path.split("#", 1)[0]) for s in sources]
+        resolved = [p for p in resolved if p.is_file()]
+        if len(resolved) == 1:
+            p = resolved[0]
             info.update({"resolved": str(p), "sha256": sha256_file(p, cached=True), "bytes": p.stat().st_size})
-        if path.startswith("pkg:"):
-            pkg = package_licence(path[4:].split("/", 1)[0])
-            if pkg:
-                info["package_licence"] = pkg
+        elif resolved:
+            info["files"] = [{"resolved": str(p), "sha256": sha256_file(p, cached=True), "bytes": p.stat().st_size}
+                             for p in resolved]
+        hub = [s.hub for s in sources if s.hub]
+        if hub:
+            from lftrain.reports.licences import model_licence_metadata
+
+            info["hub"] = hub[0]
+            card = model_licence_metadata(Path(hub[0]["folder"])).get("model_card")  # the data set card's front matter
+            if card:
+                info["card_licence"] = card
+        packages = {s.origin[4:].split("/", 1)[0] for s in sources if s.origin.startswith("pkg:")}
+        for pkg in sorted(packages):
+            licence = package_licence(pkg)
+            if licence:
+                info["package_licence"] = licence
         out[role] = info
     return out
 
@@ -75,7 +91,7 @@ def _tokenizer(recipe):
 
     try:
         source = vet_model_dir(recipe.model.path, allow_pickle=recipe.model.allow_pickle,
-                               trust_remote_code=recipe.model.trust_remote_code)
+                               trust_remote_code=recipe.model.trust_remote_code, revision=recipe.model.revision)
         return source, load_tokenizer(source, recipe.model.trust_remote_code)
     except Exception as exc:  # lengths in words are still useful; say why tokens were not possible
         log.warning("data checks: lengths in words, not tokens (tokenizer did not load: %s)", exc)
@@ -107,7 +123,8 @@ def run_checks(recipe, task=None, prepared=None, *, load_tokenizer: bool = True)
               if v is not None}
     for role, ex in splits.items():
         ex.name = role
-    files = read_files(recipe, task)
+    # the files as given (duplicates inside them); a streamed training set: its held-out splits and a sample
+    files = read_files(recipe, task) if prepared.stream is None else splits
     split_norms = {k: normalised_texts(v) for k, v in splits.items()}
     file_norms = {k: normalised_texts(v) for k, v in files.items()}
     text = is_text(prepared.train)  # images, audio: checks on content hashes only (no n-grams, tokens or PII)
@@ -115,12 +132,17 @@ def run_checks(recipe, task=None, prepared=None, *, load_tokenizer: bool = True)
 
     results: dict[str, CheckResult] = {}
     _timed(results, dup.duplicates, files, file_norms)
-    if text:
+    minhash = text and available("datasketch")
+    if minhash:
         t_near = time.perf_counter()
         pairs = near.near_pairs(splits, split_norms, cfg.near_threshold)
         _timed(results, near.near_duplicates, splits, pairs).seconds += round(time.perf_counter() - t_near, 3)
+    elif text:  # the core install: say what was not checked and how to have it
+        for name in ("near_duplicates", "near_leakage"):
+            results[name] = CheckResult(name, 0, f"not run: needs datasketch ({install_hint('datasketch')})",
+                                        flagged=False)
     _timed(results, dup.leakage, splits, split_norms, cfg.leakage_tolerance)
-    if text:
+    if minhash:
         _timed(results, near.near_leakage, splits, pairs)
     _timed(results, dup.conflicts, files, file_norms)
     _timed(results, stats.imbalance, splits, cfg.imbalance_ratio)
@@ -138,6 +160,8 @@ def run_checks(recipe, task=None, prepared=None, *, load_tokenizer: bool = True)
         _timed(results, pii.pii, files)
 
     sources = source_info(recipe, files)
+    if prepared.stream is not None:  # the checks saw a sample of the streamed training rows: say how many of all
+        sources["train"].update(rows=prepared.stats["train_rows"], checked_rows=len(prepared.train))
     licences = _licences(recipe, sources, source)
     results["licence"] = licences.pop("_result")
     blocking = [name for name, r in results.items() if r.flagged and name in cfg.block]
