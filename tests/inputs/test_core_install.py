@@ -1,6 +1,6 @@
 """The core install (`pip install lftrain`, no extras) trains and evaluates text classification; a feature whose
-extra is missing names the `pip install` to run. The extras' packages are hidden from a real `lft` process by an
-import hook, so the code paths are the ones a core-only environment takes."""
+extra is missing names the `pip install` to run. The extras' packages are hidden from a real `lft` process
+(None in sys.modules), so the code paths are the ones a core-only environment takes."""
 
 from __future__ import annotations
 
@@ -12,17 +12,11 @@ from lftrain.extras import EXTRAS
 from tests.conftest import tiny_recipe, toy_rows, write_csv, write_recipe
 
 HIDE = """
-import importlib.abc, importlib.machinery, sys
-HIDDEN = {hidden!r}
-class Hide(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in HIDDEN:
-            return importlib.machinery.ModuleSpec(name, self)
-    def create_module(self, spec):
-        raise ModuleNotFoundError(f"No module named {{spec.name!r}}", name=spec.name)
-    def exec_module(self, module):
-        pass
-sys.meta_path.insert(0, Hide())
+import sys
+# None in sys.modules: `import x` raises ModuleNotFoundError and importlib.util.find_spec(x) returns None, which is
+# how transformers and our extras probe what is installed.
+for name in {hidden!r}:
+    sys.modules[name] = None
 from lftrain.cli import main
 sys.exit(main({argv!r}))
 """

@@ -12,6 +12,8 @@ Tasks and methods plug in through their contracts (tasks/base.py, methods/base.p
 
 from __future__ import annotations
 
+import functools
+
 import json
 import logging
 import time
@@ -108,12 +110,14 @@ def prepare_inputs(recipe) -> Prepared:
     if recipe.output.dir is None:
         raise InputError("output.dir is not set (and the recipe has no file name to derive it from)")
     task = build_task(recipe.task)
-    source = vet_model_dir(recipe.model.path, allow_pickle=recipe.model.allow_pickle,
-                           trust_remote_code=recipe.model.trust_remote_code, revision=recipe.model.revision)
+    # the model is looked up after the data is read (bad rows are named first), unless the tokenizer is needed to
+    # read it (a streamed set is tokenised here: the tokenizer is not the model)
+    source = functools.cache(lambda: vet_model_dir(recipe.model.path, allow_pickle=recipe.model.allow_pickle,
+                                                   trust_remote_code=recipe.model.trust_remote_code,
+                                                   revision=recipe.model.revision))
     if recipe.data.streaming:
         _check_streamable(recipe, task)
-    # every row validated (a streamed training set is tokenised here too: the tokenizer is not the model)
-    data = prepare_data(recipe, task, lambda: task.load_processor(source, recipe.model.trust_remote_code))
+    data = prepare_data(recipe, task, lambda: task.load_processor(source(), recipe.model.trust_remote_code))
     checks = preflight(recipe, task, data)  # data.checks: a blocking check stops here (exit 2)
     ood = read_ood(recipe, task)
     method = build_method(recipe.method, task)  # vets the method's own inputs (a teacher) against the labels
@@ -121,7 +125,7 @@ def prepare_inputs(recipe) -> Prepared:
         log.warning("data.unlabeled is set but method '%s' does not use unlabelled data; ignoring it",
                     recipe.method.type)
     check_curriculum(recipe, data)
-    return Prepared(recipe, task, method, data, checks, ood, source)
+    return Prepared(recipe, task, method, data, checks, ood, source())
 
 
 def _check_streamable(recipe, task) -> None:
