@@ -13,7 +13,6 @@ Tasks and methods plug in through their contracts (tasks/base.py, methods/base.p
 from __future__ import annotations
 
 import functools
-
 import json
 import logging
 import time
