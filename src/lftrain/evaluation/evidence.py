@@ -143,25 +143,62 @@ def _latency(out: RunOutputs) -> dict[str, Any] | None:
 
 def classification_final(task, out: RunOutputs) -> dict[str, dict[str, Any]]:
     """Final metrics of each split in eval.splits (logged and printed), then the evidence of the final model."""
-    from lftrain.evaluation.metrics import format_table
-
     results = {}
     for split in out.recipe.eval.splits:
         if split in out.encoded:
             out.logits[split] = out.infer(out.encoded[split])
-            results[split] = task.metrics(out.logits[split], out.encoded[split]["labels"])
-            out.log_metrics({"event": "eval", "split": split, "step": out.step, "final": True, **results[split]})
-            print(format_table(results[split], task.labels.names, f"{split} metrics ({out.run_dir})"), flush=True)
+            results[split] = task.score(out.logits[split], out.encoded[split])
+            log_final(task, out, split, results[split])
     write_evidence(out)
     return results
 
 
-def write_metric_evidence(out: RunOutputs, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Evidence of a model judged on other than class logits (a language model): its final metrics per split, the
-    eval.fail_if verdict and the report."""
+def metric_final(task, out: RunOutputs, *, intervals: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """The final evaluation of a task scored by `task.metrics(logits, labels)` on outputs other than one class per
+    row (regression, multi-label): each split in eval.splits logged and printed, bootstrap intervals of the metrics
+    named in `intervals`, latency, the gate and the report."""
+    cfg = out.recipe.eval
+    results, splits = {}, {}
+    for split in cfg.splits:
+        if split not in out.encoded:
+            continue
+        logits, labels = out.infer(out.encoded[split]), out.encoded[split]["labels"]
+        results[split] = task.score(logits, out.encoded[split])
+        log_final(task, out, split, results[split])
+        splits[split] = {"intervals": _intervals(task, logits, labels, intervals, cfg)} \
+            if cfg.bootstrap_samples and len(labels) else {}
+    write_metric_evidence(out, results, splits)
+    return results
+
+
+def log_final(task, out: RunOutputs, split: str, metrics: dict[str, Any]) -> None:
+    """A final evaluation's line in metrics.jsonl, and its table on the console."""
+    out.log_metrics({"event": "eval", "split": split, "step": out.step, "final": True, **metrics})
+    print(task.format_metrics(metrics, f"{split} metrics ({out.run_dir})"), flush=True)
+
+
+def _intervals(task, logits: np.ndarray, labels: np.ndarray, names: tuple[str, ...], cfg) -> dict[str, Any]:
+    """Bootstrap intervals of the named metrics of task.metrics, resampling rows."""
+    return {name: bootstrap_ci(lambda idx, name=name: task.metrics(logits[idx], labels[idx])[name], len(labels),
+                               samples=cfg.bootstrap_samples, level=cfg.confidence) for name in names}
+
+
+def write_metric_evidence(out: RunOutputs, results: dict[str, dict[str, Any]],
+                          extra: dict[str, dict] | None = None) -> dict[str, Any]:
+    """Evidence of a model judged on other than one class per row (language models, regression, multi-label): its
+    final metrics per split (with `extra[split]`, e.g. intervals), latency, the eval.fail_if verdict and the
+    report."""
     cfg = out.recipe.eval
     evidence: dict[str, Any] = {"task": out.recipe.task.type, "labels": None,
-                                "splits": {s: {"metrics": m} for s, m in results.items() if s in ("eval", "test")}}
+                                "bootstrap": {"samples": cfg.bootstrap_samples, "level": cfg.confidence, "seed": 0},
+                                "splits": {s: {"metrics": m, **(extra or {}).get(s, {})}
+                                           for s, m in results.items() if s in ("eval", "test")}}
+    if cfg.latency and not out.task.generative and evidence["splits"]:
+        from lftrain.evaluation.latency import measure_latency_encoded
+
+        split = "test" if "test" in evidence["splits"] else "eval"
+        evidence["latency"] = measure_latency_encoded(out.model, out.task, out.encoded[split],
+                                                      precision=out.precision)
     if cfg.fail_if:
         from lftrain.evaluation.gate import check_gate
 

@@ -1,4 +1,8 @@
-"""Batched inference that returns outputs in input order, whatever order it computes them in."""
+"""Batched inference that returns outputs in input order, whatever order it computes them in.
+
+A task says what one row's output is (`Task.row_outputs`: a class-logit vector, a logit per token, start and end
+scores per token) and how rows stack (`Task.stack_outputs`: one row each, or every token of every row in order).
+"""
 
 from __future__ import annotations
 
@@ -9,23 +13,29 @@ from lftrain.training.precision import autocast
 
 
 @torch.no_grad()
+def batch_outputs(model: torch.nn.Module, task, encoded: dict[str, np.ndarray], idx: np.ndarray, *, precision: str,
+                  device: torch.device, pad_id: int) -> list[np.ndarray]:
+    """The outputs of rows `idx`, one array per row."""
+    batch = task.collate(encoded, idx, pad_id)
+    inputs = {k: v.to(device) for k, v in task.model_inputs(batch).items()}
+    with autocast(precision, device):
+        out = model(**inputs)
+    return task.row_outputs(out, batch)
+
+
+@torch.no_grad()
 def infer_logits(model: torch.nn.Module, task, encoded: dict[str, np.ndarray], *, batch_size: int,
                  precision: str, device: torch.device, pad_id: int) -> np.ndarray:
-    """Logits for every example. Batches are formed longest-first (little padding, and an out-of-memory
-    error shows on the first batch), then scattered back to the input order."""
+    """Outputs for every example. Batches are formed longest-first (little padding, and an out-of-memory
+    error shows on the first batch), then put back in the input order."""
     was_training = model.training
     model.eval()
-    lengths = task.lengths(encoded)
-    order = np.argsort(-lengths, kind="stable")
-    out: np.ndarray | None = None
+    order = np.argsort(-task.lengths(encoded), kind="stable")
+    rows: list = [None] * len(order)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        batch = task.collate(encoded, idx, pad_id)
-        inputs = {k: v.to(device) for k, v in task.model_inputs(batch).items()}
-        with autocast(precision, device):
-            logits = model(**inputs).logits.float().cpu().numpy()
-        if out is None:
-            out = np.empty((len(order), logits.shape[-1]), dtype=np.float32)
-        out[idx] = logits
+        for i, row in zip(idx, batch_outputs(model, task, encoded, idx, precision=precision, device=device,
+                                             pad_id=pad_id)):
+            rows[i] = row
     model.train(was_training)
-    return out if out is not None else np.empty((0, 0), dtype=np.float32)
+    return task.stack_outputs(rows)

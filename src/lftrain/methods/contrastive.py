@@ -27,6 +27,7 @@ from pydantic import Field, model_validator
 
 from lftrain.config.base import Section
 from lftrain.methods.base import METHODS, Method
+from lftrain.models.layers import head_layer
 
 log = logging.getLogger("lftrain")
 
@@ -63,18 +64,6 @@ def make_pairs(labels: np.ndarray, iterations: int, seed: int) -> tuple[np.ndarr
 
 
 # ---- the representation the head reads ------------------------------------------------------------------------
-def head_layer(model: torch.nn.Module) -> torch.nn.Linear:
-    """The classification head's output layer: the last Linear producing `num_labels` outputs."""
-    from lftrain.errors import InputError
-
-    n = getattr(getattr(model, "config", None), "num_labels", None)
-    found = [m for _, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m.out_features == n]
-    if not found:
-        raise InputError("method contrastive-few-shot: cannot find the model's classification layer "
-                         f"(a Linear with num_labels={n} outputs)")
-    return found[-1]
-
-
 @contextlib.contextmanager
 def capture_head_input(model: torch.nn.Module):
     """While active, `box[0]` holds the input of the last forward pass through the head's output layer."""

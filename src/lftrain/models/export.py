@@ -70,13 +70,22 @@ def _merge_adapter(run_dir: Path, model_dir: Path, dest: Path) -> None:
     merged.config.name_or_path = ""  # the export stands alone; don't point at the base directory
     merged.save_pretrained(dest, safe_serialization=True)
     trained.tokenizer.save_pretrained(dest)
+    for kept in ("calibration.json", "thresholds.json"):  # what the task decides with, beside the weights
+        if (model_dir / kept).is_file():
+            shutil.copy2(model_dir / kept, dest / kept)
 
 
 def _compress(model_dir: Path, *, quantize: str | None, format: str, source: Path) -> None:
     """Turn the plain model just written to `model_dir` into the asked-for format, checked against torch."""
+    import json
+
     from lftrain.models import compress
     from lftrain.models.loading import ModelSource, load_tokenizer
 
+    architectures = json.loads((model_dir / "config.json").read_text()).get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise InputError(f"--quantize / --format onnx: supported for sequence classifiers; {model_dir} holds "
+                         f"{', '.join(architectures) or 'another model'} (export it without them)")
     tokenizer = load_tokenizer(ModelSource(path=model_dir, safetensors=True, config={}), False)
     if format == "onnx":
         check = compress.write_onnx(model_dir, tokenizer, int8=quantize == "int8")

@@ -66,6 +66,18 @@ def find_layers(model: nn.Module) -> LayerStack | None:
     return None
 
 
+def head_layer(model: nn.Module) -> nn.Linear:
+    """The task head's output layer: the last Linear producing `config.num_labels` outputs (for adapter runs, the
+    trained copy peft keeps in `modules_to_save`)."""
+    from lftrain.errors import InputError
+
+    n = getattr(getattr(model, "config", None), "num_labels", None)
+    found = [m for _, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features == n]
+    if not found:
+        raise InputError(f"cannot find the model's output layer (a Linear with num_labels={n} outputs)")
+    return found[-1]
+
+
 def set_dropout_rate(model: nn.Module, p: float) -> int:
     """Set every dropout module's rate (hidden and, for models that read it from the module, attention)."""
     count = 0

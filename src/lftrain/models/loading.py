@@ -151,11 +151,16 @@ def load_kwargs(source: ModelSource, trust_remote_code: bool) -> dict:
 def load_classifier(auto_class, source: ModelSource, labels, what: str, trust_remote_code: bool, **extra):
     """`auto_class.from_pretrained` for a classifier of `labels` (fp32 master weights; the class names travel in
     the config as id2label), or an input error saying the folder cannot be loaded as `what`."""
+    return load_with_head(auto_class, source, what, trust_remote_code, num_labels=len(labels),
+                          id2label=labels.id2label(), label2id=labels.label2id(), **extra)
+
+
+def load_with_head(auto_class, source: ModelSource, what: str, trust_remote_code: bool, **head):
+    """`auto_class.from_pretrained` in fp32 with the config overrides `head` (num_labels, problem_type, ...)."""
     import torch
 
     try:
-        return auto_class.from_pretrained(source.path, num_labels=len(labels), id2label=labels.id2label(),
-                                          label2id=labels.label2id(), dtype=torch.float32, **extra,
+        return auto_class.from_pretrained(source.path, dtype=torch.float32, **head,
                                           **load_kwargs(source, trust_remote_code))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{source.path}: cannot load as {what}: {exc}") from None

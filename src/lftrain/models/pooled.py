@@ -90,11 +90,11 @@ class MeanPooledForSequenceClassification(PreTrainedModel):
                                         attentions=out.attentions)
 
 
-def wrap_encoder(encoder: PreTrainedModel, *, num_labels: int, id2label: dict, label2id: dict
-                 ) -> MeanPooledForSequenceClassification:
-    """A mean-pooled classifier around a loaded (pre-trained) encoder; only the linear head is new."""
+def wrap_encoder(encoder: PreTrainedModel, **head) -> MeanPooledForSequenceClassification:
+    """A mean-pooled classifier around a loaded (pre-trained) encoder; only the linear head is new. `head`: the
+    config's num_labels, id2label, label2id (and problem_type)."""
     impl = encoder.config._attn_implementation  # building our config resets the nested one's: set it back
-    config = MeanPooledConfig(encoder=encoder.config, num_labels=num_labels, id2label=id2label, label2id=label2id)
+    config = MeanPooledConfig(encoder=encoder.config, **head)
     config._attn_implementation = impl
     return MeanPooledForSequenceClassification(config, encoder=encoder)
 

@@ -96,14 +96,12 @@ def load_trained_model(model_dir: Path, task, *, base_fallback: str | None = Non
     `task` builds the model class (its `load_model`); `base_fallback` (the recipe's `model.path`) is where
     an adapter's base model is looked for when the path recorded in adapter_config.json no longer exists."""
     from lftrain.models.loading import ModelSource, vet_model_dir
-    from lftrain.tasks.labels import LabelSet
 
-    generative = task.generative
     if not is_adapter_dir(model_dir):
         source = vet_model_dir(str(model_dir), allow_pickle=False, trust_remote_code=False)
         id2label = source.config.get("id2label") or {}
-        if not generative:  # a classifier's class names; generative tasks have none
-            task.labels = LabelSet([id2label[str(i)] for i in range(len(id2label))])
+        task.restore_labels([id2label[str(i)] for i in range(len(id2label))])
+        task.after_load(model_dir)
         model = task.load_model(source, trust_remote_code=False, attention="eager")
         names = task.labels.names if task.labels is not None else []
         return TrainedModel(model.eval(), _processor(task, source), names, None)
@@ -116,8 +114,8 @@ def load_trained_model(model_dir: Path, task, *, base_fallback: str | None = Non
     if not (model_dir / ADAPTER_WEIGHTS).is_file():
         raise ModelLoadError(f"{model_dir}: no {ADAPTER_WEIGHTS} (lftrain loads adapters from safetensors only)")
     base = vet_model_dir(str(_adapter_base(model_dir, base_fallback)), allow_pickle=False, trust_remote_code=False)
-    if not generative:
-        task.labels = LabelSet(_adapter_labels(model_dir))
+    task.restore_labels(_adapter_labels(model_dir))
+    task.after_load(model_dir)
     model = task.load_model(base, trust_remote_code=False, attention="eager")
     model = PeftModel.from_pretrained(model, str(model_dir), is_trainable=False)
     tokenizer = _processor(task, ModelSource(path=model_dir, safetensors=True, config=base.config))

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from lftrain.registry import Registry
+from lftrain.tasks.labels import LabelSet
 
 if TYPE_CHECKING:
     import numpy as np
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from lftrain.data.examples import Examples
     from lftrain.data.readers import Table
     from lftrain.evaluation.evidence import RunOutputs
-    from lftrain.tasks.labels import LabelSet
 
 TASKS: Registry = Registry("task")
 Encoded = dict[str, "np.ndarray"]  # a split as flat arrays (token ids and offsets, pixels, ...): see `encode`
@@ -48,6 +48,8 @@ class Task(ABC):
     token_inputs: ClassVar[bool] = True  # encoded rows are token sequences (`offsets`): the frozen cache stores those
     requires: ClassVar[tuple[str, ...]] = ()  # optional modules the task needs (lftrain.extras), checked when built
     streams: ClassVar[bool] = False  # its training rows can be streamed from disk (data.streaming; data/stream.py)
+    data_checks: ClassVar[bool] = False  # the data checks (one class per row) apply to its rows
+    label_set_class: ClassVar[type] = LabelSet  # what `task.labels` is (names, raw label -> index)
     augments_input: bool = False
 
     def __init__(self, config) -> None:
@@ -126,25 +128,61 @@ class Task(ABC):
         """The batch's loss, summed over its loss units."""
 
     # ---- evaluation -------------------------------------------------------------------------------------
-    @abstractmethod
+    def row_outputs(self, outputs, batch: dict[str, Any]) -> list[np.ndarray]:
+        """One array per row of a batch's model outputs (default: its class logits)."""
+        return list(outputs.logits.float().cpu().numpy())
+
+    def stack_outputs(self, rows: list[np.ndarray]) -> np.ndarray:
+        """The rows' outputs as one array, in input order (default: a row each)."""
+        import numpy as np
+
+        return np.stack(rows).astype(np.float32) if rows else np.empty((0, 0), dtype=np.float32)
+
+    def selection_metric(self, metric: str, explicit: bool) -> str:
+        """The metric that picks the best checkpoint, given `train.metric` (`explicit`: set in the recipe)."""
+        return metric
+
+    def score(self, logits: np.ndarray, encoded: Encoded) -> dict[str, Any]:
+        """All metrics of a split's outputs against its encoded targets (default: `metrics` of the labels)."""
+        return self.metrics(logits, encoded["labels"])
+
     def evaluate(self, model, encoded: Encoded, *, infer: Callable[[Encoded], np.ndarray], batch_size: int,
                  precision: str, device, pad_id: int) -> dict[str, Any]:
         """Headline metrics of an encoded split during training (model selection, early stopping). `infer`
-        returns the model's logits for every row in order (sharded over processes when distributed)."""
+        returns the model's outputs for every row in order (sharded over processes when distributed)."""
+        from lftrain.evaluation.metrics import headline
+
+        return headline(self.score(infer(encoded), encoded))
 
     @abstractmethod
     def final_evaluation(self, out: RunOutputs) -> dict[str, dict[str, Any]]:
         """Evaluate the final model on `eval.splits`, log and print it, and write the evidence the task supports;
         returns metrics per split."""
 
+    def format_metrics(self, metrics: dict[str, Any], title: str) -> str:
+        """The metrics as the plain text `lft train` and `lft evaluate` print."""
+        return f"{title}\n  " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()
+                                         if isinstance(v, float)) + f"  (n={metrics.get('n')})"
+
+    # ---- the saved model ---------------------------------------------------------------------------------
+    def before_save(self, model) -> None:  # noqa: B027  (an optional hook)
+        """Make the final model self-contained before it is written (regression folds its target scaling in)."""
+
+    def restore_labels(self, names: list[str]) -> None:
+        """The label set of a saved model, from its config's id2label (tasks without classes ignore it)."""
+        self.labels = self.label_set_class(names)
+
+    def after_load(self, model_dir) -> None:  # noqa: B027  (an optional hook)
+        """Read what the task kept beside a saved model (multi-label thresholds) for inference."""
+
 
 class ClassificationTask(Task):
     """A task scored on class logits: cross-entropy per example, class metrics, calibrated evidence."""
 
-    def fit_labels(self, train: Examples) -> LabelSet:
-        from lftrain.tasks.labels import LabelSet
+    data_checks = True
 
-        self.labels = LabelSet.from_config_or_data(self.config.labels, train.fields["label"])
+    def fit_labels(self, train: Examples) -> LabelSet:
+        self.labels = self.label_set_class.from_config_or_data(self.config.labels, train.fields["label"])
         return self.labels
 
     def loss_units(self, batch: dict[str, Any]) -> int:
@@ -162,7 +200,15 @@ class ClassificationTask(Task):
         assert self.labels is not None
         return classification_metrics(logits, labels, self.labels.names)
 
-    def predictions(self, logits: np.ndarray) -> list[dict[str, Any]]:
+    def format_metrics(self, metrics: dict[str, Any], title: str) -> str:
+        from lftrain.evaluation.metrics import format_table
+
+        return format_table(metrics, self.labels.names, title)
+
+    def predictions(self, logits: np.ndarray, encoded: Encoded | None = None,
+                    examples: Examples | None = None) -> list[dict[str, Any]]:
+        """One JSON-able dict per row for `lft predict` (`encoded`, `examples`: the rows, for tasks that need
+        them to place their answers)."""
         from lftrain.evaluation.metrics import softmax
 
         assert self.labels is not None
@@ -170,12 +216,6 @@ class ClassificationTask(Task):
         names = self.labels.names
         return [{"label": names[int(p.argmax())], "probs": {n: round(float(v), 6) for n, v in zip(names, p)}}
                 for p in probs]
-
-    def evaluate(self, model, encoded: Encoded, *, infer, batch_size: int, precision: str, device,
-                 pad_id: int) -> dict[str, Any]:
-        from lftrain.evaluation.metrics import headline
-
-        return headline(self.metrics(infer(encoded), encoded["labels"]))
 
     def final_evaluation(self, out: RunOutputs) -> dict[str, dict[str, Any]]:
         from lftrain.evaluation.evidence import classification_final

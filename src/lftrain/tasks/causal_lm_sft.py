@@ -135,6 +135,9 @@ class CausalLMSFT(Task):
     def fit_labels(self, train: Examples) -> None:
         return None
 
+    def restore_labels(self, names: list[str]) -> None:
+        return None  # no classes: a causal LM's id2label is transformers' placeholder
+
     # ---- model ----------------------------------------------------------------------------------------
     def load_model(self, source, *, trust_remote_code: bool, attention: str):
         import torch

@@ -35,6 +35,8 @@ def label_key(value: Any, table, i: int, column: str) -> str:
 class LabelSet:
     """Ordered label names. Raw integer labels that are not names index into the list."""
 
+    stratifies = True  # splits may be stratified by these labels
+
     def __init__(self, names: list[str]) -> None:
         if len(set(names)) != len(names):
             raise DataError(f"task.labels lists a label twice: {names}")

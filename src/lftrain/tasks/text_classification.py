@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Literal
@@ -17,38 +18,55 @@ from lftrain.errors import DataError
 from lftrain.tasks.base import TASKS, ClassificationTask
 from lftrain.tasks.labels import label_key
 
+log = logging.getLogger("lftrain")
+
+
+class TextConfig(Section):
+    """What every task on texts (or text pairs) reads: the columns, the length, the padding, the pooling."""
+
+    text: str = "text"
+    """Column holding the text."""
+    text_pair: str | None = None
+    """Column holding the second text of a pair (for pair tasks such as NLI, paraphrase or similarity)."""
+    max_length: int = Field(128, gt=0)
+    """Tokens per example; longer texts are truncated."""
+    pad_to_multiple_of: int = Field(8, gt=0)
+    """Pad each batch to a multiple of this many tokens (never past `max_length`); 1 pads to the batch's longest row
+    exactly. CPU matmul libraries compile and keep a kernel per shape: with 8, an epoch meets ~1/8 of the shapes,
+    and peak memory falls (docs/performance.md)."""
+    pooling: Literal["model", "mean"] = "model"
+    """What the head reads. `model`: the architecture's own head (BERT: the [CLS] vector through its pooler
+    layer). `mean`: the mean of the last layer's token vectors, the sentence embedding a sentence-transformers
+    encoder was trained to produce; better with few labels (docs/semi-supervised.md). The saved model then loads
+    with `AutoModelForSequenceClassification` after `import lftrain.models.pooled`."""
+
 
 @TASKS.register("text-classification")
 class TextClassification(ClassificationTask):
     """Predict one label per text (or text pair). Loss: cross-entropy; one loss unit per example."""
 
     streams = True
+    empty_label_ok = False  # multi-label rows may have no label at all
+    IMBALANCE_RATIO = 10.0  # `imbalance: auto` adjusts from this ratio of the largest to the smallest class
 
-    class Config(Section):
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.log_prior = None  # per class, when the loss is logit-adjusted (fit_labels decides)
+
+    class Config(TextConfig):
         type: Literal["text-classification"] = "text-classification"
-        text: str = "text"
-        """Column holding the text."""
-        text_pair: str | None = None
-        """Column holding the second text of a pair (for pair tasks such as NLI or paraphrase)."""
         label: str = "label"
         """Column holding the label (a name such as `positive`, or an integer)."""
         labels: list[str] | None = None
         """Label names in class-index order. Default: the sorted labels found in the training data.
         Integer labels in the data are read as indices into this list when they are not names themselves."""
-        max_length: int = Field(128, gt=0)
-        """Tokens per example; longer texts are truncated."""
-        pad_to_multiple_of: int = Field(8, gt=0)
-        """Pad each batch to a multiple of this many tokens (never past `max_length`); 1 pads to the batch's
-        longest row exactly. CPU matmul libraries compile and keep a kernel per shape: with 8, a MiniLM epoch
-        meets ~1/8 of the shapes, and peak memory fell by 300-370 MB (the same speed in full fine-tuning, 7% slower
-        in a LoRA run; docs/performance.md)."""
         label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
         """Label smoothing of the cross-entropy loss (0 = none)."""
-        pooling: Literal["model", "mean"] = "model"
-        """What the classification head reads. `model`: the architecture's own head (BERT: the [CLS] vector
-        through its pooler layer). `mean`: the mean of the last layer's token vectors, the sentence embedding a
-        sentence-transformers encoder was trained to produce; better with few labels (docs/semi-supervised.md).
-        The saved model then loads with `AutoModelForSequenceClassification` after `import lftrain.models.pooled`."""
+        imbalance: Literal["auto", "logit-adjust", "off"] = "auto"
+        """Long-tailed classes. `logit-adjust`: logit-adjusted cross-entropy (Menon et al., 2021): each class's log
+        prior in the training rows is added to its logit inside the loss, so rare classes are learnt with larger
+        margins, while predictions read the plain logits; the best checkpoint is then chosen by macro-F1 unless
+        `train.metric` is set. `auto`: so when the largest class has at least 10x the rows of the smallest."""
 
     # ---- data -------------------------------------------------------------------------------------------
     def text_columns(self) -> list[str]:
@@ -72,9 +90,9 @@ class TextClassification(ClassificationTask):
         kept, dropped = [], Counter()
         for i, row in enumerate(table.rows):
             label = row.get(self.config.label) if with_labels else None
-            if with_labels and is_missing(label):
+            if with_labels and is_missing(label) and not (self.empty_label_ok and label is not None):
                 raise DataError("missing label", column=self.config.label, **table.where(i))
-            key = None if label is None else label_key(label, table, i, self.config.label)
+            key = None if label is None else self.label_value(label, table, i)
             if key is not None and drop_label is not None and drop_label(key):
                 dropped[key] += 1
                 continue
@@ -91,25 +109,58 @@ class TextClassification(ClassificationTask):
         return Examples(table.file, fields, [(table.file, table.row_numbers[i], table.lines[i]) for i in kept],
                         dict(dropped))
 
+    def label_value(self, raw: Any, table: Table, i: int):
+        """The canonical form of one row's raw label (a class name: 1, 1.0 and "1" are the same label)."""
+        return label_key(raw, table, i, self.config.label)
+
     def dedupe_key(self, ex: Examples, i: int) -> tuple:
         return tuple(ex.fields[k][i] for k in ("text", "text_pair") if k in ex.fields)
+
+    def fit_labels(self, train: Examples):
+        labels = super().fit_labels(train)
+        ids = [labels.lookup(v) for v in train.fields["label"]]
+        counts = np.bincount([i for i in ids if i is not None], minlength=len(labels.names)).astype(np.float64)
+        ratio = counts.max() / max(counts.min(), 1.0)
+        mode = self.config.imbalance
+        if mode == "logit-adjust" or (mode == "auto" and ratio >= self.IMBALANCE_RATIO):
+            self.log_prior = np.log(np.maximum(counts, 1.0) / counts.sum())
+            log.info("imbalanced classes (largest/smallest %.0fx): logit-adjusted loss, checkpoints by macro-F1 "
+                     "(task.imbalance: %s)", ratio, mode)
+        return labels
+
+    def loss_sum(self, outputs, batch: dict[str, Any]):
+        if self.log_prior is None:
+            return super().loss_sum(outputs, batch)
+        import torch
+        import torch.nn.functional as F
+
+        logits = outputs.logits.float()
+        adjusted = logits + torch.as_tensor(self.log_prior, dtype=logits.dtype, device=logits.device)
+        return F.cross_entropy(adjusted, batch["labels"], reduction="sum", label_smoothing=self.config.label_smoothing)
+
+    def selection_metric(self, metric: str, explicit: bool) -> str:
+        return "macro_f1" if self.log_prior is not None and not explicit else metric
 
     # ---- model ----------------------------------------------------------------------------------------
     def load_model(self, source, *, trust_remote_code: bool, attention: str):
         from transformers import AutoModel, AutoModelForSequenceClassification
 
         import lftrain.models.pooled as pooled  # registers the mean-pooled classifier with the Auto classes
-        from lftrain.models.loading import load_classifier
+        from lftrain.models.loading import load_with_head
 
-        assert self.labels is not None
+        head = self.head()
         if self.config.pooling == "mean" and source.config.get("model_type") != pooled.MODEL_TYPE:
-            encoder = load_classifier(AutoModel, source, self.labels, "an encoder", trust_remote_code,
-                                      attn_implementation=attention)
-            return pooled.wrap_encoder(encoder, num_labels=len(self.labels), id2label=self.labels.id2label(),
-                                       label2id=self.labels.label2id())
+            encoder = load_with_head(AutoModel, source, "an encoder", trust_remote_code, attn_implementation=attention)
+            return pooled.wrap_encoder(encoder, **head)
         # A model saved with mean pooling keeps it whatever `pooling` says: its head was trained on that input.
-        return load_classifier(AutoModelForSequenceClassification, source, self.labels, "a sequence classifier",
-                               trust_remote_code, attn_implementation=attention)
+        return load_with_head(AutoModelForSequenceClassification, source, "a sequence classifier", trust_remote_code,
+                              attn_implementation=attention, **head)
+
+    def head(self) -> dict[str, Any]:
+        """The head's config: how many outputs and what they mean (id2label; problem_type for other losses)."""
+        assert self.labels is not None
+        return {"num_labels": len(self.labels), "id2label": self.labels.id2label(),
+                "label2id": self.labels.label2id()}
 
     def encode(self, tokenizer, ex: Examples) -> dict[str, np.ndarray]:
         """Tokenise into flat arrays (ids, offsets, type ids, labels): compact, and cacheable without pickle."""
@@ -124,10 +175,14 @@ class TextClassification(ClassificationTask):
             "token_type_ids": np.fromiter((t for x in enc["token_type_ids"] for t in x), dtype=np.int8,
                                           count=int(lengths.sum())),
         }
-        labels = self.labels.encode(ex) if self.labels is not None else None
+        labels = self.label_array(ex)
         if labels is not None:
             out["labels"] = labels
         return out
+
+    def label_array(self, ex: Examples) -> np.ndarray | None:
+        """The training targets of `ex` (class indices here), None for unlabelled rows."""
+        return self.labels.encode(ex) if self.labels is not None else None
 
     @staticmethod
     def lengths(encoded: dict[str, np.ndarray]) -> np.ndarray:

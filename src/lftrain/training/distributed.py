@@ -121,8 +121,8 @@ class DistContext:
     @torch.no_grad()
     def infer_logits(self, model: nn.Module, task, encoded: dict[str, np.ndarray], *, batch_size: int,
                      precision: str, device: torch.device, pad_id: int) -> np.ndarray:
-        """Logits for every row, in input order, on every rank; each rank computes a contiguous shard."""
-        from lftrain.training.precision import autocast
+        """Outputs for every row, in input order, on every rank; each rank computes a contiguous shard."""
+        from lftrain.evaluation.inference import batch_outputs
 
         n = len(task.lengths(encoded))
         own = np.array_split(np.arange(n), self.world)[self.rank]
@@ -135,22 +135,18 @@ class DistContext:
         parts = []
         for b in range(n_batches):
             idx = batches[b] if b < len(batches) else np.zeros(1, dtype=np.int64)
-            batch = task.collate(encoded, idx, pad_id)
-            inputs = {k: v.to(device) for k, v in task.model_inputs(batch).items()}
-            with autocast(precision, device):
-                logits = model(**inputs).logits.float().cpu().numpy()
+            rows = batch_outputs(model, task, encoded, idx, precision=precision, device=device, pad_id=pad_id)
             if b < len(batches):
-                parts.append((idx, logits))
+                parts.append((idx, rows))
         model.train(was_training)
         gathered: list = [None] * self.world
         dist.all_gather_object(gathered, parts)
-        pieces = [p for rank_parts in gathered for p in rank_parts]
-        if not pieces:
-            return np.empty((0, 0), dtype=np.float32)
-        out = np.empty((n, pieces[0][1].shape[-1]), dtype=np.float32)
-        for idx, logits in pieces:
-            out[idx] = logits
-        return out
+        rows: list = [None] * n
+        for rank_parts in gathered:
+            for idx, outputs in rank_parts:
+                for i, row in zip(idx, outputs):
+                    rows[i] = row
+        return task.stack_outputs(rows)
 
     def barrier(self) -> None:
         dist.barrier()

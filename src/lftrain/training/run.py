@@ -324,7 +324,7 @@ def fit_context(s: Session, on_eval=None):
     from lftrain.training.precision import grad_scaler
 
     cfg = s.p.recipe.train
-    metric = s.p.method.selection_metric(cfg.metric)
+    metric = s.p.method.selection_metric(s.p.task.selection_metric(cfg.metric, "metric" in cfg.model_fields_set))
     return FitContext(model=s.model, method=s.p.method, task=s.fit_task, train_data=s.train_enc,
                       optimizer=s.optimizer, scheduler=s.scheduler, cfg=cfg.model_copy(update={"metric": metric}),
                       run=s.run, device=s.device, precision=s.precision, pad_id=s.pad_id, evaluate=_evaluator(s),
@@ -389,6 +389,7 @@ def finish(s: Session, state) -> TrainResult:
         if not s.dctx.main:
             return TrainResult(s.run.path, s.run.model_dir, {}, state.step, state.train_seconds, 0.0, s.resuming)
     p.method.finish(s.model)
+    p.task.before_save(s.model)
     p.method.save(s.model, s.tokenizer, s.run.model_dir, p.source)
     sps = state.samples_seen / max(state.train_seconds, 1e-9)
     s.run.log_metrics({"event": "train_end", "step": state.step, "train_runtime": state.train_seconds,

@@ -18,9 +18,9 @@ class DataCheckError(InputError):
 
 
 def supported(task, data) -> bool:
-    """Labelled classification data: text, or images/audio (checked on content hashes; runner.py)."""
+    """Labelled classification data, one class per row: text, or images/audio (content hashes; runner.py)."""
     fields = data.train.fields
-    return "label" in fields and len(fields) > 1 and getattr(task, "labels", None) is not None
+    return task.data_checks and "label" in fields and len(fields) > 1 and task.labels is not None
 
 
 def blocking_message(report) -> str:
