@@ -31,13 +31,14 @@ GOOD, BAD = "good great fine superb lovely charming brilliant moving".split(), \
 
 
 def write_corpus(path: Path, megabytes: float, seed: int = 0) -> int:
-    """A CSV of review-like rows (text, label) of about `megabytes` MB; returns the number of rows."""
+    """A CSV of review-like rows (text, label) of about `megabytes` MB; returns the number of rows. Rows are long
+    (~2 KB, truncated to 64 tokens) so that the corpus is large in bytes without tens of millions of rows."""
     rng, rows, size = random.Random(seed), 0, 0
     with open(path, "w", encoding="utf-8") as f:
         f.write("text,label\n")
         while size < megabytes * 1e6:
             label = rng.random() < 0.5
-            words = rng.choices(WORDS, k=rng.randint(20, 40)) + rng.sample(GOOD if label else BAD, 2)
+            words = rng.choices(WORDS, k=rng.randint(250, 450)) + rng.sample(GOOD if label else BAD, 2)
             rng.shuffle(words)
             line = f"{' '.join(words)} {rows},{'pos' if label else 'neg'}\n"  # the row number keeps rows unique
             f.write(line)

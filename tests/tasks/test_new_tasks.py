@@ -42,20 +42,21 @@ def _predict(run, rows: list[dict], tmp_path) -> list[dict]:
 # ---- token classification ---------------------------------------------------------------------------------
 
 def _tagged(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
-    """Sentences whose sentiment words are entities: POS (one or two words), NEG (one word)."""
+    """Sentences whose sentiment words are entities: POS is two words (`very` and a positive one), NEG one."""
     rng, out = random.Random(seed), []
+    filler = [w for w in NEUTRAL if w != "very"]
     for _ in range(n):
         words, tags = [], []
         for _ in range(rng.randint(3, 8)):
             kind = rng.random()
             if kind < 0.2:
-                words += [rng.choice(POSITIVE), rng.choice(POSITIVE)]
+                words += ["very", rng.choice(POSITIVE)]
                 tags += ["B-POS", "I-POS"]
             elif kind < 0.35:
                 words.append(rng.choice(NEGATIVE))
                 tags.append("B-NEG")
             else:
-                words.append(rng.choice(NEUTRAL))
+                words.append(rng.choice(filler))
                 tags.append("O")
         out.append((words, tags))
     return out
@@ -72,10 +73,10 @@ def test_token_classification_from_conll(tiny_bert, tmp_path):
     evidence = json.loads((run / "evidence.json").read_text())
     assert evidence["splits"]["test"]["intervals"]["f1"]["low"] <= test["f1"]
 
-    text = "the film was good great and it was dull"
+    text = "the film was very good and it was dull"
     preds = _predict(run, [{"text": text}], tmp_path)
     ents = [(e["type"], e["text"]) for e in preds[0]["entities"]]
-    assert ents == [("POS", "good great"), ("NEG", "dull")]
+    assert ents == [("POS", "very good"), ("NEG", "dull")]
     assert all(text[e["start"]:e["end"]] == e["text"] for e in preds[0]["entities"])
 
     from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -92,14 +93,17 @@ def test_token_classification_from_conll(tiny_bert, tmp_path):
 # ---- multi-label ------------------------------------------------------------------------------------------
 
 def _multi(n: int, seed: int) -> list[dict]:
-    """Labels: `pos` when a positive word is in, `neg` for a negative one, `story` when the word story is."""
+    """Labels: `pos` when positive words are in, `neg` for negative ones, `story` when the word story is."""
     rng, rows = random.Random(seed), []
+    filler = [w for w in NEUTRAL if w != "story"]
     for _ in range(n):
-        words = rng.sample(NEUTRAL, rng.randint(2, 6))
+        words = rng.sample(filler, rng.randint(1, 3))
         if rng.random() < 0.5:
-            words.append(rng.choice(POSITIVE))
+            words += rng.sample(POSITIVE, 2)
         if rng.random() < 0.4:
-            words.append(rng.choice(NEGATIVE))
+            words += rng.sample(NEGATIVE, 2)
+        if rng.random() < 0.3:
+            words.append("story")
         rng.shuffle(words)
         labels = [name for name, hit in (("neg", set(words) & set(NEGATIVE)), ("pos", set(words) & set(POSITIVE)),
                                          ("story", "story" in words)) if hit]
@@ -110,7 +114,7 @@ def _multi(n: int, seed: int) -> list[dict]:
 def test_multi_label_tunes_thresholds_that_predict_and_plain_transformers_share(tiny_bert, tmp_path):
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in _multi(300, 0)))
-    recipe = _recipe(tiny_bert, train, tmp_path / "run", {"type": "multi-label-classification"})
+    recipe = _recipe(tiny_bert, train, tmp_path / "run", {"type": "multi-label-classification"}, epochs=10, lr=5e-3)
     run = _train(tmp_path, recipe)
     test = _final(run)
     assert test["micro_f1"] > 0.85 and test["subset_accuracy"] > 0.5

@@ -34,6 +34,7 @@ from lftrain.errors import DataError
 
 log = logging.getLogger("lftrain")
 CHUNK_ROWS = 20_000
+ENCODE_ROWS = 1_000  # rows tokenised at once: a fast tokenizer keeps every token of a row, truncated or not
 HOLDOUT_MAX = 10_000  # rows per held-out split taken from the stream
 SAMPLE_ROWS = 20_000  # training rows kept in memory for the data checks
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
@@ -225,8 +226,9 @@ def build(sources, data_cfg, task, tokenizer, folder: Path, *, eval_share: float
                 holdouts[side].seen.add(h)
                 holdouts[side].parts.append(ex.subset([i]))
         part = ex.subset(train_rows, "train")
-        if len(part):
-            writer.add(task.encode(tokenizer, part), [hashes[i] for i in train_rows])
+        for a in range(0, len(part), ENCODE_ROWS):  # a tokenizer's encodings of long rows are large: bounded
+            rows = range(a, min(a + ENCODE_ROWS, len(part)))
+            writer.add(task.encode(tokenizer, part.subset(rows)), [hashes[train_rows[i]] for i in rows])
         sample = _reservoir(sample, part, seen_rows, rng)
         seen_rows += len(part)
     lengths, hashes, per_row = writer.close()

@@ -75,7 +75,7 @@ class Method:
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The loss *summed* over the batch's loss units (the loop normalises by their count over the step)."""
         outputs = model(**self.task.model_inputs(batch))
-        return {"loss_sum": self.task.loss_sum(outputs, batch), "logits": outputs.logits}
+        return {"loss_sum": self.task.loss_sum(outputs, batch)}
 
     # ---- evaluation and the end -----------------------------------------------------------------------------
     def selection_metric(self, metric: str) -> str:

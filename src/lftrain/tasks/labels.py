@@ -68,10 +68,13 @@ class LabelSet:
     def index(self, raw: str, ex, i: int, column: str | None = None) -> int:
         idx = self.lookup(raw)
         if idx is None:
-            file, row, line = ex.where[i]
-            raise DataError(f"unknown label '{raw}' (labels: {', '.join(self.names)}); add it to task.labels "
-                            "or set data.unknown_labels: drop", file=file, row=row, line=line, column=column)
+            self.unknown(raw, ex, i, column)
         return idx
+
+    def unknown(self, raw: str, ex, i: int, column: str | None):
+        file, row, line = ex.where[i]
+        raise DataError(f"unknown label '{raw}' (labels: {', '.join(self.names)}); add it to task.labels "
+                        "or set data.unknown_labels: drop", file=file, row=row, line=line, column=column)
 
     def encode(self, ex) -> np.ndarray | None:
         """Class indices of `ex`'s labels (int64), or None when the rows are unlabelled (e.g. predict input)."""
@@ -115,3 +118,22 @@ def keep_labelled(labels: list, where: list[tuple], with_labels: bool, drop_labe
         keys.append(key)
     return keep, keys, dict(dropped)
 
+
+class LabelTuples(LabelSet):
+    """Label names where a row's raw label is a tuple of names (a word's tags, a text's label set)."""
+
+    stratifies = False  # too many distinct tuples to stratify splits by
+
+    @classmethod
+    def from_config_or_data(cls, configured: list[str] | None, raw: list[tuple]) -> LabelTuples:
+        return super().from_config_or_data(configured, [name for row in raw for name in row])
+
+    def lookup(self, raw: tuple) -> tuple | None:
+        ids = tuple(LabelSet.lookup(self, name) for name in raw)
+        return None if None in ids else ids
+
+    def index(self, raw: tuple, ex, i: int, column: str | None = None) -> tuple:
+        ids = self.lookup(raw)
+        if ids is None:
+            self.unknown(next(n for n in raw if LabelSet.lookup(self, n) is None), ex, i, column)
+        return ids

@@ -19,25 +19,12 @@ from lftrain.data.examples import Examples
 from lftrain.data.readers import Table, is_missing
 from lftrain.errors import DataError
 from lftrain.tasks.base import TASKS, Task
-from lftrain.tasks.labels import LabelSet, label_key
+from lftrain.tasks.labels import LabelTuples, label_key
 from lftrain.tasks.text_classification import TextClassification, TextConfig
 
 
-class LabelSets(LabelSet):
+class LabelSets(LabelTuples):
     """The label names of a multi-label task; a row's raw label is a tuple of names."""
-
-    stratifies = False  # label sets are too many to stratify splits by
-
-    @classmethod
-    def from_config_or_data(cls, configured: list[str] | None, raw: list[tuple]) -> LabelSets:
-        return super().from_config_or_data(configured, [name for row in raw for name in row])
-
-    def lookup(self, raw: tuple) -> tuple | None:
-        ids = tuple(super(LabelSets, self).lookup(name) for name in raw)
-        return None if None in ids else ids
-
-    def index(self, raw: tuple, ex, i: int, column: str | None = None) -> tuple:
-        return tuple(super(LabelSets, self).index(name, ex, i, column) for name in raw)
 
     def encode(self, ex) -> np.ndarray | None:
         """Multi-hot rows (float32, rows x labels), or None for unlabelled rows."""

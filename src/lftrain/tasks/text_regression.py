@@ -15,7 +15,7 @@ import numpy as np
 from lftrain.data.examples import Examples
 from lftrain.data.readers import Table
 from lftrain.errors import DataError
-from lftrain.tasks.base import TASKS
+from lftrain.tasks.base import TASKS, Task
 from lftrain.tasks.text_classification import TextClassification, TextConfig
 
 
@@ -82,6 +82,8 @@ class TextRegression(TextClassification):
         from lftrain.evaluation.regression import regression_metrics
 
         return regression_metrics(self.values(logits), labels.astype(np.float64) * self.std + self.mean)
+
+    format_metrics = Task.format_metrics  # no class table
 
     def predictions(self, logits: np.ndarray, encoded=None, examples=None) -> list[dict[str, Any]]:
         return [{"value": round(float(v), 6)} for v in self.values(logits)]

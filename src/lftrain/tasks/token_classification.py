@@ -22,26 +22,13 @@ from lftrain.data.examples import Examples
 from lftrain.data.readers import Table, is_missing
 from lftrain.errors import DataError
 from lftrain.tasks.base import TASKS, ClassificationTask, Task
-from lftrain.tasks.labels import LabelSet, label_key
+from lftrain.tasks.labels import LabelTuples, label_key
 
 IGNORE = -100
 
 
-class TagSet(LabelSet):
+class TagSet(LabelTuples):
     """The tag names; a row's raw label is the tuple of its words' tags."""
-
-    stratifies = False
-
-    @classmethod
-    def from_config_or_data(cls, configured: list[str] | None, raw: list[tuple]) -> TagSet:
-        return super().from_config_or_data(configured, [tag for row in raw for tag in row])
-
-    def lookup(self, raw: tuple) -> tuple | None:
-        ids = tuple(super(TagSet, self).lookup(tag) for tag in raw)
-        return None if None in ids else ids
-
-    def index(self, raw: tuple, ex, i: int, column: str | None = None) -> tuple:
-        return tuple(super(TagSet, self).index(tag, ex, i, column) for tag in raw)
 
 
 @TASKS.register("token-classification")
