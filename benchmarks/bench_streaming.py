@@ -99,7 +99,9 @@ def run_one(name: str, work: Path, model: Path, corpus: Path, *, streaming: bool
     cmd = [sys.executable, "-m", "lftrain", "train", str(recipe)]
     if procs is not None:  # join the capped cgroup, then become lft
         cmd = ["sh", "-c", f'echo $$ > "{procs}" && exec "$@"', "sh", *cmd]
-    m = run_measured(cmd, child_env(threads), work / f"{name}-rss.json", log=work / f"{name}.log")
+    # the one-pass tokenisation is most of a streamed run's time here, and runs before training: both cores
+    env = {**child_env(threads), "TOKENIZERS_PARALLELISM": "true"}
+    m = run_measured(cmd, env, work / f"{name}-rss.json", log=work / f"{name}.log")
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()] if m.returncode == 0 else []
     end = next((r for r in metrics if r["event"] == "train_end"), {})
     test = next((r for r in metrics if r.get("split") == "test" and r.get("final")), {})

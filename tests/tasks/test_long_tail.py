@@ -62,3 +62,20 @@ def test_an_imbalanced_run_selects_by_macro_f1_and_reports_support(tiny_bert, tm
     test = [r for r in lines if r.get("split") == "test" and r.get("final")][-1]
     assert sum(c["support"] for c in test["per_class"].values()) == test["n"]
     assert "<h2>Per class</h2>" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_rare_classes_are_repeated_by_the_square_root_of_their_shortfall():
+    counts = {"a": 90, "b": 9, "c": 1}  # shares .9, .09, .01 of 100 rows; 1/K = 1/3
+    task = _task("auto", counts)
+    labels = [name for name, n in counts.items() for _ in range(n)]
+    train = Examples("train", {"text": [f"t{i}" for i in range(100)], "label": labels},
+                     [("x", i, i) for i in range(100)])
+    stats: dict = {}
+    out = task.balance(train, seed=0, stats=stats)
+    got = {n: out.fields["label"].count(n) for n in counts}
+    # a: not repeated; b: sqrt((1/3)/.09) = 1.92 copies each (9 rows -> 9 to 18); c: sqrt(33.3) = 5.77 -> 5 or 6
+    assert got["a"] == 90 and 9 <= got["b"] <= 18 and got["c"] in (5, 6)
+    assert stats["rare_class_repeats"]["taken"] == len(out)
+    names = task.labels.names
+    assert np.allclose(np.exp(task.log_prior), [got[n] / len(out) for n in names])  # the loss's prior: what it sees
+    assert _task("off", counts).balance(train, seed=0, stats={}) is train

@@ -211,12 +211,72 @@ def test_extractive_qa_from_squad_json_with_windows(tiny_bert, tmp_path):
     assert rows[0]["context"][int(offsets[s][0]):int(offsets[e][1])] == "superb"
 
 
-@pytest.mark.parametrize("adaptation", [{"type": "lora", "r": 4}, {"type": "freeze", "bottom_layers": 1}])
-def test_the_new_tasks_take_every_adaptation(tiny_bert, tmp_path, adaptation):
-    train = tmp_path / "train.jsonl"
-    train.write_text("".join(json.dumps(r) + "\n" for r in _scored(120, 1)))
-    recipe = _recipe(tiny_bert, train, tmp_path / "run", {"type": "text-regression"}, epochs=1, lr=5e-2)
+def _data(kind: str, tmp_path, n: int, seed: int):
+    """A small training file for each new task, and one row to predict."""
+    if kind == "ner":
+        path = tmp_path / "train.jsonl"
+        path.write_text("".join(json.dumps({"tokens": w, "tags": t}) + "\n" for w, t in _tagged(n, seed)))
+        return path, {"type": "token-classification"}, {"text": "a very good film"}
+    if kind == "qa":
+        path = tmp_path / "train.json"
+        path.write_text(json.dumps(_squad(n, seed)))
+        return path, {"type": "extractive-qa", "max_length": 48, "stride": 16}, \
+            {"question": "what was good ?", "context": "the fine cast"}
+    path = tmp_path / "train.jsonl"
+    rows = _multi(n, seed) if kind == "multi" else _scored(n, seed)
+    if kind == "multi":  # labels as one delimited string, the other accepted form
+        rows = [{"text": r["text"], "labels": "|".join(r["labels"])} for r in rows]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = {"type": "multi-label-classification", "separator": "|"} if kind == "multi" else {"type": "text-regression"}
+    return path, task, {"text": "good great film"}
+
+
+@pytest.mark.parametrize("kind,adaptation", [("ner", {"type": "lora", "r": 4}), ("qa", {"type": "lora", "r": 4}),
+                                             ("multi", {"type": "lora", "r": 4}),
+                                             ("regression", {"type": "freeze", "bottom_layers": 1})])
+def test_the_new_tasks_take_every_adaptation_evaluate_and_export(tiny_bert, tmp_path, kind, adaptation):
+    train, task, row = _data(kind, tmp_path, 120, 1)
+    recipe = _recipe(tiny_bert, train, tmp_path / "run", task, epochs=1, lr=5e-2)
     recipe["adaptation"] = adaptation
     run = _train(tmp_path, recipe)
-    preds = _predict(run, [{"text": "good great film"}], tmp_path)
-    assert np.isfinite(preds[0]["value"])
+    assert (run / "report.html").is_file()
+    predicted = _predict(run, [row], tmp_path)[0]
+    proc = run_lft("evaluate", str(run), "--data", str(train), "--output", str(tmp_path / "m.json"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "m.json").read_text())["n"] > 0
+    proc = run_lft("export", str(run), "--output", str(tmp_path / "plain"), "--merge")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import transformers
+
+    from lftrain.config import load_recipe
+    from lftrain.models.trained import load_trained_model
+    from lftrain.tasks import build_task
+
+    arch = json.loads((tmp_path / "plain" / "config.json").read_text())["architectures"][0]
+    plain = getattr(transformers, arch).from_pretrained(tmp_path / "plain").eval()
+    trained = load_trained_model(run / "model", build_task(load_recipe(run / "recipe.yaml").task))
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "plain")
+    enc = tok(*row.values(), return_tensors="pt")  # the text, or the question and its context
+    with torch.no_grad():
+        a, b = plain(**enc), trained.model(**enc)
+    for key in ("logits", "start_logits", "end_logits"):  # the merged export computes what the run's model does
+        if key in a:
+            torch.testing.assert_close(a[key], b[key], atol=1e-4, rtol=1e-4)
+    assert predicted
+
+
+def test_tune_searches_a_new_task_on_its_own_metric(tiny_bert, tmp_path):
+    import optuna
+
+    train, task, _ = _data("ner", tmp_path, 120, 2)
+    recipe = _recipe(tiny_bert, train, tmp_path / "runs" / "ner", task, epochs=1, lr=1e-2)
+    recipe["data"]["eval_fraction"] = 0.2
+    recipe["eval"] = {"latency": False, "bootstrap_samples": 0, "report": False}
+    recipe["tune"] = {"space": {"train.lr": {"log_uniform": [1e-3, 3e-2]}}, "trials": 2, "study_name": "ner"}
+    proc = run_lft("tune", str(write_recipe(tmp_path / "tune.yaml", recipe)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study_dir = tmp_path / "runs" / "ner-tune"
+    study = optuna.load_study(study_name="ner", storage=f"sqlite:///{study_dir / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert all(0.0 <= t.value <= 1.0 for t in study.trials)  # entity F1 of the eval split, the task's metric
+    assert "f1" in proc.stderr

@@ -6,6 +6,8 @@ continue exactly where it stopped: nothing is skipped or repeated.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 POOL_BATCHES = 64  # length grouping sorts within pools of this many batches, then shuffles the batches
@@ -41,3 +43,21 @@ def padded_width(longest: int, multiple: int, limit: int) -> int:
     max_length) unless `longest` itself is. Few distinct widths mean few distinct matmul shapes, and CPU
     libraries (oneDNN) compile and cache a kernel for each."""
     return max(longest, min(-(-longest // multiple) * multiple, limit))
+
+
+def pad_token_rows(encoded: dict, indices: np.ndarray, fills: dict[str, int], multiple: int,
+                   limit: int) -> dict[str, Any]:
+    """The rows `indices` of flat per-token arrays (row r is `offsets[r]:offsets[r+1]`) as padded int64 tensors,
+    one per name in `fills` that `encoded` has (padded with its fill value), plus the attention mask."""
+    import torch
+
+    starts, ends = encoded["offsets"][indices], encoded["offsets"][indices + 1]
+    width = padded_width(int((ends - starts).max()), multiple, limit)
+    names = [n for n in fills if n in encoded]
+    out = {n: np.full((len(indices), width), fills[n], dtype=np.int64) for n in names}
+    out["attention_mask"] = np.zeros((len(indices), width), dtype=np.int64)
+    for r, (s, e) in enumerate(zip(starts, ends)):
+        for n in names:
+            out[n][r, : e - s] = encoded[n][s:e]
+        out["attention_mask"][r, : e - s] = 1
+    return {n: torch.from_numpy(a) for n, a in out.items()}

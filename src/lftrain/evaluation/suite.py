@@ -1,18 +1,20 @@
 """Benchmark suites: several labelled tasks, one model, one table (`lft bench SUITE --model RUN_OR_DIR`).
 
-A suite is a YAML file (see suites/text-classification.yaml):
+A suite is a YAML file (see suites/text-classification.yaml, suites/glue-style.yaml):
 
     name: my-suite
-    metrics: [accuracy, macro_f1, ece]      # columns of the table (any name evidence.json has per split)
+    metrics: [accuracy, macro_f1, ece]      # the table's metrics (any name evidence.json has per split)
     defaults: {train: {...}, eval: {...}}   # recipe sections merged into every task
     tasks:
       - name: rotten-tomatoes
-        task: {text: text, label: category, labels: [...]}
+        task: {text: text, label: category, labels: [...]}   # type: text-classification unless it says
         data: {train: ..., test: ...}
         train: {max_steps: 150}             # the task's own keys win over defaults
+        metrics: [pearson]                  # a task's own metrics (a regression has no accuracy)
 
-Each task becomes an ordinary recipe (text-classification) trained with `lftrain.train` into
-OUT/<task name>; a finished task run is reused, so an interrupted bench picks up where it stopped.
+Each task becomes an ordinary recipe trained with `lftrain.train` into OUT/<task name>; a finished task run is
+reused, so an interrupted bench picks up where it stopped. The table's mean (a GLUE-style score) averages each
+task's first metric.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ def encoder_dir(model: str, work: Path) -> str:
             export(p, merged, merge=True)
         model_dir = merged
     config = json.loads((model_dir / "config.json").read_text())
-    if not any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+    heads = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
+    if not any(a.endswith(heads) for a in config.get("architectures") or []):
         return str(model_dir)
     encoder = work / "_encoder"
     if not (encoder / "config.json").is_file():
@@ -122,6 +125,7 @@ def run_suite(suite_path: str | Path, model: str, output: str | Path | None = No
     out = Path(output or Path("runs") / "bench" / suite.get("name", Path(suite_path).stem))
     out.mkdir(parents=True, exist_ok=True)
     metrics = suite.get("metrics") or ["accuracy", "macro_f1"]
+    columns = list(dict.fromkeys(m for t in suite["tasks"] for m in t.get("metrics") or metrics))
     # Validate every task's recipe (and data rows) before training any: a typo in task 3 fails in seconds.
     from lftrain.data.prepare import prepare_data
     from lftrain.tasks import build_task
@@ -143,9 +147,10 @@ def run_suite(suite_path: str | Path, model: str, output: str | Path | None = No
             log.info("bench: %s already finished in %s; reusing it", t["name"], run_dir)
         ev = read_run(run_dir).evidence
         split = ev.get("splits", {}).get("test") or {}
-        rows.append({"task": t["name"], "n": split.get("metrics", {}).get("n"), "run": str(run_dir),
-                     "metrics": {m: _cell(split, m) for m in metrics}})
-    result = {"suite": suite.get("name"), "model": model, "metrics": metrics, "tasks": rows,
+        own = t.get("metrics") or metrics
+        rows.append({"task": t["name"], "type": r.task.type, "n": split.get("metrics", {}).get("n"),
+                     "run": str(run_dir), "score_metric": own[0], "metrics": {m: _cell(split, m) for m in own}})
+    result = {"suite": suite.get("name"), "model": model, "metrics": columns, "tasks": rows,
               "level": suite.get("defaults", {}).get("eval", {}).get("confidence", 0.95)}
     (out / "bench.json").write_text(json.dumps(result, indent=1))
     table = format_table(result)
@@ -164,10 +169,13 @@ def format_table(result: dict[str, Any]) -> str:
         cells = []
         for m in metrics:
             c = row["metrics"].get(m)
-            cells.append("n/a" if c is None else f"{c['value']:.4f}"
+            cells.append("—" if m not in row["metrics"] else "n/a" if c is None else f"{c['value']:.4f}"
                          + (f" [{c['low']:.4f}, {c['high']:.4f}]" if "low" in c else ""))
         lines.append(f"| {row['task']} | {row['n']} | " + " | ".join(cells) + " |")
-    scores = [row["metrics"][metrics[0]]["value"] for row in result["tasks"] if row["metrics"].get(metrics[0])]
-    if scores:
-        lines.append(f"| **mean** | | {sum(scores) / len(scores):.4f} |" + " |" * (len(metrics) - 1))
+    scores = [row["metrics"][row.get("score_metric", metrics[0])] for row in result["tasks"]]
+    scores = [c["value"] for c in scores if c]
+    if scores:  # each task's first metric (GLUE's score is the mean of its tasks' scores)
+        mixed = len({row.get("score_metric") for row in result["tasks"]}) > 1
+        lines.append(f"| **mean**{' of each task’s first metric' if mixed else ''} | | "
+                     f"{sum(scores) / len(scores):.4f} |" + " |" * (len(metrics) - 1))
     return "\n".join(lines)

@@ -268,9 +268,13 @@ def require_peft() -> None:
 
 
 # peft's model classes per task: each knows its head (e.g. SEQ_CLS trains and saves `classifier`/`score`).
+# Not QUESTION_ANS: peft 0.21's PeftModelForQuestionAnswering drops `token_type_ids` in forward, so a BERT would
+# train without segment ids and its merged export (which gets them) would answer differently. The plain PeftModel
+# passes every input through; the QA head is saved as a module (_HEADS).
 _TASK_TYPES = {"ForSequenceClassification": "SEQ_CLS", "ForTokenClassification": "TOKEN_CLS",
-               "ForQuestionAnswering": "QUESTION_ANS", "ForCausalLM": "CAUSAL_LM"}
+               "ForCausalLM": "CAUSAL_LM"}
 _PEFT_HEADS = ("classifier", "score")  # what peft adds to modules_to_save for SEQ_CLS/TOKEN_CLS
+_HEADS = (*_PEFT_HEADS, "qa_outputs")  # task heads trained and saved whole beside the adapter
 
 
 def _model_type(model: nn.Module) -> str | None:
@@ -366,7 +370,7 @@ def _newly_initialised_modules(model: nn.Module) -> list[str]:
 def _modules_to_save(model: nn.Module, extra: list[str]) -> list[str] | None:
     names = list(dict.fromkeys([*extra, *_newly_initialised_modules(model)]))
     if _task_type(model) not in ("SEQ_CLS", "TOKEN_CLS"):  # peft adds classifier/score only for these
-        names += [n for n, _ in unwrap(model).named_children() if n in _PEFT_HEADS and n not in names]
+        names += [n for n, _ in unwrap(model).named_children() if n in _HEADS and n not in names]
     return names or None
 
 

@@ -84,6 +84,11 @@ class Task(ABC):
     def fit_labels(self, train: Examples) -> LabelSet | None:
         """Fix the label set from the training rows (None: the task has no classes)."""
 
+    def balance(self, train: Examples, seed: int, stats: dict) -> Examples:
+        """The training rows as training sees them, after splitting (text classification repeats the rows of rare
+        classes under `task.imbalance`); default: as they are."""
+        return train
+
     def text_columns(self) -> list[str]:
         """The columns holding text (read from `eval.ood` files); none for non-text tasks."""
         return []

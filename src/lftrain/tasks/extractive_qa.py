@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from lftrain.config.base import Section
-from lftrain.data.batching import padded_width
+from lftrain.data.batching import pad_token_rows
 from lftrain.data.examples import Examples
 from lftrain.data.readers import Table, is_missing
 from lftrain.errors import DataError
@@ -152,17 +152,8 @@ class ExtractiveQA(Task):
     def collate(self, encoded: dict[str, Any], indices: np.ndarray, pad_id: int) -> dict[str, Any]:
         import torch
 
-        starts, ends = encoded["offsets"][indices], encoded["offsets"][indices + 1]
-        width = padded_width(int((ends - starts).max()), self.config.pad_to_multiple_of, self.config.max_length)
-        ids = np.full((len(indices), width), pad_id, dtype=np.int64)
-        types = np.zeros((len(indices), width), dtype=np.int64)
-        mask = np.zeros((len(indices), width), dtype=np.int64)
-        for r, (s, e) in enumerate(zip(starts, ends)):
-            ids[r, : e - s] = encoded["input_ids"][s:e]
-            types[r, : e - s] = encoded["token_type_ids"][s:e]
-            mask[r, : e - s] = 1
-        batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
-                 "token_type_ids": torch.from_numpy(types)}
+        batch = pad_token_rows(encoded, indices, {"input_ids": pad_id, "token_type_ids": 0},
+                               self.config.pad_to_multiple_of, self.config.max_length)
         if "start_positions" in encoded:
             batch["start_positions"] = torch.from_numpy(encoded["start_positions"][indices])
             batch["end_positions"] = torch.from_numpy(encoded["end_positions"][indices])

@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import Field
 
 from lftrain.config.base import Section
-from lftrain.data.batching import padded_width
+from lftrain.data.batching import pad_token_rows
 from lftrain.data.examples import Examples, clean_text
 from lftrain.data.readers import Table, is_missing
 from lftrain.errors import DataError
@@ -63,10 +63,12 @@ class TextClassification(ClassificationTask):
         label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
         """Label smoothing of the cross-entropy loss (0 = none)."""
         imbalance: Literal["auto", "logit-adjust", "off"] = "auto"
-        """Long-tailed classes. `logit-adjust`: logit-adjusted cross-entropy (Menon et al., 2021): each class's log
-        prior in the training rows is added to its logit inside the loss, so rare classes are learnt with larger
-        margins, while predictions read the plain logits; the best checkpoint is then chosen by macro-F1 unless
-        `train.metric` is set. `auto`: so when the largest class has at least 10x the rows of the smallest."""
+        """Long-tailed classes. `logit-adjust`: the training rows of classes with less than an equal share are
+        repeated (repeat-factor sampling: sqrt of the shortfall), and the loss is logit-adjusted cross-entropy
+        (Menon et al., 2021): each class's log prior is added to its logit inside the loss, so rare classes are
+        learnt with larger margins, while predictions read the plain logits; the best checkpoint is then chosen by
+        macro-F1 unless `train.metric` is set. `auto`: so when the largest class has at least 10x the rows of the
+        smallest. `off`: plain cross-entropy."""
 
     # ---- data -------------------------------------------------------------------------------------------
     def text_columns(self) -> list[str]:
@@ -116,17 +118,40 @@ class TextClassification(ClassificationTask):
     def dedupe_key(self, ex: Examples, i: int) -> tuple:
         return tuple(ex.fields[k][i] for k in ("text", "text_pair") if k in ex.fields)
 
+    def _counts(self, train: Examples) -> np.ndarray:
+        ids = [self.labels.lookup(v) for v in train.fields["label"]]
+        return np.bincount([i for i in ids if i is not None], minlength=len(self.labels.names)).astype(np.float64)
+
     def fit_labels(self, train: Examples):
         labels = super().fit_labels(train)
-        ids = [labels.lookup(v) for v in train.fields["label"]]
-        counts = np.bincount([i for i in ids if i is not None], minlength=len(labels.names)).astype(np.float64)
+        counts = self._counts(train)
         ratio = counts.max() / max(counts.min(), 1.0)
         mode = self.config.imbalance
         if mode == "logit-adjust" or (mode == "auto" and ratio >= self.IMBALANCE_RATIO):
             self.log_prior = np.log(np.maximum(counts, 1.0) / counts.sum())
-            log.info("imbalanced classes (largest/smallest %.0fx): logit-adjusted loss, checkpoints by macro-F1 "
-                     "(task.imbalance: %s)", ratio, mode)
+            log.info("imbalanced classes (largest/smallest %.0fx): rare classes repeated, logit-adjusted loss, "
+                     "checkpoints by macro-F1 (task.imbalance: %s)", ratio, mode)
         return labels
+
+    def balance(self, train: Examples, seed: int, stats: dict) -> Examples:
+        """Repeat-factor sampling (Gupta et al., 2019, LVIS): a class with a share f of the training rows below
+        1/K (K classes) has each row taken sqrt(1/(K f)) times (the fraction by a seeded draw), so rare classes
+        get updates at all in a few epochs; the loss's prior is then the repeated rows' own."""
+        if self.log_prior is None:
+            return train
+        counts = self._counts(train)
+        share = counts / counts.sum()
+        repeat = np.sqrt(np.maximum(1.0, (1.0 / len(counts)) / np.maximum(share, 1e-12)))
+        rng = np.random.default_rng(seed)
+        factor = [repeat[self.labels.lookup(v)] for v in train.fields["label"]]
+        copies = [int(f) + int(rng.random() < f % 1) for f in factor]
+        rows = [i for i, c in enumerate(copies) for _ in range(c)]
+        balanced = train.subset(rows, train.name)
+        self.log_prior = np.log(np.maximum(self._counts(balanced), 1.0) / len(rows))
+        stats["rare_class_repeats"] = {"rows": len(train), "taken": len(rows),
+                                       "max_repeat": round(float(repeat.max()), 2)}
+        log.info("rare classes repeated: %d training rows become %d (up to %.1fx)", len(train), len(rows), repeat.max())
+        return balanced
 
     def loss_sum(self, outputs, batch: dict[str, Any]):
         if self.log_prior is None:
@@ -192,17 +217,8 @@ class TextClassification(ClassificationTask):
         """Pad to the longest example of this batch (dynamic padding), rounded up to `pad_to_multiple_of`."""
         import torch
 
-        starts, ends = encoded["offsets"][indices], encoded["offsets"][indices + 1]
-        width = padded_width(int((ends - starts).max()), self.config.pad_to_multiple_of, self.config.max_length)
-        ids = np.full((len(indices), width), pad_id, dtype=np.int64)
-        types = np.zeros((len(indices), width), dtype=np.int64)
-        mask = np.zeros((len(indices), width), dtype=np.int64)
-        for r, (s, e) in enumerate(zip(starts, ends)):
-            ids[r, : e - s] = encoded["input_ids"][s:e]
-            types[r, : e - s] = encoded["token_type_ids"][s:e]
-            mask[r, : e - s] = 1
-        batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
-                 "token_type_ids": torch.from_numpy(types)}
+        batch = pad_token_rows(encoded, indices, {"input_ids": pad_id, "token_type_ids": 0},
+                               self.config.pad_to_multiple_of, self.config.max_length)
         if "labels" in encoded:
             batch["labels"] = torch.from_numpy(encoded["labels"][indices])
         return batch

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from lftrain.config.base import Section
-from lftrain.data.batching import padded_width
+from lftrain.data.batching import pad_token_rows
 from lftrain.data.examples import Examples
 from lftrain.data.readers import Table, is_missing
 from lftrain.errors import DataError
@@ -153,21 +153,9 @@ class TokenClassification(ClassificationTask):
         return np.diff(encoded["offsets"])
 
     def collate(self, encoded: dict[str, np.ndarray], indices: np.ndarray, pad_id: int) -> dict[str, Any]:
-        import torch
-
-        starts, ends = encoded["offsets"][indices], encoded["offsets"][indices + 1]
-        width = padded_width(int((ends - starts).max()), self.config.pad_to_multiple_of, self.config.max_length)
-        ids = np.full((len(indices), width), pad_id, dtype=np.int64)
-        mask = np.zeros((len(indices), width), dtype=np.int64)
-        labels = np.full((len(indices), width), IGNORE, dtype=np.int64)
-        for r, (s, e) in enumerate(zip(starts, ends)):
-            ids[r, : e - s] = encoded["input_ids"][s:e]
-            mask[r, : e - s] = 1
-            if "labels" in encoded:
-                labels[r, : e - s] = encoded["labels"][s:e]
-        batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
-        if "labels" in encoded:
-            batch["labels"] = torch.from_numpy(labels)
+        """Labels are per sub-word, padded with IGNORE (left out of the loss)."""
+        batch = pad_token_rows(encoded, indices, {"input_ids": pad_id, "labels": IGNORE},
+                               self.config.pad_to_multiple_of, self.config.max_length)
         return batch
 
     @staticmethod

@@ -118,6 +118,8 @@ def prepare_inputs(recipe) -> Prepared:
         _check_streamable(recipe, task)
     data = prepare_data(recipe, task, lambda: task.load_processor(source(), recipe.model.trust_remote_code))
     checks = preflight(recipe, task, data)  # data.checks: a blocking check stops here (exit 2)
+    if not recipe.data.streaming:  # after the checks, whose findings copies would be
+        data.train = task.balance(data.train, recipe.data.split_seed, data.stats)
     ood = read_ood(recipe, task)
     method = build_method(recipe.method, task)  # vets the method's own inputs (a teacher) against the labels
     if data.unlabeled is not None and not method.uses_unlabeled:
