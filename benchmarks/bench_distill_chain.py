@@ -181,7 +181,6 @@ def stage_measure(files) -> dict:
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "distill_chain.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / "distill_chain.md").write_text(table(result))
     print(table(result))
     return result
 

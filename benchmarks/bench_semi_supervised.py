@@ -21,8 +21,7 @@ Each finished (method, k, seed) is appended to `--results` (JSON), so runs in ch
         --methods supervised contrastive setfit
     .venv/bin/python benchmarks/bench_semi_supervised.py --table      # the table of everything recorded so far
 
-The table (mean ± sample sd of test accuracy over seeds) is printed and written to `--results` with a .md
-suffix.
+The table (mean ± sample sd of test accuracy over seeds) is printed (`--table` prints it again from the results).
 """
 
 from __future__ import annotations
@@ -327,7 +326,6 @@ def main() -> int:
     table = markdown(runs, meta)
     print(table)
     save_results(args.results, runs, meta)
-    args.results.with_suffix(".md").write_text(table)
     return 0
 
 
