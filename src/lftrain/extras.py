@@ -1,7 +1,8 @@
 """Optional dependencies: the core install trains and evaluates text classification and SFT; the extras bring the
 rest (`pip install 'lftrain[vision]'`, `[audio]`, `[export]`, `[tune]`, `[gguf]`, `[report]`, `[checks]`,
-`[postgres]`, or `[all]`). A feature whose extra is missing fails with the command that installs it; the report's
-figures and the near-duplicate check step aside with a note instead, so a default run works on the core alone.
+`[postgres]`, `[tracking]`, `[serve]`, `[ui]`, or `[all]`). A feature whose extra is missing fails with the command
+that installs it; the report's figures and the near-duplicate check step aside with a note instead, so a default run
+works on the core alone.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "matplotlib": ("matplotlib", "report"),
     "datasketch": ("datasketch", "checks"),
     "psycopg2": ("psycopg2-binary", "postgres"),
+    "tensorboard": ("tensorboard", "tracking"),
+    "mlflow": ("mlflow-skinny", "tracking"),
+    "fastapi": ("fastapi", "serve"),
+    "uvicorn": ("uvicorn", "serve"),
+    "gradio": ("gradio", "ui"),
 }
 
 

@@ -59,7 +59,8 @@ def test_compare_base_refuses_changed_data(evidence_runs, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(evidence_runs["a"][0], run, ignore=shutil.ignore_patterns("checkpoints"))
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
-    recipe["data"]["train"] = str(write_csv(tmp_path / "other.csv", toy_rows(100, seed=3)))
+    other = [{**r, "source": "web"} for r in toy_rows(100, seed=3)]  # run A slices by `source`
+    recipe["data"]["train"] = str(write_csv(tmp_path / "other.csv", other))
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     assert lft(["compare", str(run), "--base"]) == 2
     assert "data changed since training" in capsys.readouterr().err

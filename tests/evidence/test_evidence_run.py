@@ -73,6 +73,11 @@ def test_report_regenerates_from_saved_files(evidence_runs):
 
     meta = yaml.safe_load(card.split("---")[1])
     assert {"license", "base_model", "datasets", "metrics", "model-index"} <= set(meta)
+    from huggingface_hub import ModelCard  # the Hub's own parser reads the model-index back
+
+    results = {r.metric_type: r.metric_value for r in ModelCard.load(run / "model_card.md").data.eval_results}
+    test = json.loads((run / "evidence.json").read_text())["splits"]["test"]["metrics"]
+    assert results["accuracy"] == pytest.approx(test["accuracy"], abs=1e-6) and "macro_f1" in results
     assert "## Evaluation results" in card and "## Limitations" in card and "95% bootstrap" in card
 
 

@@ -45,6 +45,7 @@ def test_report_renders_in_chromium(evidence_runs, tmp_path):
     assert found, "the probe did not run: " + dom.stdout[-500:]
     probe = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
     assert probe["images"] >= 5 and probe["broken"] == [] and probe["errors"] == [], probe
+    assert "<h2>Slices</h2>" in dom.stdout and "Worst slice by accuracy" in dom.stdout  # eval.slices, rendered
 
     shot = tmp_path / "report.png"
     run = chromium(report.as_uri(), tmp_path / "profile2", "--window-size=1200,3000", f"--screenshot={shot}")

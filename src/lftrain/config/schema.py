@@ -198,6 +198,15 @@ class TrainConfig(Section):
     """Write a metrics line every N optimiser steps."""
     eval_batch_size: int = Field(64, gt=0)
     """Batch size for evaluation and prediction."""
+    report_to: list[str] = []
+    """Experiment trackers that mirror every metrics line, the recipe's values and the run's files: `tensorboard`
+    (event files in <run>/tensorboard) and/or `mlflow` (see `tracking_uri`). Others plug in by name
+    (docs/tracking.md)."""
+    tracking_uri: str | None = None
+    """MLflow tracking URI (a server, `sqlite:///path.db`, ...); default $MLFLOW_TRACKING_URI, else a SQLite file
+    beside the run directory (<output.dir>/../mlflow.db)."""
+    experiment: str | None = None
+    """MLflow experiment name; default $MLFLOW_EXPERIMENT_NAME, else `lftrain`."""
     strategy: Literal["auto", "ddp", "fsdp"] = "auto"
     """Data parallelism when launched on several processes (`lft train --nproc N`, torchrun): `ddp` replicates
     the model, `fsdp` shards parameters, gradients and optimiser state (`auto` = ddp). One process: ignored.
@@ -236,6 +245,28 @@ class RetainConfig(Section):
     """Flag forgetting when perplexity rises by more than this share (0.1 = +10%) over the base model's."""
 
 
+class SliceConfig(Section):
+    column: str
+    """The data column the slices come from (as the file names it)."""
+    by: Literal["value", "words", "chars"] = "value"
+    """`value`: one slice per distinct value (or per bin of a number, with `bins`); `words`/`chars`: the length of
+    the column's text, binned by `bins`."""
+    bins: list[float] | None = None
+    """Bin edges: `[10, 30]` gives the slices `< 10`, `10–30` and `>= 30`. Needed for `words` and `chars`."""
+
+    @model_validator(mode="after")
+    def _bins(self) -> SliceConfig:
+        if self.by != "value" and not self.bins:
+            raise ValueError(f"slices: by {self.by} needs bins (edges, e.g. [10, 30])")
+        if self.bins and sorted(self.bins) != self.bins:
+            raise ValueError(f"slices: bins must be increasing, got {self.bins}")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.column if self.by == "value" else f"{self.by}({self.column})"
+
+
 class EvalConfig(Section):
     splits: list[Literal["eval", "test"]] = ["test"]
     """Splits evaluated and reported in full when training ends."""
@@ -265,6 +296,18 @@ class EvalConfig(Section):
     bound), `NAME_calibrated`, latency_p95_ms."""
     report: bool = True
     """Write report.html and model_card.md into the run directory."""
+    slices: list[SliceConfig] = []
+    """Metrics of the test split per data slice, e.g. `[genre, {column: text, by: words, bins: [10, 30]}]`: each
+    slice's metrics with bootstrap intervals, the worst slice and its gap to the best (`fail_if` can test
+    `slice_worst_<metric>` and `slice_gap_<metric>`). See docs/evaluation.md."""
+    slice_min_rows: int = Field(20, ge=1)
+    """Slices with fewer test rows are reported but not ranked (too noisy to call the worst)."""
+
+    @field_validator("slices", mode="before")
+    @classmethod
+    def _column_names(cls, value):
+        """A bare column name is a slice by value."""
+        return [{"column": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
 
     @model_validator(mode="after")
     def _conditions(self) -> EvalConfig:

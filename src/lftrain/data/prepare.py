@@ -119,6 +119,7 @@ def prepare_data(recipe, task, processor=None) -> PreparedData:
     """Read, validate, de-duplicate, label and split the recipe's data. Raises DataError on any bad row.
     `processor()` gives the tokenizer, which a streamed training set (`data.streaming`) is tokenised with here."""
     cfg = recipe.data
+    task.keep_columns = tuple(dict.fromkeys(s.column for s in recipe.eval.slices))  # read along for eval.slices
     if cfg.streaming:
         return _prepare_streamed(recipe, task, processor)
     stats: dict = {}

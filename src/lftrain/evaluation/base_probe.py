@@ -32,21 +32,30 @@ class Probe:
     train_accuracy: float
 
 
-def _rebuild(run: RunFiles):
-    """The run's recipe, task and prepared splits, rebuilt from its saved recipe.yaml."""
+def paired_split(run: RunFiles, saved_labels: np.ndarray, split: str, what: str):
+    """(recipe, task, prepared data, the split's examples, its label ids), rebuilt from the run's recipe.yaml and
+    checked against the labels the run saved: a baseline scored on other rows cannot be paired with the run."""
     from lftrain.config import load_recipe
     from lftrain.data.prepare import prepare_data
     from lftrain.tasks import build_task
 
     recipe = load_recipe(data=run.recipe)
     if recipe.task.type != "text-classification":
-        raise InputError(f"{run.path}: `compare --base` fits a linear probe on text embeddings, so it needs a "
-                         f"text-classification run (this one is {recipe.task.type})")
+        raise InputError(f"{run.path}: `{what}` needs a text-classification run (this one is {recipe.task.type})")
     task = build_task(recipe.task)
-    return recipe, task, prepare_data(recipe, task)
+    data = prepare_data(recipe, task)
+    target = getattr(data, split)
+    if target is None:
+        raise InputError(f"{run.path}: the run has no {split} split")
+    y = label_ids(task, target)
+    if len(y) != len(saved_labels) or not np.array_equal(y, saved_labels):
+        raise InputError(f"{run.path}: the {split} split rebuilt from recipe.yaml ({len(y)} rows) is not the one "
+                         f"the run saved ({len(saved_labels)} rows, or labels differ): the data changed since "
+                         "training, so a paired comparison is not possible")
+    return recipe, task, data, target, y
 
 
-def _texts(ex) -> list[str]:
+def texts_of(ex) -> list[str]:
     # a text pair is embedded as one text, its two parts on separate lines (model-agnostic; no special tokens)
     pair = ex.fields.get("text_pair")
     return list(ex.fields["text"]) if pair is None else [f"{a}\n{b}" for a, b in zip(ex.fields["text"], pair)]
@@ -61,23 +70,15 @@ def fit_probe(run: RunFiles, saved_labels: np.ndarray, split: str = "test", *, c
     from lftrain.data.checks.noise import encoder_features
     from lftrain.models.loading import vet_model_dir
 
-    recipe, task, data = _rebuild(run)
-    target = getattr(data, split)
-    if target is None:
-        raise InputError(f"{run.path}: the run has no {split} split")
-    y_train = _label_ids(task, data.train)
-    y_test = _label_ids(task, target)
-    if len(y_test) != len(saved_labels) or not np.array_equal(y_test, saved_labels):
-        raise InputError(f"{run.path}: the {split} split rebuilt from recipe.yaml ({len(y_test)} rows) is not the one "
-                         f"the run saved ({len(saved_labels)} rows, or labels differ): the data changed since "
-                         "training, so a paired comparison is not possible")
+    recipe, task, data, target, y_test = paired_split(run, saved_labels, split, "compare --base")
+    y_train = label_ids(task, data.train)
     source = vet_model_dir(recipe.model.path, allow_pickle=recipe.model.allow_pickle,
                            trust_remote_code=recipe.model.trust_remote_code, revision=recipe.model.revision)
     max_length = recipe.task.max_length
     log.info("base probe: embedding %d train + %d %s texts with the frozen %s", len(y_train), len(y_test), split,
              recipe.model.path)
-    x_train = encoder_features(_texts(data.train), source.path, max_length)
-    x_test = encoder_features(_texts(target), source.path, max_length)
+    x_train = encoder_features(texts_of(data.train), source.path, max_length)
+    x_test = encoder_features(texts_of(target), source.path, max_length)
     # Standardised features: one C suits every encoder's scale; lbfgs is deterministic, so no seed is needed.
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
     clf.fit(x_train, y_train)
@@ -88,5 +89,5 @@ def fit_probe(run: RunFiles, saved_labels: np.ndarray, split: str = "test", *, c
                  float(clf.score(x_train, y_train)))
 
 
-def _label_ids(task, ex) -> np.ndarray:
+def label_ids(task, ex) -> np.ndarray:
     return np.asarray([task.labels.index(v, ex, i) for i, v in enumerate(ex.fields["label"])], dtype=np.int64)

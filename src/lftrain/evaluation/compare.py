@@ -6,7 +6,8 @@ manifests record it, the same test file checksum). For each headline metric the 
 an interval for B - A; the verdict is `better` / `worse` when the interval excludes 0, otherwise
 `no significant change`.
 
-`lft compare RUN --base` puts a linear probe on the run's frozen base model in A's place (compare_with_base).
+`lft compare RUN --base` puts a linear probe on the run's frozen base model in A's place (compare_with_base),
+`lft compare RUN --prompting MODEL` a prompted language model, zero- or few-shot (compare_with_prompting).
 """
 
 from __future__ import annotations
@@ -72,6 +73,60 @@ def compare_with_base(run: str | Path, *, split: str = "test", samples: int = 10
     return _finish(result, output)
 
 
+def compare_with_prompting(run: str | Path, model: str, *, shots: tuple[int, ...] = (0,), split: str = "test",
+                           samples: int = 1000, level: float = 0.95, limit: int | None = None, batch_size: int = 8,
+                           calibrate: bool = True, output: str | Path | None = None) -> dict[str, Any]:
+    """The run (B) against prompting the causal LM `model` (A) with k examples for each k in `shots`, on the run's
+    saved `split` (its first `limit` rows); see lftrain.evaluation.prompting."""
+    from lftrain.evaluation.base_probe import label_ids, paired_split, texts_of
+    from lftrain.evaluation.bootstrap import bootstrap_ci
+    from lftrain.evaluation.prompting import pick_shots, prompt_baseline
+
+    b = read_run(run)
+    pb = _predictions(b, split)
+    recipe, task, data, target, y = paired_split(b, pb["labels"], split, "compare --prompting")
+    rows = np.arange(len(y) if limit is None else min(limit, len(y)))
+    names = list(task.labels.names)
+    train_texts, train_y = texts_of(data.train), label_ids(task, data.train)
+    texts = [texts_of(target)[i] for i in rows]
+    runs, fns = {}, {}
+    for k in shots:
+        shot_rows = [(train_texts[i], names[train_y[i]]) for i in pick_shots(train_texts, train_y, k)]
+        p = prompt_baseline(model, texts, names, shot_rows, batch_size=batch_size,
+                            trust_remote_code=recipe.model.trust_remote_code, calibrate=calibrate)
+        runs[f"{k}-shot"] = {**paired_comparison(p.logits, pb["logits"][rows], y[rows], names, samples=samples,
+                                                 level=level),
+                             "examples_per_s": p.examples_per_s, "batch_size": p.batch_size,
+                             "content_free_scores": None if p.content_free is None else p.content_free.tolist()}
+        fns[f"{k}-shot {model}"] = p.logits
+    fns[f"fine-tuned ({b.path.name})"] = pb["logits"][rows]
+    table = {name: {m: bootstrap_ci(fn, len(rows), samples=samples, level=level)
+                    for m, (fn, _) in classification_metric_fns(lg, y[rows]).items() if m in ("accuracy", "macro_f1")}
+             for name, lg in fns.items()}
+    result = {"run": str(b.path), "model": model, "split": split, "n": len(rows), "level": level,
+              "calibration": "contextual (content-free input 'N/A')" if calibrate else "none", "prompting": runs,
+              "table": table,
+              "fine_tuned_examples_per_s": (b.evidence.get("latency") or {}).get("throughput_per_s")}
+    return _finish(result, output, format_prompting)
+
+
+def format_prompting(r: dict[str, Any]) -> str:
+    pct = round(100 * r["level"])
+    lines = [f"{r['split']} split, first {r['n']} rows; {pct}% bootstrap intervals; label scores calibrated: "
+             f"{r['calibration']}",
+             f"  {'':<40} {'accuracy':>26} {'macro_f1':>26} {'examples/s':>11}"]
+    speeds = [r["prompting"][k]["examples_per_s"] for k in r["prompting"]] + [r["fine_tuned_examples_per_s"]]
+    for (name, m), speed in zip(r["table"].items(), speeds):
+        cells = [f"{m[x]['value']:.4f} [{m[x]['low']:.4f}, {m[x]['high']:.4f}]" for x in ("accuracy", "macro_f1")]
+        lines.append(f"  {name[:40]:<40} {cells[0]:>26} {cells[1]:>26} "
+                     f"{'n/a' if speed is None else format(speed, '.1f'):>11}")
+    for k, c in r["prompting"].items():
+        acc = c["metrics"]["accuracy"]
+        lines.append(f"  fine-tuned - {k}: accuracy {acc['diff']:+.4f} [{acc['low']:+.4f}, {acc['high']:+.4f}] "
+                     f"({acc['verdict']})")
+    return "\n".join(lines)
+
+
 def paired_comparison(logits_a: np.ndarray, logits_b: np.ndarray, y: np.ndarray, names: list[str], *,
                       samples: int, level: float) -> dict[str, Any]:
     """Paired bootstrap of B - A for each headline metric and each class's F1, with verdicts."""
@@ -88,8 +143,8 @@ def paired_comparison(logits_a: np.ndarray, logits_b: np.ndarray, y: np.ndarray,
     return {"n": n, "samples": samples, "level": level, "metrics": metrics, "per_class_f1": classes}
 
 
-def _finish(result: dict[str, Any], output: str | Path | None) -> dict[str, Any]:
-    print(format_comparison(result), flush=True)
+def _finish(result: dict[str, Any], output: str | Path | None, fmt=None) -> dict[str, Any]:
+    print((fmt or format_comparison)(result), flush=True)
     if output:
         Path(output).write_text(json.dumps(result, indent=1))
     return result

@@ -25,6 +25,7 @@ import numpy as np
 from lftrain.evaluation.bootstrap import bootstrap_ci, classification_metric_fns
 from lftrain.evaluation.calibration import calibration_metrics, fit_temperature, reliability_bins
 from lftrain.evaluation.metrics import softmax
+from lftrain.evaluation.slices import slice_evidence
 from lftrain.files import save_arrays, write_json_atomic
 
 log = logging.getLogger("lftrain")
@@ -159,6 +160,7 @@ def metric_final(task, out: RunOutputs, *, intervals: tuple[str, ...] = ()) -> d
     named in `intervals`, latency, the gate and the report."""
     cfg = out.recipe.eval
     results, splits = {}, {}
+    headline = next((s for s in ("test", "eval") if s in cfg.splits and s in out.encoded), None)
     for split in cfg.splits:
         if split not in out.encoded:
             continue
@@ -167,6 +169,8 @@ def metric_final(task, out: RunOutputs, *, intervals: tuple[str, ...] = ()) -> d
         log_final(task, out, split, results[split])
         splits[split] = {"intervals": _intervals(task, logits, labels, intervals, cfg)} \
             if cfg.bootstrap_samples and len(labels) else {}
+        if cfg.slices and split == headline:
+            splits[split]["slices"] = slice_evidence(out.recipe, task, out.examples.get(split), logits, labels)
     write_metric_evidence(out, results, splits)
     return results
 
@@ -193,6 +197,9 @@ def write_metric_evidence(out: RunOutputs, results: dict[str, dict[str, Any]],
                                 "bootstrap": {"samples": cfg.bootstrap_samples, "level": cfg.confidence, "seed": 0},
                                 "splits": {s: {"metrics": m, **(extra or {}).get(s, {})}
                                            for s, m in results.items() if s in ("eval", "test")}}
+    for split in evidence["splits"].values():  # per-slice tables (eval.slices) are the run's, not a split's
+        if split.get("slices") is not None:
+            evidence["slices"] = split.pop("slices")
     if cfg.latency and not out.task.generative and evidence["splits"]:
         from lftrain.evaluation.latency import measure_latency_encoded
 
@@ -239,6 +246,10 @@ def write_evidence(out: RunOutputs) -> dict[str, Any]:
         y = out.encoded[split]["labels"]
         evidence["splits"][split] = split_evidence(lg, y, out.task.metrics(lg, y), cfg, temperature)
         save_arrays(run_dir / "evidence" / f"{split}.npz", logits=lg.astype(np.float32), labels=y)
+    if classified and cfg.slices:
+        split = "test" if "test" in classified else next(iter(classified))
+        evidence["slices"] = slice_evidence(out.recipe, out.task, out.examples.get(split), classified[split],
+                                            out.encoded[split]["labels"])
 
     if out.ood is not None and classified:
         in_split = "test" if "test" in classified else next(iter(classified))
@@ -292,6 +303,10 @@ def summary(evidence: dict[str, Any]) -> str:
         o = evidence["ood"]
         lines.append(f"OOD ({o['data']}, n={o['n']}): " + "  ".join(
             f"{k} AUROC {v['auroc']:.4f} FPR@95 {v['fpr_at_95_tpr']:.4f}" for k, v in o["scores"].items()))
+    for name, t in (evidence.get("slices") or {}).items():
+        if "worst" in t:
+            lines.append(f"slices by {name}: worst {t['worst']} ({t['metric']} {t['worst_value']:.4f}), "
+                         f"{t['gap']:.4f} below the best ({t['best']}); {len(t['groups'])} slices")
     if evidence.get("latency"):
         lat = evidence["latency"]
         lines.append(f"latency: p50 {lat['latency_p50_ms']:.2f} ms, p95 {lat['latency_p95_ms']:.2f} ms at batch 1; "

@@ -5,7 +5,8 @@
 
 Each key is a metric of the final evaluation (the test split when there is one, else eval); each value
 a comparison that *fails* the gate. `NAME_low` / `NAME_high` are the bounds of NAME's bootstrap interval,
-`NAME_calibrated` a calibration metric after temperature scaling. A metric the run did not compute fails
+`NAME_calibrated` a calibration metric after temperature scaling, `slice_worst_NAME` / `slice_gap_NAME` the worst
+slice's value and the best-to-worst gap under eval.slices. A metric the run did not compute fails
 the gate too: a gate that silently passes is worse than none.
 """
 
@@ -16,6 +17,7 @@ import re
 from typing import Any
 
 from lftrain.errors import LftError
+from lftrain.evaluation.slices import gate_values as slice_gate_values
 
 EXIT_GATE = 4
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
@@ -55,6 +57,7 @@ def gate_values(evidence: dict[str, Any]) -> dict[str, float]:
     values.update({k: v for k, v in (evidence.get("latency") or {}).items() if isinstance(v, (int, float))})
     for score, m in (evidence.get("ood") or {}).get("scores", {}).items():
         values.update({f"ood_{score}_{k}": v for k, v in m.items()})
+    values.update(slice_gate_values(evidence.get("slices") or {}))
     return values
 
 

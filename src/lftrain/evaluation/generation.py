@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from lftrain.training.precision import autocast
+from lftrain.training.progress import track
 
 log = logging.getLogger("lftrain")
 
@@ -29,7 +30,8 @@ def lm_loss(model, encoded: dict[str, np.ndarray], collate, *, batch_size: int, 
     model.eval()
     order = np.argsort(-np.diff(encoded["offsets"]), kind="stable")
     total, count, correct = 0.0, 0, 0
-    for start in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    for start in track(starts, len(starts), "language-model loss"):
         batch = collate(encoded, order[start:start + batch_size])
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(precision, device):
@@ -61,7 +63,8 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch
     order = np.argsort([-len(e) for e in encoded], kind="stable")
     out: list[str] = [""] * len(prompts)
     try:
-        for start in range(0, len(order), batch_size):
+        starts = range(0, len(order), batch_size)
+        for start in track(starts, len(starts), "generation"):
             idx = order[start:start + batch_size]
             batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(device)
             with autocast(precision, device):

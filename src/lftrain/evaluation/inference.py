@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from lftrain.training.precision import autocast
+from lftrain.training.progress import track
 
 
 @torch.no_grad()
@@ -32,7 +33,8 @@ def infer_logits(model: torch.nn.Module, task, encoded: dict[str, np.ndarray], *
     model.eval()
     order = np.argsort(-task.lengths(encoded), kind="stable")
     rows: list = [None] * len(order)
-    for start in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    for start in track(starts, len(starts), "inference"):
         idx = order[start:start + batch_size]
         for i, row in zip(idx, batch_outputs(model, task, encoded, idx, precision=precision, device=device,
                                              pad_id=pad_id)):

@@ -17,13 +17,15 @@ class LoadedRun:
         from lftrain.config.loader import load_recipe as _load
         from lftrain.tasks.base import build_task
         from lftrain.training.precision import pick_device, resolve_precision, set_threads
+        from lftrain.training.progress import activity
 
         self.run_dir, self.model_dir = resolve_run(run_or_model)
         self.recipe = _load(self.run_dir / "recipe.yaml")
         self.task = build_task(self.recipe.task)
         set_threads(self.recipe.train.threads)
         # A plain model directory, or an adapter on its base model: either way task.labels is set from it.
-        trained = load_trained_model(self.model_dir, self.task, base_fallback=self.recipe.model.path)
+        with activity(f"loading {self.model_dir}"):
+            trained = load_trained_model(self.model_dir, self.task, base_fallback=self.recipe.model.path)
         self.tokenizer = trained.tokenizer
         self.device = pick_device()  # this machine's: a run trained on a GPU is also used on CPUs
         wanted = self.recipe.train.precision

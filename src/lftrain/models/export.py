@@ -3,7 +3,8 @@
 Full and freeze runs already save that format, so their model/ is copied. Adapter runs (lora, dora, ia3)
 are merged into their base model's weights (`merge_and_unload`), which gives one ordinary model that
 runs without peft and as fast as the base model; merging must be asked for (`merge=True`), since the
-exported model no longer holds the adapter separately.
+exported model no longer holds the adapter separately. A causal-LM run can instead be written as one GGUF
+file for llama.cpp / Ollama (`format="gguf"`, models/gguf_export.py); adapters are always merged for that.
 """
 
 from __future__ import annotations
@@ -19,19 +20,24 @@ log = logging.getLogger("lftrain")
 
 
 def export_model(run: str | Path, output: str | Path, *, merge: bool = False, quantize: str | None = None,
-                 format: str = "hf") -> Path:
+                 format: str = "hf", gguf_type: str | None = None) -> Path:
     """Write the model of `run` (a run directory or its model/) to `output`, which must not hold files yet.
 
     `quantize="int8"`: dynamic int8 quantisation of the linear layers; `format="onnx"`: an ONNX model
-    (quantised by onnxruntime when int8). Both are checked against the torch model (see models/compress.py)."""
+    (quantised by onnxruntime when int8). Both are checked against the torch model (see models/compress.py).
+    `format="gguf"` (causal-LM runs): one llama.cpp file, `gguf_type` "f16" (default) or "q8_0", checked on
+    read-back (see models/gguf_export.py)."""
     from lftrain.models.trained import is_adapter_dir, resolve_run
 
     if quantize not in (None, "int8"):
         raise InputError(f"--quantize {quantize}: only 'int8' is supported")
-    if format not in ("hf", "onnx"):
-        raise InputError(f"--format {format}: choose 'hf' (Hugging Face directory) or 'onnx'")
+    if format not in ("hf", "onnx", "gguf"):
+        raise InputError(f"--format {format}: choose 'hf' (Hugging Face directory), 'onnx' or 'gguf'")
+    _check_gguf_args(format, quantize, gguf_type)
 
     run_dir, model_dir = resolve_run(run)
+    if format == "gguf":
+        _require_causal_lm(run_dir)
     out = Path(output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"--output {out}: exists and is not an empty directory; choose a new directory "
@@ -40,7 +46,7 @@ def export_model(run: str | Path, output: str | Path, *, merge: bool = False, qu
     if tmp.exists():
         shutil.rmtree(tmp)
     if is_adapter_dir(model_dir):
-        if not merge:
+        if not merge and format != "gguf":  # a GGUF file can only hold merged weights: no need to ask
             raise InputError(f"{run_dir} holds an adapter (peft format), not a full model; add --merge "
                              "(merge=True) to fold it into the base model's weights")
         _merge_adapter(run_dir, model_dir, tmp)
@@ -48,7 +54,11 @@ def export_model(run: str | Path, output: str | Path, *, merge: bool = False, qu
         if merge:
             log.info("%s holds a full model: nothing to merge, copying it", run_dir)
         shutil.copytree(model_dir, tmp)
-    if quantize or format != "hf":
+    if format == "gguf":
+        from lftrain.models.gguf_export import convert_folder
+
+        convert_folder(tmp, gguf_type or "f16", source=model_dir, name=run_dir.name)
+    elif quantize or format != "hf":
         _compress(tmp, quantize=quantize, format=format, source=model_dir)
     if out.exists():
         out.rmdir()  # empty, checked above
@@ -56,6 +66,27 @@ def export_model(run: str | Path, output: str | Path, *, merge: bool = False, qu
     os.replace(tmp, out)
     log.info("exported %s to %s", model_dir, out)
     return out
+
+
+def _check_gguf_args(format: str, quantize: str | None, gguf_type: str | None) -> None:
+    from lftrain.models.gguf_export import GGUF_TYPES
+
+    if gguf_type is not None and format != "gguf":
+        raise InputError(f"--gguf-type {gguf_type}: only with --format gguf")
+    if gguf_type not in (None, *GGUF_TYPES):
+        raise InputError(f"--gguf-type {gguf_type}: choose one of {', '.join(GGUF_TYPES)}")
+    if format == "gguf" and quantize:
+        raise InputError("--quantize int8 is for classifiers; a GGUF export is quantised with --gguf-type q8_0")
+
+
+def _require_causal_lm(run_dir: Path) -> None:
+    """Refuse a GGUF export of a run that is not a causal LM, before anything is loaded or merged."""
+    from lftrain.tasks.sft_inference import run_task_type
+
+    kind = run_task_type(run_dir)
+    if kind != "causal-lm-sft":
+        raise InputError(f"--format gguf: {run_dir} is a {kind} run; GGUF export (llama.cpp, Ollama) is for "
+                         "causal-lm-sft runs (export classifiers with --format hf or onnx)")
 
 
 def _merge_adapter(run_dir: Path, model_dir: Path, dest: Path) -> None:

@@ -15,11 +15,21 @@ def add_parsers(sub, epilog: str) -> None:
                        "change). Both runs must have been tested on the same examples.\n\n"
                        "lft compare RUN --base: the run against its own base model, i.e. a logistic regression "
                        "fitted on the frozen base encoder's mean-pooled embeddings of the run's train split "
-                       "(text classification; the base model is loaded).")
+                       "(text classification; the base model is loaded).\n\n"
+                       "lft compare RUN --prompting MODEL --shots 0 4: the run against prompting a causal LM "
+                       "(zero- and 4-shot, constrained label scoring) on the same test rows.")
     c.add_argument("run_a", help="baseline run directory (with --base: the run)")
     c.add_argument("run_b", nargs="?", help="candidate run directory (not with --base)")
     c.add_argument("--base", action="store_true",
                    help="compare RUN with a linear probe on its frozen base model instead of with another run")
+    c.add_argument("--prompting", metavar="MODEL",
+                   help="compare RUN with prompting this causal LM (directory, pkg:NAME or Hub id) on its test "
+                   "split: constrained label scoring, zero- and/or few-shot (--shots)")
+    c.add_argument("--shots", type=int, nargs="+", default=[0], metavar="K",
+                   help="with --prompting: examples from the train split shown in the prompt (default 0)")
+    c.add_argument("--limit", type=int, metavar="N", help="with --prompting: only the first N rows of the split")
+    c.add_argument("--no-calibration", action="store_true",
+                   help="with --prompting: raw label scores (default: calibrated against a content-free input)")
     c.add_argument("--split", default="test", choices=["test", "eval"], help="which saved split to compare")
     c.add_argument("--samples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     c.add_argument("--output", help="also write the comparison as JSON to this file")
@@ -52,8 +62,10 @@ def run(args: argparse.Namespace) -> int | None:
 
     if args.command == "compare":
         result = api.compare(args.run_a, args.run_b, base=args.base, split=args.split, samples=args.samples,
-                             output=args.output)
-        if args.fail_if_worse and any(m["verdict"] == "worse" for m in result["metrics"].values()):
+                             output=args.output, prompting=args.prompting, shots=tuple(args.shots), limit=args.limit,
+                             calibrate=not args.no_calibration)
+        verdicts = [m["verdict"] for c in result.get("prompting", {"": result}).values() for m in c["metrics"].values()]
+        if args.fail_if_worse and "worse" in verdicts:
             from lftrain.evaluation.gate import EXIT_GATE
 
             return EXIT_GATE

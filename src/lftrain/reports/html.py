@@ -149,6 +149,24 @@ def _gate(run: RunFiles) -> str:
             + _table(["metric", "fails if", "value", ""], rows))
 
 
+def _slices(run: RunFiles) -> str:
+    """eval.slices: one table per slicing, the worst ranked slice marked."""
+    out = []
+    for name, t in (run.evidence.get("slices") or {}).items():
+        metrics = list(t["groups"][0]["metrics"]) if t["groups"] else []
+        rows = []
+        for g in t["groups"]:
+            cells = [f"{g['metrics'][m]:.4f}" + (f" [{g['intervals'][m]['low']:.4f}, {g['intervals'][m]['high']:.4f}]"
+                                                  if m in g.get("intervals", {}) else "") for m in metrics]
+            mark = " (worst)" if g["slice"] == t.get("worst") else " (best)" if g["slice"] == t.get("best") else ""
+            rows.append([g["slice"] + mark, g["n"], *cells])
+        verdict = (f"<p>Worst slice by {_e(t['metric'])}: <b>{_e(t['worst'])}</b> ({t['worst_value']:.4f}), "
+                   f"{t['gap']:.4f} below the best ({_e(t['best'])}).</p>" if "worst" in t else
+                   "<p class=muted>No slice has enough rows to rank (eval.slice_min_rows).</p>")
+        out.append(f"<h3>by {_e(name)}</h3>" + verdict + _table(["slice", "n", *metrics], rows))
+    return ("<h2>Slices</h2>" + "".join(out)) if out else ""
+
+
 def render(run: RunFiles) -> str:
     import yaml
 
@@ -164,7 +182,8 @@ def render(run: RunFiles) -> str:
         f"{_e(run.manifest.get('created', '?'))} · run directory {_e(run.path)}</p>",
         "" if available("matplotlib") else f"<p class=muted>Figures need matplotlib: {_e(install_hint('matplotlib'))}"
         ".</p>",
-        "<h2>Results</h2>", _headline(run), _gate(run), _calibration(run), _classes(run), _ood(run),
+        "<h2>Results</h2>", _headline(run), _gate(run), _calibration(run), _classes(run), _slices(run),
+        _ood(run),
         "<h2>Training curves</h2>", _fig(plots.curves, run.records, alt="training curves")
         or "<p class=muted>No training curves drawn.</p>", _speed(run),
         "<h2>Recipe</h2><pre>" + _e(yaml.safe_dump(run.recipe, sort_keys=False)) + "</pre>",

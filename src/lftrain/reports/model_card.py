@@ -37,31 +37,34 @@ def _results(run: RunFiles) -> tuple[str, dict[str, Any], dict[str, Any] | None]
     return split, final.get(split, {}), None
 
 
-def front_matter(run: RunFiles) -> dict[str, Any]:
+# Our task types -> the Hub's pipeline tags (what the Hub files models under and `model-index` names as a task).
+PIPELINE_TAGS = {"text-classification": "text-classification", "multi-label-classification": "text-classification",
+                 "text-regression": "text-classification", "token-classification": "token-classification",
+                 "extractive-qa": "question-answering", "causal-lm-sft": "text-generation",
+                 "image-classification": "image-classification", "audio-classification": "audio-classification"}
+
+
+def card_data(run: RunFiles):
+    """The card's metadata as huggingface_hub's ModelCardData, test results as EvalResults: the Hub's own code
+    writes `model-index`, so it is valid by construction (ModelCard.load reads it back)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
     base = _base_card_meta(run.manifest.get("base_model", {}).get("path"))
     task = run.recipe.get("task", {}).get("type", "")
+    pipeline = PIPELINE_TAGS.get(task)
     data = run.recipe.get("data", {})
     split, metrics, _ = _results(run)
     scalar = {k: v for k, v in metrics.items() if isinstance(v, float)}
-    meta: dict[str, Any] = {
-        "license": base.get("license", "unknown"),
-        "base_model": base.get("base_model") or run.recipe.get("model", {}).get("path"),
-        "library_name": "transformers",
-        "pipeline_tag": task or None,
-        "tags": ["lftrain", "fine-tuned"] + ([task] if task else []),
-        "datasets": [v for k, v in data.items() if k in ("train", "eval", "test") and v],
-        "metrics": sorted(scalar),
-    }
-    if base.get("language"):
-        meta["language"] = base["language"]
-    if scalar:
-        meta["model-index"] = [{"name": run.name, "results": [{
-            "task": {"type": task, "name": task},
-            "dataset": {"name": f"{data.get('train')} ({split} split)",
-                        "type": str(data.get("test") or data.get("train"))},
-            "metrics": [{"type": k, "value": round(v, 6), "name": f"{split} {k}"} for k, v in sorted(scalar.items())],
-        }]}]
-    return {k: v for k, v in meta.items() if v is not None}
+    dataset = str(data.get("test") or data.get("train"))
+    results = [EvalResult(task_type=pipeline or task, task_name=task, dataset_type=dataset,
+                          dataset_name=f"{data.get('train')} ({split} split)", dataset_split=split, metric_type=k,
+                          metric_value=round(v, 6), metric_name=f"{split} {k}") for k, v in sorted(scalar.items())]
+    return ModelCardData(license=base.get("license", "unknown"), language=base.get("language"),
+                         base_model=base.get("base_model") or run.recipe.get("model", {}).get("path"),
+                         library_name="transformers", pipeline_tag=pipeline,
+                         tags=["lftrain", "fine-tuned"] + ([task] if task else []),
+                         datasets=[v for k, v in data.items() if k in ("train", "eval", "test") and v] or None,
+                         metrics=sorted(scalar) or None, model_name=run.name, eval_results=results or None)
 
 
 def _evaluation(run: RunFiles) -> list[str]:
@@ -97,14 +100,13 @@ def _evaluation(run: RunFiles) -> list[str]:
 
 
 def render_model_card(run: RunFiles) -> str:
-    meta = front_matter(run)
     r = run.recipe
     task, data, train = r.get("task", {}), r.get("data", {}), r.get("train", {})
     labels = run.evidence.get("labels") or run.manifest.get("labels")
     stats = run.manifest.get("data_stats", {})
     counts = ", ".join(f"{k.replace('_rows', '')} {v}" for k, v in stats.items() if k.endswith("_rows"))
     lines = [
-        "---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).strip(), "---", "",
+        "---", card_data(run).to_yaml().strip(), "---", "",
         f"# {run.name}", "",
         f"A `{task.get('type', '?')}` model fine-tuned with lftrain from `{r.get('model', {}).get('path')}` "
         f"({r.get('adaptation', {}).get('type', 'full')} adaptation, {r.get('method', {}).get('type', 'supervised')} "

@@ -55,6 +55,7 @@ class Task(ABC):
     def __init__(self, config) -> None:
         self.config = config
         self.labels: LabelSet | None = None
+        self.keep_columns: tuple[str, ...] = ()  # other columns read along as fields `column:NAME` (eval.slices)
 
     # ---- data: before any model loads ---------------------------------------------------------------------
     def read(self, path, data_cfg, *, with_labels: bool = True, drop_label: Callable[[str], bool] | None = None,
@@ -68,8 +69,9 @@ class Task(ABC):
         table = read_table(path, data_cfg.format, data_cfg.encoding).renamed(columns or {})
         if not table.rows:
             raise DataError("the file has a header but no rows", file=path)
-        return self.extract(table, normalize=data_cfg.normalize_whitespace, with_labels=with_labels,
-                            drop_label=drop_label)
+        ex = self.extract(table, normalize=data_cfg.normalize_whitespace, with_labels=with_labels,
+                          drop_label=drop_label)
+        return attach_columns(ex, table, self.keep_columns)
 
     @abstractmethod
     def extract(self, table: Table, *, normalize: bool, with_labels: bool = True,
@@ -236,3 +238,18 @@ def build_task(config) -> Task:
     for module in cls.requires:
         need(module, f"task.type {config.type}")
     return cls(config)
+
+
+def attach_columns(ex: Examples, table: Table, columns: tuple[str, ...]) -> Examples:
+    """Carry `columns` of the table's rows along as fields `column:NAME` of the examples kept from them."""
+    from lftrain.errors import DataError
+
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DataError(f"eval.slices names column '{missing[0]}', which the file does not have (columns: "
+                        f"{', '.join(table.columns)})", file=table.file)
+    if columns:
+        index = {row: i for i, row in enumerate(table.row_numbers)}
+        for c in columns:
+            ex.fields[f"column:{c}"] = [table.rows[index[w[1]]].get(c) for w in ex.where]
+    return ex

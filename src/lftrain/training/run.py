@@ -102,12 +102,15 @@ def prepare_inputs(recipe) -> Prepared:
     from lftrain.data.curriculum import check as check_curriculum
     from lftrain.data.prepare import prepare_data
     from lftrain.evaluation.evidence import read_ood
+    from lftrain.evaluation.slices import check_slices
     from lftrain.methods import build_method
     from lftrain.models.loading import vet_model_dir
     from lftrain.tasks import build_task
+    from lftrain.training.tracking import check_trackers
 
     if recipe.output.dir is None:
         raise InputError("output.dir is not set (and the recipe has no file name to derive it from)")
+    check_trackers(recipe)
     task = build_task(recipe.task)
     # the model is looked up after the data is read (bad rows are named first), unless the tokenizer is needed to
     # read it (a streamed set is tokenised here: the tokenizer is not the model)
@@ -118,6 +121,7 @@ def prepare_inputs(recipe) -> Prepared:
         _check_streamable(recipe, task)
     data = prepare_data(recipe, task, lambda: task.load_processor(source(), recipe.model.trust_remote_code))
     checks = preflight(recipe, task, data)  # data.checks: a blocking check stops here (exit 2)
+    check_slices(recipe, data)
     if not recipe.data.streaming:  # after the checks, whose findings copies would be
         data.train = task.balance(data.train, recipe.data.split_seed, data.stats)
     ood = read_ood(recipe, task)
@@ -163,6 +167,10 @@ def open_session(p: Prepared, *, new_run: bool, allow_recipe_change: bool) -> Se
                         allow_recipe_change=allow_recipe_change, inputs=_data_files(p))
     run, resuming = opener() if dctx is None else distributed.open_run_shared(dctx, opener)
     log.info("run directory: %s%s", run.path, " (resuming)" if resuming else "")
+    if dctx is None or dctx.main:
+        from lftrain.training.tracking import open_trackers
+
+        run.trackers = open_trackers(recipe, run, resuming)
     threads = set_threads(cfg.threads or (dctx.threads_per_process() if dctx else None))
     device = pick_device(cfg.device)
     precision, why = resolve_precision(cfg.precision, device)

@@ -63,6 +63,7 @@ class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock_fd: int | None = None
+        self.trackers: list = []  # training/tracking.py: views of metrics.jsonl (TensorBoard, MLflow)
 
     # layout
     @property
@@ -98,12 +99,21 @@ class RunDir:
                 return
             _disk_full(exc, self.path)
             raise
+        if status in ("finished", "failed") and self.trackers:
+            from lftrain.training.tracking import call_each, run_files
+
+            call_each(self.trackers, "close", status, run_files(self.path))
+            self.trackers = []
 
     def is_finished(self) -> bool:
         return self.status().get("status") == "finished"
 
     def log_metrics(self, record: dict[str, Any]) -> None:
         self._append(self.metrics_file, record)
+        if self.trackers:
+            from lftrain.training.tracking import call_each
+
+            self.trackers = call_each(self.trackers, "log", record)
 
     def read_metrics(self) -> list[dict]:
         return read_jsonl(self.metrics_file)

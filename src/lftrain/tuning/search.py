@@ -21,6 +21,7 @@ from typing import Any
 from lftrain.config import dump_recipe
 from lftrain.errors import InputError, RunStateError
 from lftrain.training.rundir import recipe_differences
+from lftrain.training.tracking import parent_run
 from lftrain.tuning import study as st
 from lftrain.tuning.space import check_space
 from lftrain.tuning.trial import Objective, SurplusTrial
@@ -106,8 +107,9 @@ def tune(recipe, source: str = "<recipe>"):
                  tune_cfg.trials, c["complete"], c["pruned"], c["running"])
         if not st.budget_reached(study, tune_cfg.trials):
             objective = Objective(base, tune_cfg, metric, study_dir, worker.id)
-            study.optimize(objective, timeout=tune_cfg.timeout, catch=(SurplusTrial,), gc_after_trial=True,
-                           callbacks=[_stop_when_budget_reached(tune_cfg.trials)])
+            with parent_run(recipe, study_dir, name):  # MLflow: trials nest under the study's run
+                study.optimize(objective, timeout=tune_cfg.timeout, catch=(SurplusTrial,), gc_after_trial=True,
+                               callbacks=[_stop_when_budget_reached(tune_cfg.trials)])
     finally:
         worker.release()
     return write_report(study_dir)

@@ -111,6 +111,13 @@ def _benchmarks(recipe, task) -> tuple[dict, dict]:
 
 def run_checks(recipe, task=None, prepared=None, *, load_tokenizer: bool = True) -> CheckReport:
     """Every data check on `recipe`'s data. `prepared` (from prepare_data) avoids reading the data twice."""
+    from lftrain.training.progress import activity
+
+    with activity("data checks"):
+        return _run_checks(recipe, task, prepared, load_tokenizer=load_tokenizer)
+
+
+def _run_checks(recipe, task, prepared, *, load_tokenizer: bool) -> CheckReport:
     from lftrain.data.prepare import prepare_data
     from lftrain.tasks.base import build_task
 
