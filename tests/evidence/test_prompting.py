@@ -23,9 +23,10 @@ def llama(tmp_path_factory):
 
 def test_label_scores_are_the_label_tokens_log_probability(llama):
     _, model, tok = llama
-    prompts = build_prompts(tok, ["the film was good", "a very bad plot indeed, awful"], ["neg", "pos"], [])
-    options = option_ids(tok, ["neg", "pos"], chat=True)
-    scores = label_scores(model, tok, prompts, options, batch_size=3)  # batches mix rows and pad them
+    prompts = build_prompts(tok, ["the film was good", "a very bad plot indeed, awful", "yes"], ["neg", "pos"], [])
+    options = option_ids(tok, ["neg", "pos", "fresh rotten"], chat=True)
+    scores = label_scores(model, tok, prompts, options)  # prompts of unequal length in one batch, labels too
+    assert label_scores(model, tok, prompts, options, batch_size=2) == pytest.approx(scores, abs=1e-4)
     for i, p in enumerate(prompts):
         for j, opt in enumerate(options):
             ids = tok(p, add_special_tokens=False)["input_ids"]
@@ -74,8 +75,7 @@ def test_calibration_subtracts_the_content_free_scores(llama):
     texts, names = ["the film was good", "bad plot"], ["neg", "pos"]
     raw = prompt_baseline(str(path), texts, names, [], calibrate=False)
     cal = prompt_baseline(str(path), texts, names, [])
-    free = label_scores(model, tok, build_prompts(tok, [CONTENT_FREE], names, []), option_ids(tok, names, True),
-                        batch_size=2)[0]
+    free = label_scores(model, tok, build_prompts(tok, [CONTENT_FREE], names, []), option_ids(tok, names, True))[0]
     assert raw.content_free is None and cal.content_free == pytest.approx(free, abs=1e-4)
     assert cal.logits == pytest.approx(raw.logits - free, abs=1e-4)
 

@@ -74,7 +74,7 @@ def compare_with_base(run: str | Path, *, split: str = "test", samples: int = 10
 
 
 def compare_with_prompting(run: str | Path, model: str, *, shots: tuple[int, ...] = (0,), split: str = "test",
-                           samples: int = 1000, level: float = 0.95, limit: int | None = None, batch_size: int = 8,
+                           samples: int = 1000, level: float = 0.95, limit: int | None = None,
                            calibrate: bool = True, output: str | Path | None = None) -> dict[str, Any]:
     """The run (B) against prompting the causal LM `model` (A) with k examples for each k in `shots`, on the run's
     saved `split` (its first `limit` rows); see lftrain.evaluation.prompting."""
@@ -92,11 +92,11 @@ def compare_with_prompting(run: str | Path, model: str, *, shots: tuple[int, ...
     runs, fns = {}, {}
     for k in shots:
         shot_rows = [(train_texts[i], names[train_y[i]]) for i in pick_shots(train_texts, train_y, k)]
-        p = prompt_baseline(model, texts, names, shot_rows, batch_size=batch_size,
+        p = prompt_baseline(model, texts, names, shot_rows,
                             trust_remote_code=recipe.model.trust_remote_code, calibrate=calibrate)
         runs[f"{k}-shot"] = {**paired_comparison(p.logits, pb["logits"][rows], y[rows], names, samples=samples,
                                                  level=level),
-                             "examples_per_s": p.examples_per_s, "batch_size": p.batch_size,
+                             "examples_per_s": p.examples_per_s,
                              "content_free_scores": None if p.content_free is None else p.content_free.tolist()}
         fns[f"{k}-shot {model}"] = p.logits
     fns[f"fine-tuned ({b.path.name})"] = pb["logits"][rows]

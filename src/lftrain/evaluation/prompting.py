@@ -13,6 +13,7 @@ user/assistant turn), else a plain "Text: … / Label: …" layout.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from dataclasses import dataclass
@@ -33,7 +34,6 @@ class PromptRun:
     model: str
     shots: int
     examples_per_s: float
-    batch_size: int
     content_free: np.ndarray | None  # the labels' scores on the content-free input (None: not calibrated)
 
 
@@ -71,31 +71,45 @@ def option_ids(tokenizer, names: list[str], chat: bool) -> list[list[int]]:
 
 
 @torch.no_grad()
-def label_scores(model, tokenizer, prompts: list[str], options: list[list[int]], *, batch_size: int) -> np.ndarray:
-    """(n, k): for each prompt and label, the sum of log P(label token | prompt, earlier label tokens)."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    pairs = [(i, j) for i in range(len(prompts)) for j in range(len(options))]
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    out = np.zeros((len(prompts), len(options)))
+def label_scores(model, tokenizer, prompts: list[str], options: list[list[int]], *, batch_size: int = 8) -> np.ndarray:
+    """(n, k): for each prompt and label, the sum of log P(label token | prompt, earlier label tokens). Prompts run
+    `batch_size` at a time (left-padded), once each; their key/value cache is repeated for the k labels, which then
+    cost only their own few tokens."""
     from lftrain.training.progress import track
 
-    starts = range(0, len(pairs), batch_size)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    k, width = len(options), max(map(len, options))
+    label_ids = torch.tensor([o + [pad] * (width - len(o)) for o in options])
+    label_mask = torch.tensor([[1] * len(o) + [0] * (width - len(o)) for o in options])
+    # transformers 5.x renamed `past_key_values` to `cache` (the old name warns, then goes)
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    out = np.zeros((len(prompts), k))
+    starts = range(0, len(prompts), batch_size)
     for start in track(starts, len(starts), "prompting"):
-        chunk = pairs[start:start + batch_size]
-        seqs = [encoded[i] + options[j] for i, j in chunk]
-        width = max(map(len, seqs))
-        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
-        for row, (i, j) in enumerate(chunk):
-            first = len(encoded[i])  # the label's tokens sit at first .. first+len-1, predicted one step earlier
-            positions = torch.arange(first - 1, first - 1 + len(options[j]))
-            out[i, j] = float(logp[row, positions, torch.tensor(options[j])].sum())
+        rows = encoded[start:start + batch_size]
+        longest = max(map(len, rows))
+        ids = torch.tensor([[pad] * (longest - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (longest - len(r)) + [1] * len(r) for r in rows])
+        head = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                     use_cache=True)
+        cache = getattr(head, "cache", None) or head.past_key_values
+        cache.batch_repeat_interleave(k)  # row b becomes rows b*k .. b*k+k-1, one per label
+        lengths = torch.tensor([len(r) for r in rows]).repeat_interleave(k)
+        tail = model(input_ids=label_ids.repeat(len(rows), 1),
+                     attention_mask=torch.cat([mask.repeat_interleave(k, 0), label_mask.repeat(len(rows), 1)], 1),
+                     position_ids=lengths[:, None] + torch.arange(width), **{cache_arg: cache}).logits.float()
+        # label token t is predicted by the prompt's last position (t = 0) or by label position t - 1
+        first = head.logits[:, -1:].float().repeat_interleave(k, 0)
+        logp = torch.log_softmax(torch.cat([first, tail], 1), -1)
+        for b in range(len(rows)):
+            for j, o in enumerate(options):
+                out[start + b, j] = float(logp[b * k + j, torch.arange(len(o)), torch.tensor(o)].sum())
     return out
 
 
 def prompt_baseline(model_spec: str, texts: list[str], names: list[str], shots: list[tuple[str, str]], *,
-                    batch_size: int = 8, trust_remote_code: bool = False, calibrate: bool = True) -> PromptRun:
+                    trust_remote_code: bool = False, calibrate: bool = True) -> PromptRun:
     """Score every text of the split under one prompt setting with the causal LM `model_spec`."""
     from transformers import AutoModelForCausalLM
 
@@ -113,9 +127,9 @@ def prompt_baseline(model_spec: str, texts: list[str], names: list[str], shots: 
     chat = bool(getattr(tokenizer, "chat_template", None))
     prompts = build_prompts(tokenizer, texts + [CONTENT_FREE] * calibrate, names, shots)
     t0 = time.perf_counter()
-    scores = label_scores(model, tokenizer, prompts, option_ids(tokenizer, names, chat), batch_size=batch_size)
+    scores = label_scores(model, tokenizer, prompts, option_ids(tokenizer, names, chat))
     seconds = time.perf_counter() - t0
     log.info("prompting %s (%d-shot): %d texts in %.1fs", model_spec, len(shots), len(texts), seconds)
     free = scores[-1] if calibrate else None
     return PromptRun(scores[:-1] - free if calibrate else scores, model_spec, len(shots),
-                     len(texts) / max(seconds, 1e-9), batch_size, free)
+                     len(texts) / max(seconds, 1e-9), free)
