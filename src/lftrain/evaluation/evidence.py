@@ -159,7 +159,7 @@ def metric_final(task, out: RunOutputs, *, intervals: tuple[str, ...] = ()) -> d
     row (regression, multi-label): each split in eval.splits logged and printed, bootstrap intervals of the metrics
     named in `intervals`, latency, the gate and the report."""
     cfg = out.recipe.eval
-    results, splits = {}, {}
+    results, splits, slices = {}, {}, None
     headline = next((s for s in ("test", "eval") if s in cfg.splits and s in out.encoded), None)
     for split in cfg.splits:
         if split not in out.encoded:
@@ -170,8 +170,8 @@ def metric_final(task, out: RunOutputs, *, intervals: tuple[str, ...] = ()) -> d
         splits[split] = {"intervals": _intervals(task, logits, labels, intervals, cfg)} \
             if cfg.bootstrap_samples and len(labels) else {}
         if cfg.slices and split == headline:
-            splits[split]["slices"] = slice_evidence(out.recipe, task, out.examples.get(split), logits, labels)
-    write_metric_evidence(out, results, splits)
+            slices = slice_evidence(out.recipe, task, out.examples.get(split), logits, labels)
+    write_metric_evidence(out, results, splits, slices)
     return results
 
 
@@ -188,7 +188,7 @@ def _intervals(task, logits: np.ndarray, labels: np.ndarray, names: tuple[str, .
 
 
 def write_metric_evidence(out: RunOutputs, results: dict[str, dict[str, Any]],
-                          extra: dict[str, dict] | None = None) -> dict[str, Any]:
+                          extra: dict[str, dict] | None = None, slices: dict | None = None) -> dict[str, Any]:
     """Evidence of a model judged on other than one class per row (language models, regression, multi-label): its
     final metrics per split (with `extra[split]`, e.g. intervals), latency, the eval.fail_if verdict and the
     report."""
@@ -197,9 +197,8 @@ def write_metric_evidence(out: RunOutputs, results: dict[str, dict[str, Any]],
                                 "bootstrap": {"samples": cfg.bootstrap_samples, "level": cfg.confidence, "seed": 0},
                                 "splits": {s: {"metrics": m, **(extra or {}).get(s, {})}
                                            for s, m in results.items() if s in ("eval", "test")}}
-    for split in evidence["splits"].values():  # per-slice tables (eval.slices) are the run's, not a split's
-        if split.get("slices") is not None:
-            evidence["slices"] = split.pop("slices")
+    if slices is not None:
+        evidence["slices"] = slices
     if cfg.latency and not out.task.generative and evidence["splits"]:
         from lftrain.evaluation.latency import measure_latency_encoded
 

@@ -31,8 +31,6 @@ CONTENT_FREE = "N/A"
 @dataclass
 class PromptRun:
     logits: np.ndarray  # (n, classes) summed log-probabilities of each label's tokens (minus the content-free ones)
-    model: str
-    shots: int
     examples_per_s: float
     content_free: np.ndarray | None  # the labels' scores on the content-free input (None: not calibrated)
 
@@ -131,5 +129,4 @@ def prompt_baseline(model_spec: str, texts: list[str], names: list[str], shots: 
     seconds = time.perf_counter() - t0
     log.info("prompting %s (%d-shot): %d texts in %.1fs", model_spec, len(shots), len(texts), seconds)
     free = scores[-1] if calibrate else None
-    return PromptRun(scores[:-1] - free if calibrate else scores, model_spec, len(shots),
-                     len(texts) / max(seconds, 1e-9), free)
+    return PromptRun(scores[:-1] - free if calibrate else scores, len(texts) / max(seconds, 1e-9), free)

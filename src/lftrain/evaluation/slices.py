@@ -64,16 +64,12 @@ def slice_table(spec, keys: list[str], score, metric_names: list[str], cfg) -> d
     lead = metric_names[0]
     ranked = [g for g in groups if g["n"] >= cfg.slice_min_rows and lead in g["metrics"]]
     table: dict[str, Any] = {"column": spec.column, "by": spec.by, "metric": lead, "groups": groups}
-    if ranked:
-        sign = 1 if lead not in LOWER_IS_BETTER else -1
-        worst = min(ranked, key=lambda g: sign * g["metrics"][lead])
-        best = max(ranked, key=lambda g: sign * g["metrics"][lead])
+    if ranked:  # the lead metrics (accuracy, F1, Pearson, ...) are all higher-is-better
+        worst = min(ranked, key=lambda g: g["metrics"][lead])
+        best = max(ranked, key=lambda g: g["metrics"][lead])
         table.update(worst=worst["slice"], best=best["slice"], worst_value=worst["metrics"][lead],
                      gap=abs(best["metrics"][lead] - worst["metrics"][lead]))
     return table
-
-
-LOWER_IS_BETTER = {"loss", "mse", "mae", "rmse", "ece", "nll", "brier"}
 
 
 def slice_evidence(recipe, task, examples, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any] | None:
@@ -87,8 +83,9 @@ def slice_evidence(recipe, task, examples, logits: np.ndarray, labels: np.ndarra
         return task.metrics(logits[idx], labels[idx])
 
     names = [k for k, v in score(np.arange(len(labels))).items() if isinstance(v, float)]
-    lead = [m for m in ("accuracy", "macro_f1", "micro_f1", "pearson", "f1", "exact_match") if m in names][:2] \
-        or names[:1]
+    lead = [m for m in ("accuracy", "macro_f1", "micro_f1", "pearson", "f1", "exact_match") if m in names][:2]
+    if not lead:
+        return None
     return {spec.name: slice_table(spec, slice_keys(spec, examples.fields[f"column:{spec.column}"]), score, lead,
                                    cfg) for spec in cfg.slices}
 

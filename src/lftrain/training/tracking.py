@@ -119,7 +119,7 @@ class MLflowTracker(Tracker):
         tags = {"mlflow.parentRunId": parent[2]} if parent else {}
         self.run_id = self.client.create_run(experiment, run_name=run.path.name, tags=tags).info.run_id
         _write_state(run.path, {"mlflow": {"uri": uri, "run_id": self.run_id}})
-        params = flat_params(json.loads(json.dumps(recipe.model_dump(mode="json"))))
+        params = flat_params(recipe.model_dump(mode="json"))
         _log_params(self.client, self.run_id, params)
 
     def log(self, record: dict[str, Any]) -> None:
