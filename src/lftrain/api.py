@@ -51,6 +51,12 @@ def evaluate(run: str | Path, data: str | Path, *, encoding: str | None = None,
         return metrics
     tm = LoadedRun(run)
     examples = tm.read(data, with_labels=True, encoding=encoding)
+    metrics = tm.task.evaluate_rows(tm, examples)  # tasks that decode (speech recognition) score themselves
+    if metrics is not None:
+        print(tm.task.format_metrics(metrics, f"metrics on {data}"), flush=True)
+        if output:
+            Path(output).write_text(json.dumps(metrics, indent=1, default=str))
+        return metrics
     if tm.task.labels is not None:
         for i, raw in enumerate(examples.fields["label"]):
             tm.task.labels.index(raw, examples, i)  # unknown labels: a clear error naming the row
@@ -79,6 +85,11 @@ def predict(run: str | Path, input: str | Path | list, output: str | Path | None
         return rows
     tm = LoadedRun(run)
     examples = tm.read(input, with_labels=False, encoding=encoding)
+    rows = tm.task.predict_rows(tm, examples)  # tasks that decode (speech recognition: a transcript per clip)
+    if rows is not None:
+        if output:
+            log.info("wrote %d predictions to %s", len(rows), write_jsonl_atomic(output, rows))
+        return rows
     logits, encoded = tm.logits(examples)
     if temperature:
         logits = logits / stored_temperature(tm.model_dir)

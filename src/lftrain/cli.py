@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("predict", help="labels and class probabilities for new texts", epilog=EPILOG,
                        description="Predict a label and the class probabilities for every row of INPUT, in input "
-                       "order, as JSON lines: {\"row\": N, \"label\": ..., \"probs\": {label: p, ...}}.")
+                       "order, as JSON lines: {\"row\": N, \"label\": ..., \"probs\": {label: p, ...}}; "
+                       "speech-recognition runs transcribe each clip: {\"row\": N, \"file\": ..., \"text\": ...}.")
     r.add_argument("run", help="run directory written by `lft train`")
     r.add_argument("--input", required=True, nargs="+",
                    help="data file with the recipe's text column(s), labels not needed; image/audio tasks: also a "

@@ -8,7 +8,8 @@ model trains with torch's own operators. Each lever is pure PyTorch and was meas
 - the first-token-only last layer of BERT-family classifiers (`first_token.py`);
 - the frozen-prefix cache: frozen, dropout-free bottom layers computed once (`frozen_cache.py`);
 - sparse embedding gradients (`sparse_grads.py`);
-- frozen base weights stored in bf16 in adapter runs under bf16 autocast (`adapter_bf16.py`).
+- frozen base weights stored in bf16 in adapter runs under bf16 autocast (`adapter_bf16.py`);
+- a frozen speech encoder's outputs computed once per clip (`encoder_cache.py`).
 
 Batching (length groups, padding to a multiple of 8) lives in `data/`, fused AdamW in `training/optim.py`, and the
 allocator choice (`allocator.py`) is made when the `lft` process starts, before any recipe is read.
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # this package is imported by the `lft` command before torch 
     import torch
     from torch import nn
 
+    from lftrain.accel.encoder_cache import EncoderCache
     from lftrain.accel.frozen_cache import FrozenPrefixCache
     from lftrain.accel.sparse_grads import SparseEmbeddingGrads
 
@@ -54,7 +56,7 @@ class StepHooks:
 
     lines: list[str] = field(default_factory=list)  # one per lever: on, or off and why (logged by install)
     dropout: str = "torch"  # which dropout the steps draw (the random streams differ); recorded in the manifest
-    cache: FrozenPrefixCache | None = None
+    cache: FrozenPrefixCache | EncoderCache | None = None  # replayed around each training forward
     sparse: SparseEmbeddingGrads | None = None
 
     def forward(self, indices: np.ndarray, batch: dict[str, torch.Tensor]):
@@ -206,5 +208,27 @@ def _install_cache(model: nn.Module, run: Run, hooks: StepHooks) -> None:
     hooks.lines.append(f"frozen-prefix cache: on ({why}; built in {time.perf_counter() - t0:.1f}s)")
 
 
+def _install_encoder_cache(model: nn.Module, run: Run, hooks: StepHooks) -> None:
+    import torch
+
+    from lftrain.accel.encoder_cache import EncoderCache, frozen_encoder
+
+    if run.data is None or hooks.cache is not None or "input_features" not in run.data:
+        return  # not a speech encoder-decoder's rows: nothing to say
+    encoder, why = frozen_encoder(model, augments_input=run.augments_input)
+    if encoder is not None and (run.distributed or run.streamed):
+        encoder, why = None, "several processes or streamed rows"
+    if encoder is None:
+        hooks.lines.append(f"encoder cache: off ({why})")
+        return
+    cache = EncoderCache(encoder)
+    t0 = time.perf_counter()
+    cache.build(run.data, batch_size=run.batch_size, precision=run.precision, device=run.device,
+                dtype=torch.bfloat16 if run.precision == "bf16" else torch.float32)
+    hooks.cache = cache
+    hooks.lines.append(f"encoder cache: on ({why}; {len(cache.states)} clips encoded once in "
+                       f"{time.perf_counter() - t0:.1f}s)")
+
+
 LEVERS = {"dropout": _install_dropout, "first_token": _install_first_token, "sparse_grads": _install_sparse,
-          "bf16_base": _install_bf16_base, "frozen_cache": _install_cache}
+          "bf16_base": _install_bf16_base, "frozen_cache": _install_cache, "encoder_cache": _install_encoder_cache}

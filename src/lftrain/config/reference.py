@@ -43,8 +43,10 @@ def _table(model: type[BaseModel], prefix: str) -> list[str]:
     for name, field in model.model_fields.items():
         doc = " ".join((field.description or "").split()).replace("|", "\\|")
         rows.append(f"| `{prefix}{name}` | {_type_name(field.annotation)} | {_default(field)} | {doc} |")
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):  # a nested section
-            rows += _table(field.annotation, f"{prefix}{name}.")[2:]
+        inner = [a for a in typing.get_args(field.annotation) if a is not type(None)]
+        section = inner[0] if len(inner) == 1 else field.annotation  # an optional section: its keys all the same
+        if isinstance(section, type) and issubclass(section, BaseModel):  # a nested section
+            rows += _table(section, f"{prefix}{name}.")[2:]
     return rows
 
 

@@ -128,6 +128,23 @@ class DataConfig(Section):
     chosen by a hash of their text (at most 10,000 each). Supervised text classification (docs/data.md)."""
 
 
+class PrivacyConfig(Section):
+    """Differentially private training (DP-SGD through Opacus): see docs/privacy.md."""
+
+    epsilon: float = Field(gt=0)
+    """The privacy budget ε the whole run may spend: the noise is calibrated so that the accountant's ε after the
+    run's planned steps is at most this (smaller = more private, more noise)."""
+    delta: float | None = Field(None, gt=0, lt=1)
+    """The δ of (ε, δ)-differential privacy; it must be below 1/n (n training rows). Default: the largest power of
+    ten below 1/n (1e-4 for 9,000 rows)."""
+    max_grad_norm: float = Field(1.0, gt=0)
+    """Each training example's gradient is clipped to this L2 norm before the batch's gradients are summed and
+    Gaussian noise is added (replaces `train.max_grad_norm`, which is off under privacy)."""
+    accountant: Literal["prv", "rdp"] = "prv"
+    """Opacus's privacy accountant: `prv` (privacy random variables, Gopi et al. 2021; Opacus's default, tighter)
+    or `rdp` (Rényi DP, Mironov 2017)."""
+
+
 class TrainConfig(Section):
     epochs: float = Field(3.0, gt=0)
     """Passes over the training data (fractions allowed)."""
@@ -216,6 +233,11 @@ class TrainConfig(Section):
     curriculum: CurriculumConfig | None = None
     """Curriculum learning: rank examples by difficulty and let each step draw from the easiest share the pacing
     allows (see the `train.curriculum.*` keys and docs/semi-supervised.md). Null: every step sees all the data."""
+    privacy: PrivacyConfig | None = None
+    """Differentially private training (`{epsilon, delta, max_grad_norm}`): per-example clipping, Gaussian noise
+    and Poisson-sampled batches through Opacus, the ε spent recorded in manifest.json, the report and the model
+    card. Supervised text classification, full or LoRA adaptation, one process; `train.accel` is off under it.
+    Needs the `privacy` extra. See docs/privacy.md."""
 
     @field_validator("accel", mode="before")
     @classmethod

@@ -19,7 +19,7 @@ from typing import Any
 from lftrain.data.readers import Table, is_missing
 from lftrain.errors import DataError, InputError
 
-FORMATS = ("chat", "alpaca", "prompt-response")
+FORMATS = ("chat", "alpaca", "prompt-response", "preference")
 CHAT_COLUMNS = ("messages", "conversations", "conversation")
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
                 "chatgpt": "assistant", "bot": "assistant", "system": "system"}
@@ -37,6 +37,8 @@ def detect_format(columns: list[str], config) -> str:
     if config.format != "auto":
         return config.format
     cols = set(columns)
+    if {config.chosen, config.rejected} <= cols:
+        return "preference"
     if config.messages in cols or any(c in cols for c in CHAT_COLUMNS):
         return "chat"
     if {"instruction", "output"} <= cols:
@@ -62,7 +64,8 @@ def _chat_column(table: Table, config) -> str:
     return found[0]
 
 
-def _parse_messages(value: Any, table: Table, i: int, column: str) -> list[dict[str, str]]:
+def _parse_messages(value: Any, table: Table, i: int, column: str, *,
+                    last_assistant: bool = True) -> list[dict[str, str]]:
     if isinstance(value, str):  # CSV/TSV cells hold the list as JSON text
         try:
             value = json.loads(value)
@@ -85,7 +88,7 @@ def _parse_messages(value: Any, table: Table, i: int, column: str) -> list[dict[
             raise DataError(f"message {k + 1} has unknown role {role!r} (known: {', '.join(ROLE_ALIASES)})",
                             column=column, **table.where(i))
         out.append({"role": mapped, "content": str(content)})
-    if out[-1]["role"] != "assistant":
+    if last_assistant and out[-1]["role"] != "assistant":
         raise DataError("the last message must be the assistant's (the response to learn)", column=column,
                         **table.where(i))
     return out
@@ -125,6 +128,38 @@ def row_messages(fmt: str, row: dict, table: Table, i: int, config) -> list[dict
         response = _cell(row, config.response, table, i)
     messages = [{"role": "system", "content": config.system}] if config.system else []
     return messages + [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+
+
+def preference_row(row: dict, table: Table, i: int, config) -> tuple[list[dict[str, str]], str]:
+    """(prompt + chosen conversation, rejected response) of a preference row. `chosen` / `rejected` hold text, or
+    lists of messages ending with the response (TRL's conversational form); the prompt is the `prompt` column
+    (text or messages, or `prompt_template`), else the turns the two lists share (TRL's implicit prompt)."""
+    chosen, rejected = (_response(row, c, table, i) for c in (config.chosen, config.rejected))
+    if config.prompt_template is not None or config.prompt in table.columns:
+        value = row.get(config.prompt)
+        if isinstance(value, list):
+            prompt = _parse_messages(value, table, i, config.prompt, last_assistant=False)
+        else:
+            prompt = row_messages("prompt-response", {**row, config.response: "-"}, table, i, config)[:-1]
+    elif isinstance(chosen, list) and isinstance(rejected, list):
+        if chosen[:-1] != rejected[:-1]:
+            raise DataError("without a prompt column, chosen and rejected must share every turn but the last",
+                            column=config.chosen, **table.where(i))
+        prompt = chosen[:-1]
+    else:
+        raise DataError(f"no prompt: a column '{config.prompt}' (or task.prompt_template), or chosen/rejected as "
+                        "message lists sharing the prompt turns", column=config.chosen, **table.where(i))
+    if not prompt or prompt[-1]["role"] == "assistant":
+        raise DataError("the prompt must end with a user turn", column=config.prompt, **table.where(i))
+    text = [r[-1]["content"] if isinstance(r, list) else r for r in (chosen, rejected)]
+    return prompt + [{"role": "assistant", "content": text[0]}], text[1]
+
+
+def _response(row: dict, column: str, table: Table, i: int) -> str | list[dict[str, str]]:
+    value = row.get(column)
+    if isinstance(value, list):
+        return _parse_messages(value, table, i, column)
+    return _cell(row, column, table, i)
 
 
 # ---- templating ----------------------------------------------------------------------------------------

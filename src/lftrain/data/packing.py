@@ -37,9 +37,10 @@ def first_fit_decreasing(lengths: np.ndarray, capacity: int) -> list[list[int]]:
 
 
 def collate_causal(encoded: dict[str, np.ndarray], indices: np.ndarray, pad_id: int, *,
-                   pack_length: int | None) -> dict[str, Any]:
+                   pack_length: int | None, segments: bool = False) -> dict[str, Any]:
     """input_ids, position_ids, labels (-100 where no loss), `keep` (positions whose logits are needed) and,
-    unpacked only, attention_mask. Rows are padded on the right to the longest row."""
+    unpacked only, attention_mask. Rows are padded on the right to the longest row. `segments`: also `segment`,
+    the position in `indices` of the example each token belongs to (-1 on padding), to sum per example."""
     import torch
 
     starts, ends = encoded["offsets"][indices], encoded["offsets"][indices + 1]
@@ -54,6 +55,8 @@ def collate_causal(encoded: dict[str, np.ndarray], indices: np.ndarray, pad_id: 
     pos = np.zeros((len(rows), width), dtype=np.int64)
     labels = np.full((len(rows), width), IGNORE, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
+    segment = np.full((len(rows), width), -1, dtype=np.int64)
+    where = {int(i): j for j, i in enumerate(indices)}
     for r, row in enumerate(rows):
         at = 0
         for i in row:
@@ -65,6 +68,7 @@ def collate_causal(encoded: dict[str, np.ndarray], indices: np.ndarray, pad_id: 
             shifted = np.where(encoded["loss_mask"][s + 1:e] > 0, tokens[1:], IGNORE)
             labels[r, at:at + n - 1] = shifted
             mask[r, at:at + n] = 1
+            segment[r, at:at + n] = where[i]
             at += n
         pos[r, at:] = np.arange(width - at)  # padding: a block of its own
     keep = np.flatnonzero((labels != IGNORE).any(axis=0))
@@ -72,6 +76,8 @@ def collate_causal(encoded: dict[str, np.ndarray], indices: np.ndarray, pad_id: 
              "labels": torch.from_numpy(labels), "keep": torch.from_numpy(keep)}
     if pack_length is None:
         batch["attention_mask"] = torch.from_numpy(mask)
+    if segments:
+        batch["segment"] = torch.from_numpy(segment)
     return batch
 
 

@@ -262,6 +262,8 @@ def write_evidence(out: RunOutputs) -> dict[str, Any]:
                      msp=msp(ood_logits), energy=neg_energy(ood_logits))
     if cfg.latency and classified:
         evidence["latency"] = _latency(out)
+    if out.recipe.train.privacy is not None:  # the ε spent (training/privacy.py wrote it into manifest.json)
+        evidence["privacy"] = json.loads((run_dir / "manifest.json").read_text()).get("privacy")
     if cfg.fail_if:
         from lftrain.evaluation.gate import check_gate
 

@@ -144,14 +144,18 @@ def text_perplexity(model, tokenizer, texts: list[str], *, max_length: int, batc
                    precision=precision, device=device)["perplexity"]
 
 
-def final_evaluation(task, out) -> dict[str, dict[str, Any]]:
+def final_evaluation(task, out, extra=None) -> dict[str, dict[str, Any]]:
     """Per split in `eval.splits`: loss, perplexity, token accuracy, generation exact match / chrF, samples, and
     the base model's figures; plus `retain` (forgetting check) when the recipe sets `eval.retain`. Logged,
-    printed, and written as evidence (`out`: evaluation.evidence.RunOutputs)."""
+    printed, and written as evidence (`out`: evaluation.evidence.RunOutputs). `extra(split)`: a method's own
+    figures for the split (preference metrics), merged in."""
     from lftrain.evaluation.evidence import write_metric_evidence
 
     results = _generative_results(task, out.model, out.tokenizer, out.encoded, out.data, out.recipe, out.load_base,
                                   out.precision, out.device)
+    for split, res in results.items():
+        if extra is not None and split != "retain":
+            res.update(extra(split))
     for split, res in results.items():
         out.log_metrics({"event": "eval", "split": split, "step": out.step, "final": True, **res})
     print(format_report(results, f"final evaluation ({out.run_dir})"), flush=True)
@@ -225,6 +229,11 @@ def format_report(results: dict[str, dict[str, Any]], title: str) -> str:
         if "exact_match" in res:
             lines.append(f"  {split} generation ({res['generated']} prompts): exact match {res['exact_match']:.4f}  "
                          f"chrF {res['chrf']:.2f}")
+        if "preference_accuracy" in res:
+            lines.append(f"  {split} preference pairs ({res['pairs']}): chosen preferred "
+                         f"{res['preference_accuracy']:.4f} (base {res['base_preference_accuracy']:.4f})"
+                         + (f"  reward accuracy {res['reward_accuracy']:.4f}  margin {res['reward_margin']:.3f}"
+                            if "reward_accuracy" in res else ""))
         if "base" in res:
             b = res["base"]
             lines.append(f"  base model on the same prompts: exact match {b['exact_match']:.4f}  chrF {b['chrf']:.2f}"

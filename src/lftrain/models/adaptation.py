@@ -301,7 +301,8 @@ def _default_targets(model: nn.Module, mapping: dict) -> list[str] | str:
 # Defaults for models peft does not know, by model type (lftrain's own model wrappers). EfficientNet-Lite: the
 # pointwise (1x1) convolutions of every block, which hold most of its weights; depthwise and strided ones are
 # left out (an adapter beside a padded, strided convolution would not line up with its output).
-_OWN_DEFAULTS: dict[str, list[str]] = {"lftrain-efficientnet-lite": ["_expand_conv", "_project_conv"]}
+_OWN_DEFAULTS: dict[str, list[str]] = {"lftrain-efficientnet-lite": ["_expand_conv", "_project_conv"],
+                                        "whisper": ["q_proj", "v_proj"]}  # peft 0.21 has none for Whisper
 
 
 def _matches(name: str, target: str) -> bool:

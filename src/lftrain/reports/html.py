@@ -138,6 +138,20 @@ def _speed(run: RunFiles) -> str:
     return ("<h2>Speed on this machine</h2>" + _table(["", ""], rows)) if rows else ""
 
 
+def _privacy(run: RunFiles) -> str:
+    """train.privacy: the ε spent and the mechanism's settings (manifest.json)."""
+    p = run.manifest.get("privacy")
+    if not p or p.get("epsilon_spent") is None:
+        return ""
+    rows = [["ε spent (δ)", f"{p['epsilon_spent']:.4f} ({p['delta']:g})"], ["target ε", f"{p['target_epsilon']:g}"],
+            ["steps", p["steps"]], ["noise multiplier", f"{p['noise_multiplier']:.4f}"],
+            ["per-example clipping norm", f"{p['max_grad_norm']:g}"],
+            ["Poisson sample rate (expected batch)", f"{p['sample_rate']:.5f} ({p['expected_batch_size']})"],
+            ["accountant", f"{p['accountant']} ({p.get('library', 'opacus')})"]]
+    return ("<h2>Differential privacy</h2><p>DP-SGD: the guarantee covers each training row; the eval split "
+            "(checkpoint selection) and the test split are not protected.</p>" + _table(["", ""], rows))
+
+
 def _gate(run: RunFiles) -> str:
     g = run.evidence.get("gate")
     if not g:
@@ -182,7 +196,7 @@ def render(run: RunFiles) -> str:
         f"{_e(run.manifest.get('created', '?'))} · run directory {_e(run.path)}</p>",
         "" if available("matplotlib") else f"<p class=muted>Figures need matplotlib: {_e(install_hint('matplotlib'))}"
         ".</p>",
-        "<h2>Results</h2>", _headline(run), _gate(run), _calibration(run), _classes(run), _slices(run),
+        "<h2>Results</h2>", _headline(run), _privacy(run), _gate(run), _calibration(run), _classes(run), _slices(run),
         _ood(run),
         "<h2>Training curves</h2>", _fig(plots.curves, run.records, alt="training curves")
         or "<p class=muted>No training curves drawn.</p>", _speed(run),

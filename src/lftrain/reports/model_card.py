@@ -99,6 +99,19 @@ def _evaluation(run: RunFiles) -> list[str]:
     return lines
 
 
+def _privacy(run: RunFiles) -> list[str]:
+    """train.privacy: the (ε, δ) the run spent and how (manifest.json's `privacy`)."""
+    p = run.manifest.get("privacy")
+    if not p or p.get("epsilon_spent") is None:
+        return []
+    return ["## Privacy", "",
+            f"Trained with differential privacy (DP-SGD, {p.get('library', 'Opacus')}): (ε = {p['epsilon_spent']:.2f}, "
+            f"δ = {p['delta']:g}) spent over {p['steps']} steps (target ε {p['target_epsilon']:g}, {p['accountant']} "
+            f"accountant), each example's gradient clipped at {p['max_grad_norm']:g}, Gaussian noise multiplier "
+            f"{p['noise_multiplier']:.3f}, Poisson sampling at rate {p['sample_rate']:.4g}. The guarantee covers each "
+            "training row; the eval split (checkpoint selection) and the test split are not protected.", ""]
+
+
 def render_model_card(run: RunFiles) -> str:
     r = run.recipe
     task, data, train = r.get("task", {}), r.get("data", {}), r.get("train", {})
@@ -130,6 +143,7 @@ def render_model_card(run: RunFiles) -> str:
         f"epochs {train.get('epochs')}, learning rate {train.get('lr')}, batch size {train.get('batch_size')}, "
         f"seed {train.get('seed')}, precision {run.manifest.get('precision', train.get('precision'))}. "
         "The full resolved recipe is `recipe.yaml`; versions and data checksums are in `manifest.json`.", "",
+        *_privacy(run),
         "## Evaluation results", "", *_evaluation(run), "",
         "## How to use", "", "```bash", f"lft predict {run.path} --input new.csv --output predictions.jsonl", "```", ""]
     return "\n".join(lines)

@@ -8,6 +8,7 @@ from lftrain.tasks import (  # noqa: E402,F401,I001  (registers)
     extractive_qa,
     image_classification,
     multi_label,
+    speech_recognition,
     text_classification,
     text_regression,
     token_classification,

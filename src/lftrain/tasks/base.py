@@ -182,6 +182,17 @@ class Task(ABC):
     def after_load(self, model_dir) -> None:  # noqa: B027  (an optional hook)
         """Read what the task kept beside a saved model (multi-label thresholds) for inference."""
 
+    # ---- inference on a finished run: tasks that decode (speech recognition) answer these themselves ----------
+    def predict_rows(self, loaded, examples: Examples) -> list[dict[str, Any]] | None:
+        """`lft predict`'s rows for `examples`, computed by the task from `loaded` (evaluation.loaded_run.LoadedRun);
+        None (the default): rows come from the model's outputs through `predictions`."""
+        return None
+
+    def evaluate_rows(self, loaded, examples: Examples) -> dict[str, Any] | None:
+        """`lft evaluate`'s metrics on labelled `examples`, computed by the task; None (the default): `score` of the
+        model's outputs."""
+        return None
+
 
 class ClassificationTask(Task):
     """A task scored on class logits: cross-entropy per example, class metrics, calibrated evidence."""

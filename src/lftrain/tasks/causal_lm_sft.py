@@ -49,15 +49,20 @@ class CausalLMSFT(Task):
 
     class Config(Section):
         type: Literal["causal-lm-sft"] = "causal-lm-sft"
-        format: Literal["auto", "chat", "alpaca", "prompt-response"] = "auto"
-        """Row format. `auto` detects it from the columns: a messages column (chat; ShareGPT's from/value
-        accepted), instruction/input/output (Alpaca), or prompt/response columns."""
+        format: Literal["auto", "chat", "alpaca", "prompt-response", "preference"] = "auto"
+        """Row format. `auto` detects it from the columns: chosen/rejected columns (preference pairs, for
+        `method: dpo` / `orpo`; supervised training learns the chosen responses), a messages column (chat;
+        ShareGPT's from/value accepted), instruction/input/output (Alpaca), or prompt/response columns."""
         prompt: str = "prompt"
         """Column holding the prompt (prompt-response format)."""
         prompt_template: str | None = None
         """Build the prompt from several columns instead, e.g. `"Review: {text}\\nFresh or rotten?"`."""
         response: str = "response"
         """Column holding the response to learn (prompt-response format)."""
+        chosen: str = "chosen"
+        """Column holding the preferred response (preference format): text, or a list of messages ending with it."""
+        rejected: str = "rejected"
+        """Column holding the dispreferred response (preference format), in the same form as `chosen`."""
         messages: str = "messages"
         """Column holding the conversation (chat format; `conversations` is also found)."""
         system: str | None = None
@@ -98,11 +103,17 @@ class CausalLMSFT(Task):
         """Every row as a conversation (DataError naming file, row/line and column on the first bad one)."""
         fmt = chat.detect_format(table.columns, self.config)
         keep = set(self.config.responses) if self.config.responses else None
-        conversations, kept, dropped = [], [], 0
+        conversations, rejected, kept, dropped = [], [], [], 0
         for i, row in enumerate(table.rows):
             if not with_labels:  # prediction input: prompts only; give it an empty response to reuse the formats
-                row = {**row, self.config.response: row.get(self.config.response) or "-",
-                       "output": row.get("output") or "-"}
+                row = {**row, **{c: row.get(c) or "-" for c in (self.config.response, "output", self.config.chosen,
+                                                                self.config.rejected)}}
+            if fmt == "preference":
+                messages, worse = chat.preference_row(row, table, i, self.config)
+                rejected.append(worse)
+                conversations.append(messages)
+                kept.append(i)
+                continue
             if with_labels and keep is not None and not self._kept(row, fmt, keep):
                 dropped += 1  # checked first: an excluded row cannot fail the run
                 continue
@@ -120,7 +131,8 @@ class CausalLMSFT(Task):
             raise DataError("no usable rows (task.responses excluded all of them)", file=table.file)
         where = [(table.file, table.row_numbers[i], table.lines[i]) for i in kept]
         log.debug("%s: %s format, %d conversations", table.file, fmt, len(kept))
-        return Examples(table.file, {"messages": conversations}, where)
+        fields = {"messages": conversations, **({"rejected": rejected} if fmt == "preference" else {})}
+        return Examples(table.file, fields, where)
 
     def _kept(self, row: dict, fmt: str, keep: set[str]) -> bool:
         if fmt == "chat":  # the response is the last message
@@ -130,7 +142,8 @@ class CausalLMSFT(Task):
 
     @staticmethod
     def dedupe_key(ex: Examples, i: int) -> tuple:
-        return tuple((m["role"], m["content"]) for m in ex.fields["messages"][i])
+        key = tuple((m["role"], m["content"]) for m in ex.fields["messages"][i])
+        return key + (ex.fields["rejected"][i],) if "rejected" in ex.fields else key
 
     def fit_labels(self, train: Examples) -> None:
         return None
@@ -161,48 +174,57 @@ class CausalLMSFT(Task):
 
     def encode(self, tokenizer, ex: Examples) -> dict[str, np.ndarray]:
         """Flat token ids, a per-token loss mask, offsets, and which example each encoded row came from."""
+        sequences, index = [], []
+        counts = {"truncated": 0, "dropped": 0}
+        for i, messages in enumerate(ex.fields["messages"]):
+            encoded = self.encode_conversation(tokenizer, messages, ex.where[i], counts)
+            if encoded is not None:
+                sequences.append(encoded)
+                index.append(i)
+        self.log_overlong(ex, counts)
+        if not sequences:
+            raise DataError(f"no example of {ex.name} fits task.max_length={self.config.max_length} with a response "
+                            "token left", file=ex.where[0][0] if ex.where else None)
+        return {**flat_sequences(sequences), "example_index": np.asarray(index, dtype=np.int64),
+                "overlong": np.asarray([counts["truncated"], counts["dropped"]], dtype=np.int64)}
+
+    def encode_conversation(self, tokenizer, messages: list[dict], where: tuple, counts: dict[str, int], *,
+                            last_turn_only: bool = False) -> tuple[list[int], list[int]] | None:
+        """(token ids, loss mask) of one conversation after task.max_length / task.overlong, or None when it is
+        dropped (counted in `counts`). `last_turn_only`: the loss on the final assistant turn alone (preference
+        pairs compare responses, not earlier turns)."""
         if self.template is None:
             self.prepare_tokenizer(tokenizer)
-        ids_all, mask_all, lengths, index = [], [], [], []
-        truncated = dropped = 0
-        for i, messages in enumerate(ex.fields["messages"]):
-            try:
-                text, spans = chat.render_with_spans(tokenizer, self.template, messages)
-            except ValueError as exc:
-                raise DataError(f"{exc}; fix task.chat_template", file=ex.where[i][0], row=ex.where[i][1]) from None
-            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-            ids = enc["input_ids"]
-            if self.config.mask_prompt:
-                mask = [int(any(a <= s < b for a, b in spans)) for s, _ in enc["offset_mapping"]]
-            else:
-                mask = [1] * len(ids)
-            mask[0] = 0  # the first token has nothing before it to predict it from
-            if len(ids) > self.config.max_length:
-                if self.config.overlong == "drop":
-                    dropped += 1
-                    continue
-                truncated += 1
-                ids, mask = ids[: self.config.max_length], mask[: self.config.max_length]
-            if not any(mask):
-                dropped += 1
-                continue
-            ids_all.extend(ids)
-            mask_all.extend(mask)
-            lengths.append(len(ids))
-            index.append(i)
+        try:
+            text, spans = chat.render_with_spans(tokenizer, self.template, messages)
+        except ValueError as exc:
+            raise DataError(f"{exc}; fix task.chat_template", file=where[0], row=where[1]) from None
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = enc["input_ids"]
+        spans = spans[-1:] if last_turn_only else spans
+        if self.config.mask_prompt or last_turn_only:
+            mask = [int(any(a <= s < b for a, b in spans)) for s, _ in enc["offset_mapping"]]
+        else:
+            mask = [1] * len(ids)
+        mask[0] = 0  # the first token has nothing before it to predict it from
+        if len(ids) > self.config.max_length:
+            if self.config.overlong == "drop":
+                counts["dropped"] += 1
+                return None
+            counts["truncated"] += 1
+            ids, mask = ids[: self.config.max_length], mask[: self.config.max_length]
+        if not any(mask):
+            counts["dropped"] += 1
+            return None
+        return ids, mask
+
+    def log_overlong(self, ex: Examples, counts: dict[str, int]) -> None:
+        truncated, dropped = counts["truncated"], counts["dropped"]
         if truncated or dropped:
             log.info("%s: %d examples longer than task.max_length=%d %s; %d dropped in all (%s)", ex.name,
                      truncated + (dropped if self.config.overlong == "drop" else 0), self.config.max_length,
                      "truncated" if self.config.overlong == "truncate" else "dropped", dropped,
                      "task.overlong; examples with no response token left are dropped too")
-        if not lengths:
-            raise DataError(f"no example of {ex.name} fits task.max_length={self.config.max_length} with a response "
-                            "token left", file=ex.where[0][0] if ex.where else None)
-        return {"input_ids": np.asarray(ids_all, dtype=np.int32),
-                "loss_mask": np.asarray(mask_all, dtype=np.int8),
-                "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-                "example_index": np.asarray(index, dtype=np.int64),
-                "overlong": np.asarray([truncated, dropped], dtype=np.int64)}
 
     @staticmethod
     def lengths(encoded: dict[str, np.ndarray]) -> np.ndarray:
@@ -246,3 +268,11 @@ class CausalLMSFT(Task):
         from lftrain.evaluation.generation import final_evaluation
 
         return final_evaluation(self, out)
+
+
+def flat_sequences(sequences: list[tuple[list[int], list[int]]]) -> dict[str, np.ndarray]:
+    """(token ids, loss mask) pairs as one flat token array, its loss mask and the sequences' offsets."""
+    lengths = [len(ids) for ids, _ in sequences]
+    return {"input_ids": np.asarray([t for ids, _ in sequences for t in ids], dtype=np.int32),
+            "loss_mask": np.asarray([m for _, mask in sequences for m in mask], dtype=np.int8),
+            "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)}

@@ -58,6 +58,7 @@ class FitContext:
     on_eval: Callable[[int, dict], bool] | None = None  # (step, eval metrics) -> stop now? (a tuning trial's pruner)
     curriculum: object | None = None  # train.curriculum: a CurriculumPlan (data/curriculum.py) drawing each step
     scaler: torch.amp.GradScaler | None = None  # fp16: loss scaling (training/precision.py)
+    sampler: object | None = None  # train.privacy: Poisson-sampled batches (training/privacy.py) instead of shuffled
 
 
 def plan_steps(n_examples: int, cfg) -> tuple[int, int]:
@@ -201,8 +202,8 @@ def fit(ctx: FitContext, state: TrainState) -> TrainState:
     ctx.model.train()
     try:
         while state.step < ctx.total_steps and not state.stopped_early:
-            batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length,
-                                    curriculum=ctx.curriculum)
+            batches = ctx.sampler.batches(state.epoch) if ctx.sampler is not None else epoch_batches(
+                lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length, curriculum=ctx.curriculum)
             inputs = step_inputs(ctx.task, ctx.train_data, batches[state.batch_in_epoch:], micro, ctx.pad_id,
                                  cfg.num_workers if ctx.dist is None else -1)
             # a step's time includes fetching (collating) its batch, as the peer's train_runtime does;

@@ -75,6 +75,7 @@ class Session:
     total_steps: int = 0
     steps_per_epoch: int = 0
     curriculum: Any = None
+    privacy: Any = None  # training.privacy.PrivateTraining under train.privacy
 
     @property
     def main(self) -> bool:
@@ -106,8 +107,10 @@ def prepare_inputs(recipe) -> Prepared:
     from lftrain.methods import build_method
     from lftrain.models.loading import vet_model_dir
     from lftrain.tasks import build_task
+    from lftrain.training.privacy import vet_data, vet_recipe
     from lftrain.training.tracking import check_trackers
 
+    recipe = vet_recipe(recipe)  # train.privacy: what it cannot train is refused here; the speed levers go off
     if recipe.output.dir is None:
         raise InputError("output.dir is not set (and the recipe has no file name to derive it from)")
     check_trackers(recipe)
@@ -130,6 +133,7 @@ def prepare_inputs(recipe) -> Prepared:
         log.warning("data.unlabeled is set but method '%s' does not use unlabelled data; ignoring it",
                     recipe.method.type)
     check_curriculum(recipe, data)
+    vet_data(recipe, data)
     return Prepared(recipe, task, method, data, checks, ood, source())
 
 
@@ -265,6 +269,7 @@ def build_optimiser(s: Session) -> None:
     from lftrain.reports.manifest import write_json
     from lftrain.training.loop import plan_steps
     from lftrain.training.optim import build_optimizer, build_scheduler
+    from lftrain.training.privacy import attach
 
     p, cfg = s.p, s.p.recipe.train
     lengths = s.fit_task.lengths(s.train_enc)
@@ -277,6 +282,7 @@ def build_optimiser(s: Session) -> None:
                     p.recipe.method.type)
     s.optimizer = build_optimizer(s.model, cfg)
     s.scheduler = build_scheduler(s.optimizer, cfg, s.total_steps)
+    s.privacy = attach(s)  # train.privacy: per-example gradients, the noisy optimiser, Poisson sampling
     if s.main:
         write_json(s.run.path / "manifest.json", _manifest(s))
         record_data_checks(s.run.path, p.recipe, p.checks)  # data_card.md/.json, data_check.json
@@ -299,6 +305,8 @@ def _manifest(s: Session) -> dict:
              **p.method.manifest()}
     if s.dctx is not None:
         extra["distributed"] = s.dctx.describe()
+    if s.privacy is not None:
+        extra["privacy"] = s.privacy.manifest()  # the ε spent is added when training ends
     if p.checks:
         extra["licences"] = p.checks.licences
     return build_manifest(seed=cfg.seed, threads=s.threads, precision=s.precision, precision_reason=s.precision_reason,
@@ -339,7 +347,8 @@ def fit_context(s: Session, on_eval=None):
                       optimizer=s.optimizer, scheduler=s.scheduler, cfg=cfg.model_copy(update={"metric": metric}),
                       run=s.run, device=s.device, precision=s.precision, pad_id=s.pad_id, evaluate=_evaluator(s),
                       total_steps=s.total_steps, steps_per_epoch=s.steps_per_epoch, hooks=s.hooks, on_eval=on_eval,
-                      dist=s.dctx, curriculum=s.curriculum, scaler=grad_scaler(s.precision, s.device))
+                      dist=s.dctx, curriculum=s.curriculum, scaler=grad_scaler(s.precision, s.device),
+                      sampler=s.privacy.sampler if s.privacy is not None else None)
 
 
 def _resume(s: Session):
@@ -392,12 +401,14 @@ def finish(s: Session, state) -> TrainResult:
     from lftrain.evaluation.evidence import RunOutputs
     from lftrain.evaluation.metrics import headline
     from lftrain.training import distributed
+    from lftrain.training.privacy import record as record_privacy
 
     p = s.p
     if s.dctx is not None:
         s.model = distributed.plain_model(s.dctx, s.model, lambda: load_adapted_model(p, s.attention))
         if not s.dctx.main:
             return TrainResult(s.run.path, s.run.model_dir, {}, state.step, state.train_seconds, 0.0, s.resuming)
+    record_privacy(s, state)  # the ε spent, into manifest.json before the report and model card read it
     p.method.finish(s.model)
     p.task.before_save(s.model)
     p.method.save(s.model, s.tokenizer, s.run.model_dir, p.source)

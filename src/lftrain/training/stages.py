@@ -118,6 +118,9 @@ def _stage_status(d: Path) -> dict:
 
 def train_recipe(recipe, *, new_run: bool = False, allow_recipe_change: bool = False, on_eval=None):
     """What `lftrain.api.train` runs: the stages of a staged recipe, or the one run of a plain one."""
+    from lftrain.training.privacy import vet_recipe
+
+    recipe = vet_recipe(recipe)  # train.privacy refuses stages and several-run methods before any run starts
     if not needs_stages(recipe):
         return train_run(recipe, new_run=new_run, allow_recipe_change=allow_recipe_change, on_eval=on_eval)
     return run_stages(recipe, new_run=new_run, allow_recipe_change=allow_recipe_change, on_eval=on_eval)
