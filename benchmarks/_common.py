@@ -263,6 +263,30 @@ def _measure_main(cmd: list[str], report: Path) -> int:
     return 128 + signal.Signals(-returncode).value if returncode < 0 else returncode
 
 
+def run_peer(script: str, name: str, cfg: dict, work: Path) -> dict:
+    """The peer's run of `cfg` in a child process of `script` (its `--_config FILE --_result FILE` mode, which
+    calls `peer_child`), measured: the child's result plus its peak RSS."""
+    config, result = work / f"{name}.json", work / f"{name}-result.json"
+    config.write_text(json.dumps(cfg))
+    cmd = [sys.executable, str(Path(script).resolve()), "--_config", str(config), "--_result", str(result)]
+    m = run_measured(cmd, child_env(cfg["threads"]), work / f"{name}-rss.json")
+    if m.returncode != 0 or not result.is_file():
+        raise SystemExit(f"the peer's run {name} failed (exit {m.returncode})")
+    return {**json.loads(result.read_text()), "peak_rss_mb": m.peak_rss_mb}
+
+
+def peer_child(config: Path, result: Path, run: Callable[[dict, str], dict], name: str) -> int:
+    """In the child: threads and seed as the config says, then `run(cfg, output dir)`'s result written out."""
+    import torch
+    import transformers
+
+    cfg = json.loads(config.read_text())
+    torch.set_num_threads(cfg["threads"])
+    transformers.set_seed(cfg["seed"])
+    result.write_text(json.dumps(run(cfg, str(config.parent / f"{name}-out"))))
+    return 0
+
+
 def format_table(headers: list[str], rows: list[list[str]]) -> str:
     """A plain left-aligned-label, right-aligned-number text table."""
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import REPO_ROOT, child_env, format_table, in_workdir, run_measured
+from _common import REPO_ROOT, child_env, format_table, in_workdir, peer_child, run_measured, run_peer
 
 ADAPTATION = {"decoder": {"type": "freeze", "patterns": [r"^model\.encoder\."], "embeddings": False},
               "full": {"type": "full"}}
@@ -168,26 +168,11 @@ def hf_child(cfg: dict[str, Any], out: str) -> dict[str, Any]:
 
 
 def run_hf(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
-    name = f"hf-{cfg['job']}"
-    config, result = work / f"{name}.json", work / f"{name}-result.json"
-    config.write_text(json.dumps(cfg))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_config", str(config), "--_result", str(result)]
-    m = run_measured(cmd, child_env(cfg["threads"]), work / f"{name}-rss.json")
-    if m.returncode != 0 or not result.is_file():
-        raise SystemExit(f"the Seq2SeqTrainer run failed on {cfg['job']} (exit {m.returncode})")
-    return {**json.loads(result.read_text()), "peak_rss_mb": m.peak_rss_mb}
+    return run_peer(__file__, f"hf-{cfg['job']}", cfg, work)
 
 
 def child(config: Path, result: Path) -> int:
-    import torch
-
-    cfg = json.loads(config.read_text())
-    torch.set_num_threads(cfg["threads"])
-    import transformers
-
-    transformers.set_seed(cfg["seed"])
-    result.write_text(json.dumps(hf_child(cfg, str(config.parent / f"hf-{cfg['job']}-out"))))
-    return 0
+    return peer_child(config, result, hf_child, f"hf-{json.loads(config.read_text())['job']}")
 
 
 # ---- the table -----------------------------------------------------------------------------------------------

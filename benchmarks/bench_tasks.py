@@ -28,9 +28,11 @@ from _common import (
     format_table,
     in_workdir,
     minilm_dir,
+    peer_child,
     prepare_vader,
     prepare_wnut16,
     run_measured,
+    run_peer,
 )
 
 TASKS = {"ner": {"type": "token-classification", "max_length": 64},
@@ -147,26 +149,12 @@ def hf_regression(cfg: dict[str, Any], out: str) -> dict[str, Any]:
 
 
 def run_hf(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
-    config, result = work / f"hf-{cfg['task']}.json", work / f"hf-{cfg['task']}-result.json"
-    config.write_text(json.dumps(cfg))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_config", str(config), "--_result", str(result)]
-    m = run_measured(cmd, child_env(cfg["threads"]), work / f"hf-{cfg['task']}-rss.json")
-    if m.returncode != 0 or not result.is_file():
-        raise SystemExit(f"the HF Trainer run failed on {cfg['task']} (exit {m.returncode})")
-    return {**json.loads(result.read_text()), "peak_rss_mb": m.peak_rss_mb}
+    return run_peer(__file__, f"hf-{cfg['task']}", cfg, work)
 
 
 def child(config: Path, result: Path) -> int:
-    import torch
-
-    cfg = json.loads(config.read_text())
-    torch.set_num_threads(cfg["threads"])
-    import transformers
-
-    transformers.set_seed(cfg["seed"])
-    run = hf_ner if cfg["task"] == "ner" else hf_regression
-    result.write_text(json.dumps(run(cfg, str(config.parent / f"hf-{cfg['task']}-out"))))
-    return 0
+    task = json.loads(config.read_text())["task"]
+    return peer_child(config, result, hf_ner if task == "ner" else hf_regression, f"hf-{task}")
 
 
 def measure(args: argparse.Namespace, work: Path) -> int:

@@ -55,8 +55,8 @@ def collate_causal(encoded: dict[str, np.ndarray], indices: np.ndarray, pad_id: 
     pos = np.zeros((len(rows), width), dtype=np.int64)
     labels = np.full((len(rows), width), IGNORE, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
-    segment = np.full((len(rows), width), -1, dtype=np.int64)
-    where = {int(i): j for j, i in enumerate(indices)}
+    segment = np.full((len(rows), width), -1, dtype=np.int64) if segments else None
+    where = {int(i): j for j, i in enumerate(indices)} if segments else {}
     for r, row in enumerate(rows):
         at = 0
         for i in row:
@@ -68,7 +68,8 @@ def collate_causal(encoded: dict[str, np.ndarray], indices: np.ndarray, pad_id: 
             shifted = np.where(encoded["loss_mask"][s + 1:e] > 0, tokens[1:], IGNORE)
             labels[r, at:at + n - 1] = shifted
             mask[r, at:at + n] = 1
-            segment[r, at:at + n] = where[i]
+            if segment is not None:
+                segment[r, at:at + n] = where[i]
             at += n
         pos[r, at:] = np.arange(width - at)  # padding: a block of its own
     keep = np.flatnonzero((labels != IGNORE).any(axis=0))
@@ -76,7 +77,7 @@ def collate_causal(encoded: dict[str, np.ndarray], indices: np.ndarray, pad_id: 
              "labels": torch.from_numpy(labels), "keep": torch.from_numpy(keep)}
     if pack_length is None:
         batch["attention_mask"] = torch.from_numpy(mask)
-    if segments:
+    if segment is not None:
         batch["segment"] = torch.from_numpy(segment)
     return batch
 
