@@ -47,7 +47,7 @@ def summarize(times: dict[str, list[float]], skip: int) -> dict[str, Any]:
 def build_variant(recipe: Path, overrides: list[str], skip: list[str], out: Path):
     """One variant through the orchestrator's phases, up to the context fit() would get."""
     from lftrain.config import load_recipe
-    from lftrain.training import run as orchestrator
+    from lftrain.orchestrator import run as orchestrator
 
     p = orchestrator.prepare_inputs(load_recipe(recipe, [*overrides, f"output.dir={out}"]))
     s = orchestrator.open_session(p, new_run=True, allow_recipe_change=False)

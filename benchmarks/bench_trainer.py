@@ -92,7 +92,7 @@ def fast_precision() -> str:
     """bf16 where the CPU has AMX or AVX512-BF16 (emulated bf16 is many times slower than fp32), else fp32."""
     import torch
 
-    from lftrain.training.precision import resolve_precision
+    from lftrain.models.precision import resolve_precision
 
     return resolve_precision("auto", torch.device("cpu"))[0]
 

@@ -121,9 +121,9 @@ def toy_setup(model_dir, n: int = 32, *, lr: float = 1e-2, batch_size: int | Non
 
     from lftrain.config import load_recipe
     from lftrain.data.examples import Examples
+    from lftrain.data.labels import LabelSet
     from lftrain.models.loading import load_tokenizer, vet_model_dir
     from lftrain.tasks import build_task
-    from lftrain.tasks.labels import LabelSet
 
     recipe = load_recipe(data={"model": {"path": str(model_dir)}, "data": {"train": "x.csv"},
                                "train": {"lr": lr, "batch_size": batch_size or n, "warmup_ratio": 0,

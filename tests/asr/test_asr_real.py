@@ -22,9 +22,9 @@ def test_real_whisper_transcribes_through_the_task(tmp_path):
     import torch
 
     from lftrain.config.schema import DataConfig
-    from lftrain.evaluation.asr import transcribe_encoded
     from lftrain.evaluation.wer import error_counts
     from lftrain.models.loading import vet_model_dir
+    from lftrain.tasks.asr_evaluation import transcribe_encoded
     from lftrain.tasks.speech_recognition import SpeechRecognition
 
     torch.set_num_threads(2)

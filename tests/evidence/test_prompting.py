@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lftrain.cli import main as lft
-from lftrain.evaluation.prompting import build_prompts, label_scores, option_ids, pick_shots
+from lftrain.runs.prompting import build_prompts, label_scores, option_ids, pick_shots
 from tests.sft.conftest import make_tiny_llama
 
 
@@ -69,7 +69,7 @@ def test_compare_run_with_prompting(evidence_runs, llama, tmp_path):
 
 
 def test_calibration_subtracts_the_content_free_scores(llama):
-    from lftrain.evaluation.prompting import CONTENT_FREE, prompt_baseline
+    from lftrain.runs.prompting import CONTENT_FREE, prompt_baseline
 
     path, model, tok = llama
     texts, names = ["the film was good", "bad plot"], ["neg", "pos"]

@@ -82,7 +82,7 @@ def test_jsonl_gz_streams_and_a_bad_row_names_its_line(tiny_bert, tmp_path, monk
 
 
 def test_what_cannot_stream_is_refused_before_any_model_loads(tiny_bert, tmp_path):
-    from lftrain.training.run import prepare_inputs
+    from lftrain.orchestrator.run import prepare_inputs
 
     path = write_csv(tmp_path / "train.csv", toy_rows(30))
     recipe = _recipe(tiny_bert, str(path), tmp_path, unlabeled=str(path))

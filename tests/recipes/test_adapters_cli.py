@@ -140,7 +140,7 @@ def test_other_adapters_train_predict_and_merge(kind, tiny_bert, tmp_path):
 
     import lftrain
     from lftrain.api import export
-    from lftrain.evaluation.loaded_run import LoadedRun
+    from lftrain.runs.loaded import LoadedRun
 
     train = write_csv(tmp_path / "train.csv", toy_rows(60))
     recipe = tiny_recipe(tiny_bert, train, tmp_path / "run", max_steps=3, lr=5e-2)

@@ -26,9 +26,9 @@ from transformers import BertForSequenceClassification  # noqa: F401
 
 import lftrain.cli
 import lftrain.evaluation.inference
+import lftrain.orchestrator.run  # noqa: F401
 import lftrain.training.checkpoint
 import lftrain.training.loop
-import lftrain.training.run  # noqa: F401
 
 # What a run imports lazily (data validation, metrics, the data-check and evidence plugins): imported once here.
 for _name in ("pandas", "scipy", "sklearn.model_selection", "sklearn.metrics", "pyarrow.parquet", "rich",

@@ -121,7 +121,7 @@ def test_truncated_file_is_named(tmp_path):
     with pytest.raises(Exception, match="no checkpoint could be loaded"):
         # a manifest forged to match the truncated file: it verifies, fails to load, and nothing older exists
         mf = json.loads((second / "MANIFEST.json").read_text())
-        from lftrain.reports.manifest import sha256_file
+        from lftrain.files import sha256_file
 
         mf["files"]["model.safetensors"] = sha256_file(f)
         (second / "MANIFEST.json").write_text(json.dumps(mf))

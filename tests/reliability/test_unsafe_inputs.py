@@ -15,8 +15,8 @@ import torch
 from lftrain.config import load_recipe
 from lftrain.data.readers import read_table
 from lftrain.errors import DataError, ModelLoadError, RecipeError
+from lftrain.files import sha256_file
 from lftrain.models.loading import vet_model_dir
-from lftrain.reports.manifest import sha256_file
 from lftrain.training.checkpoint import MANIFEST, resume_latest, save_checkpoint
 from tests.conftest import write_recipe
 from tests.reliability import child

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from lftrain import api
+from lftrain.config.curriculum import CurriculumConfig
 from lftrain.data.batching import epoch_batches
-from lftrain.data.curriculum import CurriculumConfig, CurriculumPlan, competence, rank
 from lftrain.errors import DataError
+from lftrain.training.curriculum import CurriculumPlan, competence, rank
 from tests.conftest import toy_rows, write_csv
 from tests.semi.conftest import fast_recipe
 

@@ -14,9 +14,9 @@ from tests.conftest import run_lft, tiny_recipe, toy_rows, write_csv, write_reci
 def test_head_reads_the_pretrained_encoders_mean_and_round_trips(tiny_bert_nodrop, tmp_path):
     from transformers import AutoModel, AutoModelForSequenceClassification
 
+    from lftrain.data.labels import LabelSet
     from lftrain.models.loading import vet_model_dir
     from lftrain.tasks import build_task
-    from lftrain.tasks.labels import LabelSet
     from lftrain.tasks.text_classification import TextClassification
 
     task = build_task(TextClassification.Config(pooling="mean"))
@@ -90,7 +90,7 @@ def test_contrastive_few_shot_with_mean_pooling_trains_saves_and_predicts(tiny_b
 def test_lora_on_the_mean_pooled_model_merges_to_the_same_logits(tiny_bert, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    from lftrain.evaluation.loaded_run import LoadedRun
+    from lftrain.runs.loaded import LoadedRun
 
     r = _recipe(tiny_bert, tmp_path, type="lora", r=4)
     api.train(r)

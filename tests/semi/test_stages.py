@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from lftrain import api
 from lftrain.config import load_recipe
 from lftrain.errors import RecipeError
-from lftrain.training.stages import expand
+from lftrain.orchestrator.stages import expand
 from tests.conftest import run_lft, write_recipe
 from tests.semi.conftest import fast_recipe
 

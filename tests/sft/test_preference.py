@@ -63,12 +63,12 @@ def _pair_rows(n: int, seed: int = 0) -> list[dict]:
 def _task_and_pairs(model_dir: Path, rows: list[dict], tmp: Path, **task):
     from transformers import AutoTokenizer
 
-    from lftrain.config.schema import Recipe
+    from lftrain.config.schema import recipe_model
     from lftrain.data.readers import read_table
     from lftrain.methods.preference import PairBatches, encode_pairs
     from lftrain.tasks import build_task
 
-    recipe = Recipe.model_validate({"model": {"path": str(model_dir)},
+    recipe = recipe_model().model_validate({"model": {"path": str(model_dir)},
                                     "task": {"type": "causal-lm-sft", "max_length": 64, **task},
                                     "data": {"train": str(tmp / "x.jsonl")}, "method": {"type": "dpo"}})
     t = build_task(recipe.task)

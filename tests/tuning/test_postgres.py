@@ -72,7 +72,7 @@ def _study(url: str):
     return optuna.load_study(study_name="shared", storage=url.replace("postgresql:", "postgresql+psycopg2:"))
 
 
-@pytest.mark.slow  # ~35 s (a server and two worker processes): `make test-slow`, which CI runs
+@pytest.mark.slow  # ~35 s (a server and two worker processes): `make test-slow`; not in CI (.ci/run: the demo only)
 def test_two_workers_share_one_study(tiny_bert, tmp_path, postgres_url):
     trials = 4
     recipe = tune_recipe(tmp_path, tiny_bert, rows=120, trials=trials, storage=postgres_url, pruner="none",

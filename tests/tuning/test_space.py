@@ -11,8 +11,8 @@ from lftrain import api
 from lftrain.cli import main
 from lftrain.config import load_recipe
 from lftrain.config.loader import apply_overrides
+from lftrain.config.tune import ParamSpace
 from lftrain.errors import InputError, RecipeError
-from lftrain.tuning.config import ParamSpace
 from lftrain.tuning.space import decode, override, suggest
 from tests.conftest import write_recipe
 from tests.tuning.conftest import tune_recipe

@@ -49,8 +49,8 @@ def test_pickle_only_checkpoint_is_refused_unless_allowed(tiny_bert, tmp_path):
 def test_allowed_pickle_is_loaded_with_weights_only(tiny_bert, tmp_path):
     """A pickle whose __reduce__ would write a canary file is rejected by weights_only loading."""
     from lftrain.config import load_recipe
+    from lftrain.data.labels import LabelSet
     from lftrain.tasks import build_task
-    from lftrain.tasks.labels import LabelSet
 
     d = _pickle_only_copy(tiny_bert, tmp_path)
     canary = tmp_path / "canary"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lftrain.errors import InputError
-from lftrain.training import precision as pr
+from lftrain.models import precision as pr
 from tests.conftest import run_lft, tiny_recipe, toy_rows, write_csv, write_recipe
 
 

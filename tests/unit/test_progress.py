@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import sys
 
-from lftrain.training.progress import Progress, activity, track
+from lftrain.progress import Progress, activity, track
 
 
 class _Terminal(io.StringIO):

@@ -11,7 +11,7 @@ from tests.vision.conftest import image_recipe, write_image_folder
 
 def test_vit_frozen_bottom_trains_and_reloads(tmp_path, tiny_vit, caplog):
     from lftrain import api
-    from lftrain.evaluation.loaded_run import LoadedRun
+    from lftrain.runs.loaded import LoadedRun
 
     data = write_image_folder(tmp_path / "imgs", n_per_class=8)
     recipe = image_recipe(tiny_vit, str(data), tmp_path / "run", image_size=16, augment=False)

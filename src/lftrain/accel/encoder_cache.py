@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lftrain.training.precision import autocast
+from lftrain.models.precision import autocast
 
 log = logging.getLogger("lftrain")
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lftrain.training.precision import autocast
+from lftrain.models.precision import autocast
 
 log = logging.getLogger("lftrain")
 MEMORY_LIMIT_BYTES = 2 << 30  # larger caches live in a memory-mapped file in the run directory

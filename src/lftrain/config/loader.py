@@ -159,19 +159,18 @@ def format_validation_error(exc: ValidationError, root: type[BaseModel], data: d
 
 
 def _union_tags(root: type[BaseModel]) -> set[str]:
-    """Tags pydantic inserts into error locations for discriminated unions (e.g. 'text-classification')."""
-    from lftrain.methods import METHODS
-    from lftrain.models.adaptation import ADAPTATIONS
-    from lftrain.tasks import TASKS
+    """Tags pydantic inserts into error locations for discriminated unions (the registered type names)."""
+    from lftrain.registry import SECTIONS
 
-    return set(TASKS.names()) | set(ADAPTATIONS.names()) | set(METHODS.names())
+    return {name for registry in SECTIONS.values() for name in registry.names()}
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None,
                 data: dict[str, Any] | None = None):
     """Load and validate a recipe from a YAML file (or an already-parsed mapping) plus overrides."""
-    from lftrain.config.schema import Recipe
+    from lftrain.config.schema import recipe_model
 
+    Recipe = recipe_model()  # noqa: N806  (every registered task, adaptation and method)
     source = str(path) if path is not None else "<recipe>"
     text = ""
     if data is None:

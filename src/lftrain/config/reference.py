@@ -51,14 +51,13 @@ def _table(model: type[BaseModel], prefix: str) -> list[str]:
 
 
 def recipe_reference() -> str:
-    from lftrain.config.schema import Recipe
-    from lftrain.methods import METHODS
-    from lftrain.models.adaptation import ADAPTATIONS
-    from lftrain.tasks import TASKS
+    from lftrain.config.schema import recipe_model
+    from lftrain.registry import SECTIONS
 
+    Recipe = recipe_model()  # noqa: N806
     out = ["Every key a recipe accepts (unknown keys are errors). Generated from the schema by "
            "`python -m lftrain.config.reference`.", ""]
-    registries = {"task": TASKS, "adaptation": ADAPTATIONS, "method": METHODS}
+    registries = SECTIONS
     for section, field in Recipe.model_fields.items():
         annotation = field.annotation
         inner = [a for a in typing.get_args(annotation) if a is not type(None)]

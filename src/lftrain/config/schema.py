@@ -1,37 +1,24 @@
 """The recipe schema: one typed object with the seven parts of a run (see docs/recipes.md).
 
-Tasks, adaptations and methods contribute their own section models through their registries, so a
-new one is a new module plus a registration; this file only assembles them.
+Tasks, adaptations and methods contribute their own section models through their registries (registry.SECTIONS),
+so a new one is a new module plus a registration and this file imports none of them: `recipe_model()` builds the
+schema from what is registered when a recipe is validated.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from lftrain.config.base import Section
-from lftrain.data.checks.config import ChecksConfig
-from lftrain.data.curriculum import CurriculumConfig
-from lftrain.methods import METHODS
-from lftrain.models.adaptation import ADAPTATIONS
-from lftrain.tasks import TASKS
-from lftrain.tuning.config import TuneConfig
+from lftrain.config.checks import ChecksConfig
+from lftrain.config.curriculum import CurriculumConfig
+from lftrain.config.tune import TuneConfig
+from lftrain.registry import SECTIONS, load_plugins
 
-
-def _union(registry, default_name: str):
-    """A discriminated union (on `type`) of the config models registered in `registry`."""
-    configs = tuple(obj.Config for _, obj in registry.items())
-    if len(configs) == 1:
-        return configs[0], Field(default_factory=configs[0])
-    union = Annotated[Union[configs], Field(discriminator="type")]  # type: ignore[valid-type]
-    default = registry.get(default_name).Config
-    return union, Field(default_factory=default)
-
-
-TaskConfig, _task_default = _union(TASKS, "text-classification")
-AdaptationConfig, _adaptation_default = _union(ADAPTATIONS, "full")
-MethodConfig, _method_default = _union(METHODS, "supervised")
+# The plug-in sections, each a union (on `type`) of the Config models of its registry's entries.
+PLUGIN_SECTIONS = ("task", "adaptation", "method")
 
 
 class ModelConfig(Section):
@@ -333,7 +320,7 @@ class EvalConfig(Section):
 
     @model_validator(mode="after")
     def _conditions(self) -> EvalConfig:
-        from lftrain.evaluation.gate import parse_condition
+        from lftrain.config.conditions import parse_condition
 
         for metric, condition in self.fail_if.items():
             try:
@@ -357,9 +344,9 @@ class StageConfig(Section):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     """Stage name (letters, digits, `_.-`): its run directory is `<output.dir>/stages/NN-<name>`."""
-    method: MethodConfig | None = None  # type: ignore[valid-type]
+    method: Any = None
     """The stage's method (default: the recipe's `method`)."""
-    adaptation: AdaptationConfig | None = None  # type: ignore[valid-type]
+    adaptation: Any = None
     """The stage's adaptation (default: the recipe's)."""
     train: dict = {}
     """Overrides of the recipe's `train` keys for this stage, e.g. `{epochs: 1, lr: 1.0e-4}`."""
@@ -377,10 +364,13 @@ class Recipe(Section):
     name: str | None = None
     """Free-form name of the run."""
     model: ModelConfig
-    task: TaskConfig = _task_default  # type: ignore[valid-type]
+    task: Any = None
+    """What the model predicts: `type` names a registered task (the rest of the section is that task's)."""
     data: DataConfig
-    adaptation: AdaptationConfig = _adaptation_default  # type: ignore[valid-type]
-    method: MethodConfig = _method_default  # type: ignore[valid-type]
+    adaptation: Any = None
+    """Which parameters learn: `type` names a registered adaptation."""
+    method: Any = None
+    """How they learn: `type` names a registered method."""
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
@@ -397,13 +387,44 @@ class Recipe(Section):
         """`task.type` may be left out (text classification): with several task types the section is a union
         chosen by `type`, which would otherwise be required."""
         if isinstance(data, dict) and isinstance(data.get("task"), dict) and "type" not in data["task"]:
-            data = {**data, "task": {"type": "text-classification", **data["task"]}}
+            data = {**data, "task": {"type": SECTIONS["task"].default, **data["task"]}}
         return data
 
     @model_validator(mode="after")
     def _task_metric(self) -> Recipe:
         """A task without `accuracy` (causal-lm-sft) selects checkpoints by its own metric unless one is set."""
-        default = getattr(TASKS.get(self.task.type), "default_metric", None)
+        default = SECTIONS["task"].get(self.task.type).default_metric
         if default and "metric" not in self.train.model_fields_set:
             self.train.metric = default
         return self
+
+
+def _union(section: str) -> tuple[Any, Any]:
+    """The section's annotation (a union of its registered Config models, discriminated by `type`, or the only one)
+    and a default factory building its default entry."""
+    registry = SECTIONS[section]
+    configs = tuple(obj.Config for _, obj in registry.items())
+    default = Field(default_factory=registry.get(registry.default).Config,
+                    description=Recipe.model_fields[section].description)
+    if len(configs) == 1:
+        return configs[0], default
+    return Annotated[Union[configs], Field(discriminator="type")], default  # type: ignore[valid-type]
+
+
+_BUILT: dict[tuple, type[Recipe]] = {}
+
+
+def recipe_model() -> type[Recipe]:
+    """The Recipe schema with every registered task, adaptation and method: a subclass of `Recipe`, rebuilt when a
+    registry changes (a plug-in registered at run time, e.g. by a test)."""
+    load_plugins()
+    key = tuple((s, SECTIONS[s].version) for s in PLUGIN_SECTIONS)
+    if key not in _BUILT:
+        unions = {s: _union(s) for s in PLUGIN_SECTIONS}
+        stage = create_model("StageConfig", __base__=StageConfig, __module__=__name__, **{
+            s: (unions[s][0] | None, Field(None, description=StageConfig.model_fields[s].description))
+            for s in ("method", "adaptation")})
+        stages = (list[stage], Field([], description=Recipe.model_fields["stages"].description))
+        _BUILT[key] = create_model("Recipe", __base__=Recipe, __module__=__name__, stages=stages,
+                                   **{s: unions[s] for s in PLUGIN_SECTIONS})
+    return _BUILT[key]

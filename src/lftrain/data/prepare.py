@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from lftrain.data.examples import Examples
+from lftrain.data.labels import LabelSet
 from lftrain.data.sources import Source, expand
 from lftrain.errors import DataError
-from lftrain.tasks.labels import LabelSet
 
 log = logging.getLogger("lftrain")
 
@@ -226,7 +226,7 @@ def _prepare_streamed(recipe, task, processor) -> PreparedData:
             given[role], roles[role] = read_role(getattr(cfg, role), cfg, task, role, stats=stats)
     names = task.config.labels or stream.labels_of(sources, cfg, task)
     task.labels = LabelSet.from_config_or_data(names, [])
-    tokenizer = processor() if processor is not None else _processor_of(recipe, task)
+    tokenizer = processor() if processor is not None else task.recipe_processor(recipe.model)
     folder = _store_folder(recipe, task, sources, tokenizer)
     shares = {"eval_share": 0.0 if cfg.eval else cfg.eval_fraction,
               "test_share": 0.0 if cfg.test else cfg.test_fraction}
@@ -244,20 +244,11 @@ def _prepare_streamed(recipe, task, processor) -> PreparedData:
     return PreparedData(streamed.sample, evals, test, task.labels.names, stats, None, roles, streamed)
 
 
-def _processor_of(recipe, task):
-    """The recipe's tokenizer, for callers that prepare the data without a run (`lft data check`)."""
-    from lftrain.models.loading import vet_model_dir
-
-    source = vet_model_dir(recipe.model.path, allow_pickle=recipe.model.allow_pickle,
-                           trust_remote_code=recipe.model.trust_remote_code, revision=recipe.model.revision)
-    return task.load_processor(source, recipe.model.trust_remote_code)
-
-
 def _store_folder(recipe, task, sources: list[Source], tokenizer) -> Path:
     """Where the token store of these files, this task and tokenizer and these split settings is cached."""
     from lftrain.data.paths import resolve_path
     from lftrain.data.token_cache import cache_root
-    from lftrain.reports.manifest import sha256_file
+    from lftrain.files import sha256_file
 
     cfg = recipe.data
     files = [(s.path, sha256_file(resolve_path(s.path), cached=True), s.columns) for s in sources]

@@ -253,7 +253,7 @@ def build(sources, data_cfg, task, tokenizer, folder: Path, *, eval_share: float
 
 
 def _dropper(task, data_cfg):
-    from lftrain.tasks.labels import LabelSet
+    from lftrain.data.labels import LabelSet
 
     configured = getattr(task.config, "labels", None)
     if not configured or data_cfg.unknown_labels != "drop":

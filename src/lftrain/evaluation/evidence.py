@@ -157,7 +157,7 @@ def classification_final(task, out: RunOutputs) -> dict[str, dict[str, Any]]:
 def metric_final(task, out: RunOutputs, *, intervals: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     """The final evaluation of a task scored by `task.metrics(logits, labels)` on outputs other than one class per
     row (regression, multi-label): each split in eval.splits logged and printed, bootstrap intervals of the metrics
-    named in `intervals`, latency, the gate and the report."""
+    named in `intervals`, latency and the gate."""
     cfg = out.recipe.eval
     results, splits, slices = {}, {}, None
     headline = next((s for s in ("test", "eval") if s in cfg.splits and s in out.encoded), None)
@@ -190,8 +190,8 @@ def _intervals(task, logits: np.ndarray, labels: np.ndarray, names: tuple[str, .
 def write_metric_evidence(out: RunOutputs, results: dict[str, dict[str, Any]],
                           extra: dict[str, dict] | None = None, slices: dict | None = None) -> dict[str, Any]:
     """Evidence of a model judged on other than one class per row (language models, regression, multi-label): its
-    final metrics per split (with `extra[split]`, e.g. intervals), latency, the eval.fail_if verdict and the
-    report."""
+    final metrics per split (with `extra[split]`, e.g. intervals), latency and the eval.fail_if verdict (the
+    orchestrator writes the report from them)."""
     cfg = out.recipe.eval
     evidence: dict[str, Any] = {"task": out.recipe.task.type, "labels": None,
                                 "bootstrap": {"samples": cfg.bootstrap_samples, "level": cfg.confidence, "seed": 0},
@@ -210,15 +210,11 @@ def write_metric_evidence(out: RunOutputs, results: dict[str, dict[str, Any]],
 
         evidence["gate"] = check_gate(cfg.fail_if, evidence)
     write_json_atomic(Path(out.run_dir) / "evidence.json", evidence)
-    if cfg.report:
-        from lftrain.reports.html import write_report
-
-        write_report(out.run_dir)
     return evidence
 
 
 def write_evidence(out: RunOutputs) -> dict[str, Any]:
-    """Measure, write evidence.json (+ arrays, model/calibration.json, report), print a summary; returns it."""
+    """Measure, write evidence.json (+ arrays, model/calibration.json), print a summary; returns it."""
     cfg = out.recipe.eval
     run_dir = Path(out.run_dir)
     labels = getattr(getattr(out.task, "labels", None), "names", None)
@@ -270,10 +266,6 @@ def write_evidence(out: RunOutputs) -> dict[str, Any]:
         evidence["gate"] = check_gate(cfg.fail_if, evidence)
     write_json_atomic(run_dir / "evidence.json", evidence)
     print(summary(evidence), flush=True)
-    if cfg.report:
-        from lftrain.reports.html import write_report
-
-        write_report(run_dir)
     return evidence
 
 

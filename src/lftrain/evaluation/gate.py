@@ -13,15 +13,14 @@ the gate too: a gate that silently passes is worse than none.
 from __future__ import annotations
 
 import operator
-import re
 from typing import Any
 
+from lftrain.config.conditions import parse_condition
 from lftrain.errors import LftError
 from lftrain.evaluation.slices import gate_values as slice_gate_values
 
 EXIT_GATE = 4
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-_CONDITION = re.compile(r"^\s*(<=|>=|<|>)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
 
 
 class GateFailed(LftError):
@@ -32,14 +31,6 @@ class GateFailed(LftError):
     def __init__(self, message: str, result: Any = None) -> None:
         super().__init__(message)
         self.result = result  # the TrainResult, for Python callers
-
-
-def parse_condition(text: str) -> tuple[str, float]:
-    """'< 0.8' -> ('<', 0.8); ValueError with the accepted forms otherwise."""
-    m = _CONDITION.match(str(text))
-    if not m:
-        raise ValueError(f"{text!r} is not a condition; write e.g. '< 0.8', '<= 0.8', '> 0.05' or '>= 0.05'")
-    return m.group(1), float(m.group(2))
 
 
 def gate_values(evidence: dict[str, Any]) -> dict[str, float]:

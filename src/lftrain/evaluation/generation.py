@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lftrain.training.precision import autocast
-from lftrain.training.progress import track
+from lftrain.models.precision import autocast
+from lftrain.progress import track
 
 log = logging.getLogger("lftrain")
 

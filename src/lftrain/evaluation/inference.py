@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lftrain.training.precision import autocast
-from lftrain.training.progress import track
+from lftrain.models.precision import autocast
+from lftrain.progress import track
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lftrain.training.precision import autocast
+from lftrain.models.precision import autocast
 
 
 def _inputs(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int,

@@ -1,4 +1,4 @@
-"""The method contract: how parameters learn, as hooks the one orchestrator (training/run.py) calls in order.
+"""The method contract: how parameters learn, as hooks the one orchestrator (orchestrator/run.py) calls in order.
 
 A method turns a batch into a summed loss (`__call__`); the shared `fit()` does the rest. Everything else is an
 optional hook with the supervised default here, so the orchestrator never probes with `hasattr` and never compares
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from lftrain.evaluation.evidence import RunOutputs
     from lftrain.tasks.base import Batches, Task
 
-METHODS: Registry = Registry("method")
+METHODS: Registry[type[Method]] = Registry("method", section="method")
 
 
 class Method:

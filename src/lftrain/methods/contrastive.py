@@ -96,7 +96,7 @@ def pair_loss(u: torch.Tensor, v: torch.Tensor, target: torch.Tensor, kind: str,
 def embed(model: torch.nn.Module, task, encoded: dict[str, np.ndarray], *, batch_size: int, precision: str,
           device: torch.device, pad_id: int) -> np.ndarray:
     """The head's input for every row (eval mode, as at inference), in row order."""
-    from lftrain.training.precision import autocast
+    from lftrain.models.precision import autocast
 
     was_training = model.training
     model.eval()

@@ -195,7 +195,7 @@ class LMView:
 def lm_metrics(model, view: LMView, encoded: dict[str, np.ndarray], *, batch_size: int, precision: str,
                device, pad_id: int) -> dict[str, float]:
     """Loss, perplexity and accuracy of the predicted tokens on `encoded`, with one fixed set of masks."""
-    from lftrain.training.precision import autocast
+    from lftrain.models.precision import autocast
 
     eval_view = LMView(view.base, causal=view.causal, probability=view.probability, mask_id=view.mask_id,
                        vocab_size=view.vocab_size, special_ids=view.special_ids, seed=EVAL_SALT)

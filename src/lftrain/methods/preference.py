@@ -136,8 +136,8 @@ class PairBatches:
 def pair_logps(model, encoded: dict[str, np.ndarray], batches: PairBatches, *, batch_size: int, precision: str,
                device, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """(summed log-prob, token count) of every sequence of `encoded` (chosen/rejected interleaved), eval mode."""
-    from lftrain.training.precision import autocast
-    from lftrain.training.progress import track
+    from lftrain.models.precision import autocast
+    from lftrain.progress import track
 
     was_training = model.training
     model.eval()

@@ -6,7 +6,7 @@
 One round = one training run of a *student* on the labelled rows plus the pseudo-labelled ones. The teacher is
 `teacher:` when given, else the model the stage starts from when it is already a classifier of these classes
 (the previous stage), else a supervised fit on the labelled rows run first. With `rounds: N` each student is
-the next round's teacher. The orchestration (teacher fit, rounds, run directories) is in training/stages.py;
+the next round's teacher. The orchestration (teacher fit, rounds, run directories) is in orchestrator/stages.py;
 this module is one round: selection and the training set.
 
 Selection, on the teacher's softmax p(x), confidence max p and predicted class ŷ:

@@ -8,7 +8,7 @@ from lftrain.config.base import Section
 from lftrain.methods.base import METHODS, Method
 
 
-@METHODS.register("supervised")
+@METHODS.register("supervised", default=True)
 class Supervised(Method):
     class Config(Section):
         type: Literal["supervised"] = "supervised"

@@ -84,7 +84,7 @@ def check_labels(ref: TeacherRef, labels: list[str]) -> None:
 
 def _cache_key(ref: TeacherRef, texts: list[Examples], task_cfg: dict, layers: list[int], precision: str) -> str:
     from lftrain.data.token_cache import examples_hash
-    from lftrain.reports.manifest import sha256_file
+    from lftrain.files import sha256_file
 
     weights = sorted(p for p in ref.model_dir.iterdir() if p.suffix in (".safetensors", ".json"))
     h = hashlib.sha256(json.dumps({"task": task_cfg, "layers": layers, "precision": precision, "version": 1},
@@ -159,7 +159,7 @@ def run_teacher(model: torch.nn.Module, task, encoded: dict[str, np.ndarray], *,
                 precision: str, device: torch.device, pad_id: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Logits (and pooled block outputs) for every example, in input order (batches formed longest-first)."""
     from lftrain.models.pooled import mean_pool  # tokenizer-independent: teacher and student vocabularies may differ
-    from lftrain.training.precision import autocast
+    from lftrain.models.precision import autocast
 
     lengths = task.lengths(encoded)
     order = np.argsort(-lengths, kind="stable")

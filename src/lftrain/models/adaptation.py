@@ -22,11 +22,11 @@ from lftrain.models.layers import LAYER_PATHS, LayerStack, find_layers, stack_co
 from lftrain.registry import Registry
 
 log = logging.getLogger("lftrain")
-ADAPTATIONS: Registry = Registry("adaptation")
+ADAPTATIONS: Registry = Registry("adaptation", section="adaptation")
 
 # ---- the adaptations ------------------------------------------------------------------------------------
 
-@ADAPTATIONS.register("full")
+@ADAPTATIONS.register("full", default=True)
 class FullFineTuning:
     """Every parameter of the model trains."""
 

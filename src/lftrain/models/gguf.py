@@ -75,8 +75,7 @@ def converted_dir(file: Path, cache_dir: str | None = None) -> Path:
     """The cached Hugging Face folder for `file`, converting it first if needed. Safe against concurrent
     conversions and kills: the folder is built under a temporary name and renamed when complete."""
     from lftrain.data.token_cache import cache_root
-    from lftrain.files import build_once
-    from lftrain.reports.manifest import sha256_file
+    from lftrain.files import build_once, sha256_file
 
     digest = sha256_file(file, cached=True)
     out = cache_root(cache_dir) / "gguf" / digest[:32]

@@ -133,7 +133,7 @@ def _log_code_hashes(path: Path) -> None:
     manifest, which hashes every model file)."""
     import logging
 
-    from lftrain.reports.manifest import sha256_file
+    from lftrain.files import sha256_file
 
     log = logging.getLogger("lftrain")
     for f in sorted(path.rglob("*.py")):

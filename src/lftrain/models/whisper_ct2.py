@@ -259,8 +259,7 @@ def is_whisper_ct2(path: Path) -> bool:
 def converted_dir(src: Path, cache_dir: str | None = None) -> Path:
     """The cached Hugging Face folder for the CTranslate2 Whisper folder `src`, converting it first if needed."""
     from lftrain.data.token_cache import cache_root
-    from lftrain.files import build_once
-    from lftrain.reports.manifest import sha256_file
+    from lftrain.files import build_once, sha256_file
 
     digest = sha256_file(src / "model.bin", cached=True)
     out = cache_root(cache_dir) / "ct2" / digest[:32]

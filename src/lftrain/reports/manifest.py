@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import platform
 import subprocess
 import sys
@@ -12,33 +10,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from lftrain.files import write_json_atomic
+from lftrain.files import sha256_file
 
 _PACKAGES = ("lftrain", "torch", "transformers", "tokenizers", "safetensors", "numpy", "scikit-learn", "peft",
              "accelerate", "datasets", "pydantic", "pyyaml")
-
-
-def sha256_file(path: Path, *, cached: bool = False) -> str:
-    """Hex sha256 of a file's bytes. `cached=True` (for input data and base-model files, which one run hashes
-    for the manifest, the resume fingerprint and the data checks, and a tuning study once per trial) reuses the
-    digest while the file's identity, size and mtime are unchanged; checksum *verification* never caches."""
-    if cached:
-        st = Path(path).stat()
-        return _sha256_cached(str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
-    return _sha256(path)
-
-
-@functools.lru_cache(maxsize=4096)
-def _sha256_cached(path: str, inode: int, size: int, mtime_ns: int) -> str:
-    return _sha256(Path(path))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def package_versions() -> dict[str, str]:
@@ -92,6 +67,3 @@ def build_manifest(*, seed: int, threads: int, precision: str, precision_reason:
         **(extra or {}),
     }
 
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    write_json_atomic(path, data)

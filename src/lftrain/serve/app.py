@@ -21,8 +21,8 @@ def build_app(run: str | Path, config: ServeConfig | None = None):
     need("fastapi", "lft serve")
     from fastapi import FastAPI
 
+    from lftrain.runs.chat import run_task_type
     from lftrain.serve.errors import BodyGuard, install_handlers
-    from lftrain.tasks.sft_inference import run_task_type
 
     config = config or ServeConfig()
     kind = run_task_type(run)
@@ -58,11 +58,11 @@ def build_app(run: str | Path, config: ServeConfig | None = None):
 
 def _load(run: str | Path, kind: str, config: ServeConfig):
     """The run's model behind what serves it: a ChatService (causal-lm-sft) or a Predictor (every other task)."""
-    from lftrain.evaluation.loaded_run import LoadedRun
+    from lftrain.runs.chat import ChatModel
+    from lftrain.runs.loaded import LoadedRun
     from lftrain.serve.chat import ChatService
     from lftrain.serve.predictor import Predictor
     from lftrain.serve.schemas import INPUTS
-    from lftrain.tasks.sft_inference import ChatModel
 
     if kind not in INPUTS:
         from lftrain.errors import InputError

@@ -12,8 +12,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from lftrain.data.labels import LabelSet
 from lftrain.registry import Registry
-from lftrain.tasks.labels import LabelSet
 
 if TYPE_CHECKING:
     import numpy as np
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from lftrain.data.readers import Table
     from lftrain.evaluation.evidence import RunOutputs
 
-TASKS: Registry = Registry("task")
+TASKS: Registry[type[Task]] = Registry("task", section="task")
 Encoded = dict[str, "np.ndarray"]  # a split as flat arrays (token ids and offsets, pixels, ...): see `encode`
 
 
@@ -106,6 +106,15 @@ class Task(ABC):
 
         return load_tokenizer(source, trust_remote_code)
 
+    def recipe_processor(self, model_cfg):
+        """The processor of the recipe's model (`model_cfg`: its `model` section), for callers that read the data
+        without a run (`lft data check` on streamed data)."""
+        from lftrain.models.loading import vet_model_dir
+
+        source = vet_model_dir(model_cfg.path, allow_pickle=model_cfg.allow_pickle,
+                               trust_remote_code=model_cfg.trust_remote_code, revision=model_cfg.revision)
+        return self.load_processor(source, model_cfg.trust_remote_code)
+
     def prepare_tokenizer(self, tokenizer) -> None:  # noqa: B027  (optional hook, nothing to do by default)
         """Adjust the processor once loaded (a chat template, a pad token)."""
 
@@ -184,7 +193,7 @@ class Task(ABC):
 
     # ---- inference on a finished run: tasks that decode (speech recognition) answer these themselves ----------
     def predict_rows(self, loaded, examples: Examples) -> list[dict[str, Any]] | None:
-        """`lft predict`'s rows for `examples`, computed by the task from `loaded` (evaluation.loaded_run.LoadedRun);
+        """`lft predict`'s rows for `examples`, computed by the task from `loaded` (runs.loaded.LoadedRun);
         None (the default): rows come from the model's outputs through `predictions`."""
         return None
 

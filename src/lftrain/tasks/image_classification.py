@@ -96,7 +96,7 @@ class ImageClassification(ClassificationTask):
 
     @staticmethod
     def _examples(name: str, rows, with_labels: bool, drop_label) -> Examples:
-        from lftrain.tasks.labels import keep_labelled
+        from lftrain.data.labels import keep_labelled
 
         keep, keys, dropped = keep_labelled(rows.labels, rows.where, with_labels, drop_label)
         return Examples(name, {"image": [rows.images[i] for i in keep], "label": keys},

@@ -16,10 +16,10 @@ from typing import Any, Literal
 import numpy as np
 
 from lftrain.data.examples import Examples
+from lftrain.data.labels import LabelTuples, label_key
 from lftrain.data.readers import Table, is_missing
 from lftrain.errors import DataError
 from lftrain.tasks.base import TASKS, Task
-from lftrain.tasks.labels import LabelTuples, label_key
 from lftrain.tasks.text_classification import TextClassification, TextConfig
 
 

@@ -270,13 +270,13 @@ class SpeechRecognition(Task):
     def evaluate(self, model, encoded, *, infer=None, batch_size: int, precision: str, device,
                  pad_id: int = 0) -> dict[str, float]:
         """Teacher-forced loss and token accuracy of the eval split; its greedy WER when `wer_during_training`."""
-        from lftrain.evaluation.asr import teacher_forced_loss
+        from lftrain.tasks.asr_evaluation import teacher_forced_loss
 
         out = teacher_forced_loss(model, self, encoded, batch_size=batch_size, precision=precision, device=device,
                                   pad_id=pad_id)
         if self.config.wer_during_training and self.processor is not None:
-            from lftrain.evaluation.asr import transcribe_encoded
             from lftrain.evaluation.wer import error_counts
+            from lftrain.tasks.asr_evaluation import transcribe_encoded
 
             n = min(len(encoded["seconds"]), self.config.decoding.max_utterances)
             hyps, _ = transcribe_encoded(model, self.processor, encoded, n=n, num_beams=1,
@@ -293,14 +293,14 @@ class SpeechRecognition(Task):
         self.processor = tokenizer
 
     def final_evaluation(self, out) -> dict[str, dict[str, Any]]:
-        from lftrain.evaluation.asr import final_evaluation
+        from lftrain.tasks.asr_evaluation import final_evaluation
 
         return final_evaluation(self, out)
 
     # ---- inference on a finished run (lft predict / lft evaluate) ----------------------------------------
     def predict_rows(self, loaded, examples: Examples) -> list[dict[str, Any]]:
         """One row per clip, in input order: its file, transcript and duration."""
-        from lftrain.evaluation.asr import transcribe_encoded
+        from lftrain.tasks.asr_evaluation import transcribe_encoded
 
         encoded = self.encode(loaded.tokenizer, examples)
         hyps, _ = transcribe_encoded(loaded.model, loaded.tokenizer, encoded, n=len(encoded["seconds"]),
@@ -317,7 +317,7 @@ class SpeechRecognition(Task):
 
     def evaluate_rows(self, loaded, examples: Examples) -> dict[str, Any]:
         """WER/CER (greedy and beam) with intervals of a finished run on labelled clips."""
-        from lftrain.evaluation.asr import decode_and_score
+        from lftrain.tasks.asr_evaluation import decode_and_score
 
         encoded = self.encode(loaded.tokenizer, examples)
         ecfg = loaded.recipe.eval
@@ -329,6 +329,6 @@ class SpeechRecognition(Task):
         return res
 
     def format_metrics(self, metrics: dict[str, Any], title: str) -> str:
-        from lftrain.evaluation.asr import format_split
+        from lftrain.tasks.asr_evaluation import format_split
 
         return "\n".join([title, *format_split("data", metrics)])

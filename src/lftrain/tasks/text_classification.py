@@ -13,10 +13,10 @@ from pydantic import Field
 from lftrain.config.base import Section
 from lftrain.data.batching import pad_token_rows
 from lftrain.data.examples import Examples, clean_text
+from lftrain.data.labels import label_key
 from lftrain.data.readers import Table, is_missing
 from lftrain.errors import DataError
 from lftrain.tasks.base import TASKS, ClassificationTask
-from lftrain.tasks.labels import label_key
 
 log = logging.getLogger("lftrain")
 
@@ -41,7 +41,7 @@ class TextConfig(Section):
     with `AutoModelForSequenceClassification` after `import lftrain.models.pooled`."""
 
 
-@TASKS.register("text-classification")
+@TASKS.register("text-classification", default=True)
 class TextClassification(ClassificationTask):
     """Predict one label per text (or text pair). Loss: cross-entropy; one loss unit per example."""
 

@@ -19,10 +19,10 @@ from pydantic import Field
 from lftrain.config.base import Section
 from lftrain.data.batching import pad_token_rows
 from lftrain.data.examples import Examples
+from lftrain.data.labels import LabelTuples, label_key
 from lftrain.data.readers import Table, is_missing
 from lftrain.errors import DataError
 from lftrain.tasks.base import TASKS, ClassificationTask, Task
-from lftrain.tasks.labels import LabelTuples, label_key
 
 IGNORE = -100
 

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_model
 
 from lftrain.errors import DiskFullError, LftError, RunStateError
-from lftrain.reports.manifest import sha256_file
+from lftrain.files import sha256_file
 
 log = logging.getLogger("lftrain")
 MANIFEST = "MANIFEST.json"

@@ -22,13 +22,14 @@ import torch
 from lftrain.accel import StepHooks
 from lftrain.accel.allocator import release_free_memory
 from lftrain.data.batching import epoch_batches, micro_batches
+from lftrain.models.precision import autocast
+from lftrain.progress import Progress
 from lftrain.training.checkpoint import TrainState, rotate, save_checkpoint
 from lftrain.training.distributed import DistContext
+from lftrain.training.faults import maybe_kill
 from lftrain.training.memory import ActivationCap, with_backoff
 from lftrain.training.nonfinite import finite_or_handle
-from lftrain.training.precision import autocast
 from lftrain.training.prefetch import step_inputs
-from lftrain.training.progress import Progress
 from lftrain.training.signals import PreemptionWatch
 
 log = logging.getLogger("lftrain")
@@ -36,7 +37,7 @@ log = logging.getLogger("lftrain")
 
 @dataclass
 class FitContext:
-    """Everything fit() needs, built by the orchestrator (training/run.py)."""
+    """Everything fit() needs, built by the orchestrator (orchestrator/run.py)."""
 
     model: torch.nn.Module
     method: Callable  # methods.base.Method: batch -> {"loss_sum": ...}
@@ -57,7 +58,7 @@ class FitContext:
     dist: DistContext | None = None  # set when launched on several processes (training/distributed.py)
     on_eval: Callable[[int, dict], bool] | None = None  # (step, eval metrics) -> stop now? (a tuning trial's pruner)
     curriculum: object | None = None  # train.curriculum: a CurriculumPlan (data/curriculum.py) drawing each step
-    scaler: torch.amp.GradScaler | None = None  # fp16: loss scaling (training/precision.py)
+    scaler: torch.amp.GradScaler | None = None  # fp16: loss scaling (models/precision.py)
     sampler: object | None = None  # train.privacy: Poisson-sampled batches (training/privacy.py) instead of shuffled
 
 
@@ -234,6 +235,7 @@ def fit(ctx: FitContext, state: TrainState) -> TrainState:
                 if state.step % cfg.log_every == 0 or last:
                     _log_train(ctx, state, window, progress)
                     window = _Window()
+                maybe_kill(state.step)  # test-only: LFT_TEST_KILL_AT_STEP (training/faults.py)
                 periodic_eval = cfg.eval_every is not None and state.step % cfg.eval_every == 0
                 if ctx.evaluate is not None and (periodic_eval or (cfg.eval_every is None and epoch_done) or last):
                     stop = _evaluate(ctx, state)

@@ -323,13 +323,13 @@ def record(s, state) -> None:
     private = s.privacy
     if private is None:
         return
-    from lftrain.reports.manifest import write_json
+    from lftrain.files import write_json_atomic
 
     spent = private.spent(state.step)
     path = s.run.path / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["privacy"] = {**manifest.get("privacy", {}), "epsilon_spent": spent, "steps": state.step}
-    write_json(path, manifest)
+    write_json_atomic(path, manifest)
     s.run.log_metrics({"event": "privacy", "step": state.step, "epsilon": spent, "delta": private.delta,
                        "noise_multiplier": private.noise_multiplier, "sample_rate": private.sample_rate})
     log.info("train.privacy: (ε %.4f, δ %g) spent over %d steps (target ε %g)", spent, private.delta, state.step,

@@ -179,7 +179,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def fingerprint(files: dict[str, Path]) -> dict[str, str]:
     """sha256 of each input data file, keyed `data.<role>`: a resumed run must see the same bytes."""
-    from lftrain.reports.manifest import sha256_file
+    from lftrain.files import sha256_file
 
     return {f"data.{role} sha256": sha256_file(p, cached=True) for role, p in sorted(files.items())}
 

@@ -127,8 +127,8 @@ def _search_section(path: str | Path) -> dict[str, Any]:
     from pydantic import ValidationError
 
     from lftrain.config.loader import _line_map, format_validation_error, parse_yaml
+    from lftrain.config.tune import TuneConfig
     from lftrain.errors import RecipeError
-    from lftrain.tuning.config import TuneConfig
 
     p = Path(path)
     if not p.is_file():

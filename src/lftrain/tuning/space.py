@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
+from lftrain.config.tune import ParamSpace, TuneConfig
 from lftrain.errors import RecipeError
-from lftrain.tuning.config import ParamSpace, TuneConfig
 
 
 def _scalar(value: Any) -> bool:

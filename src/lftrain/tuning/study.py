@@ -17,8 +17,8 @@ import time
 import warnings
 from pathlib import Path
 
+from lftrain.config.tune import TuneConfig
 from lftrain.errors import InputError
-from lftrain.tuning.config import TuneConfig
 
 log = logging.getLogger("lftrain")
 

@@ -1,5 +1,5 @@
-"""One trial: sample the recipe's values, train through the public train() (training/launch.py), report each evaluation
-to Optuna and stop the run when the pruner says so. The trial is an ordinary run directory, so everything a
+"""One trial: sample the recipe's values, train through the public train() (orchestrator/launch.py), report each
+evaluation to Optuna and stop the run when the pruner says so. The trial is an ordinary run directory, so everything a
 run does (checks, manifest, checkpoints, resume, report) holds for it."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lftrain.config.tune import TuneConfig
 from lftrain.files import write_json_atomic
 from lftrain.training.rundir import RunDir
-from lftrain.tuning.config import TuneConfig
 from lftrain.tuning.space import override, suggest
 from lftrain.tuning.study import INTERRUPTED_ATTR, WORKER_ATTR, is_surplus
 
@@ -47,7 +47,7 @@ class Objective:
     def __call__(self, trial) -> float:
         import optuna
 
-        from lftrain.training import launch
+        from lftrain.orchestrator import launch
         from lftrain.tuning.study import direction
 
         trial.set_user_attr(WORKER_ATTR, self.worker)

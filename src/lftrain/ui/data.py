@@ -70,8 +70,8 @@ def check_rows(report) -> list[list[Any]]:
 def run_data_check(form: FormValues, runs_dir: str | Path) -> tuple[list[list[Any]], str]:
     """The data checks on the form's data, as `lft train` would run them. Before a model is chosen, lengths are
     counted in words instead of tokens. Returns (table rows, message); writes the data card like the CLI."""
+    from lftrain.checks.runner import run_checks
     from lftrain.config import load_recipe
-    from lftrain.data.checks.runner import run_checks
     from lftrain.reports.data_card import write_data_card
 
     if not form.data_file.strip():

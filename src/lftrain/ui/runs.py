@@ -49,7 +49,7 @@ class Predictor:
         self.loaded: dict[str, Any] = {}
 
     def _run(self, run_dir: str):
-        from lftrain.evaluation.loaded_run import LoadedRun
+        from lftrain.runs.loaded import LoadedRun
 
         if run_dir not in self.loaded:
             self.loaded[run_dir] = LoadedRun(run_dir)
@@ -78,7 +78,7 @@ class Predictor:
 
 def generate(run_dir: str, text: str) -> dict[str, Any]:
     """A causal-lm-sft run's answer to one prompt."""
-    from lftrain.tasks.sft_inference import ChatModel
+    from lftrain.runs.chat import ChatModel
 
     return {"response": ChatModel(run_dir).generate(text)}
 
@@ -95,14 +95,14 @@ def text_pair_column(run_dir: str | None) -> str | None:
 
 
 def is_generative(run_dir: str) -> bool:
-    from lftrain.tasks.sft_inference import is_generative_run
+    from lftrain.runs.chat import is_generative_run
 
     return is_generative_run(run_dir)
 
 
 def compare(run_a: str, run_b: str | None, base: bool = False, samples: int = 1000) -> tuple[list[list[Any]], str]:
     """`lft compare`: rows (metric, A, B, B - A, interval, verdict) and the printed text, or ([], the error)."""
-    from lftrain.evaluation.compare import compare_runs, compare_with_base
+    from lftrain.runs.compare import compare_runs, compare_with_base
 
     printed = io.StringIO()
     try:

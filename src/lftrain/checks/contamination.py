@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lftrain.data.checks.report import CheckResult, row_ref, short
-from lftrain.data.checks.text import example_text
+from lftrain.checks.report import CheckResult, row_ref, short
+from lftrain.checks.text import example_text
 
 
 def _grams(words: list[str], n: int) -> list[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from lftrain.data.checks.report import CheckResult, row_ref, short
-from lftrain.data.checks.text import example_text
+from lftrain.checks.report import CheckResult, row_ref, short
+from lftrain.checks.text import example_text
 
 
 def groups(norm: list[str]) -> list[list[int]]:

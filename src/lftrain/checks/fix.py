@@ -48,8 +48,8 @@ def _write_rows(path: Path, columns: list[str], rows: list[dict[str, Any]], fmt:
 def fix_data(recipe, output: str | Path, *, near: bool = True, conflicts: bool = False, noise: bool = False,
              contaminated: bool = False, report=None) -> dict[str, Any]:
     """Write cleaned copies of the recipe's data files, removed.jsonl and a recipe.yaml using them to `output`."""
+    from lftrain.checks.runner import run_checks
     from lftrain.config import dump_recipe
-    from lftrain.data.checks.runner import run_checks
 
     out = Path(output)
     if out.exists() and any(out.iterdir()):

@@ -81,7 +81,7 @@ def _check_gguf_args(format: str, quantize: str | None, gguf_type: str | None) -
 
 def _require_causal_lm(run_dir: Path) -> None:
     """Refuse a GGUF export of a run that is not a causal LM, before anything is loaded or merged."""
-    from lftrain.tasks.sft_inference import run_task_type
+    from lftrain.runs.chat import run_task_type
 
     kind = run_task_type(run_dir)
     if kind != "causal-lm-sft":

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lftrain.errors import InputError, RecipeError
-from lftrain.training.run import TrainResult, train_run
+from lftrain.orchestrator.run import TrainResult, train_run
 
 log = logging.getLogger("lftrain")
 COPIED = ("evidence.json", "report.html", "model_card.md")  # the last stage's evidence, for gates and readers

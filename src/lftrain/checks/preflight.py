@@ -36,7 +36,7 @@ def blocking_message(report) -> str:
 
 def preflight(recipe, task, data):
     """Run the checks on the prepared data; raise DataCheckError if a blocking check fired. None if off."""
-    from lftrain.data.checks.runner import run_checks
+    from lftrain.checks.runner import run_checks
 
     if not recipe.data.checks.run:
         return None

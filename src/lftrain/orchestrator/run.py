@@ -99,14 +99,14 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
 
 def prepare_inputs(recipe) -> Prepared:
     """Validate every input (recipe, data rows, data checks, the method's own inputs, the model directory)."""
-    from lftrain.data.checks.preflight import preflight
-    from lftrain.data.curriculum import check as check_curriculum
+    from lftrain.checks.preflight import preflight
     from lftrain.data.prepare import prepare_data
     from lftrain.evaluation.evidence import read_ood
     from lftrain.evaluation.slices import check_slices
     from lftrain.methods import build_method
     from lftrain.models.loading import vet_model_dir
     from lftrain.tasks import build_task
+    from lftrain.training.curriculum import check as check_curriculum
     from lftrain.training.privacy import vet_data, vet_recipe
     from lftrain.training.tracking import check_trackers
 
@@ -159,8 +159,8 @@ def _check_streamable(recipe, task) -> None:
 def open_session(p: Prepared, *, new_run: bool, allow_recipe_change: bool) -> Session:
     from lftrain.accel import allocator
     from lftrain.config import dump_recipe
+    from lftrain.models.precision import pick_device, resolve_precision, set_threads
     from lftrain.training import distributed
-    from lftrain.training.precision import pick_device, resolve_precision, set_threads
     from lftrain.training.rundir import open_run
 
     recipe, cfg = p.recipe, p.recipe.train
@@ -264,9 +264,9 @@ def load_adapted_model(p: Prepared, attention: str):
 
 def build_optimiser(s: Session) -> None:
     """Steps, curriculum, optimiser and schedule; the manifest and the data card."""
-    from lftrain.data.checks.preflight import record as record_data_checks
-    from lftrain.data.curriculum import plan_curriculum
-    from lftrain.reports.manifest import write_json
+    from lftrain.checks.preflight import record as record_data_checks
+    from lftrain.files import write_json_atomic
+    from lftrain.training.curriculum import plan_curriculum
     from lftrain.training.loop import plan_steps
     from lftrain.training.optim import build_optimizer, build_scheduler
     from lftrain.training.privacy import attach
@@ -284,7 +284,7 @@ def build_optimiser(s: Session) -> None:
     s.scheduler = build_scheduler(s.optimizer, cfg, s.total_steps)
     s.privacy = attach(s)  # train.privacy: per-example gradients, the noisy optimiser, Poisson sampling
     if s.main:
-        write_json(s.run.path / "manifest.json", _manifest(s))
+        write_json_atomic(s.run.path / "manifest.json", _manifest(s))
         record_data_checks(s.run.path, p.recipe, p.checks)  # data_card.md/.json, data_check.json
 
 
@@ -338,8 +338,8 @@ def fit_model(s: Session, on_eval=None):
 
 def fit_context(s: Session, on_eval=None):
     """Everything fit() needs, from the session's phases."""
+    from lftrain.models.precision import grad_scaler
     from lftrain.training.loop import FitContext
-    from lftrain.training.precision import grad_scaler
 
     cfg = s.p.recipe.train
     metric = s.p.method.selection_metric(s.p.task.selection_metric(cfg.metric, "metric" in cfg.model_fields_set))
@@ -400,6 +400,7 @@ def finish(s: Session, state) -> TrainResult:
     """Save the final model, then evaluate it and write its evidence (rank 0 alone, with the whole model)."""
     from lftrain.evaluation.evidence import RunOutputs
     from lftrain.evaluation.metrics import headline
+    from lftrain.reports.html import write_report
     from lftrain.training import distributed
     from lftrain.training.privacy import record as record_privacy
 
@@ -423,6 +424,8 @@ def finish(s: Session, state) -> TrainResult:
                                                            attention="eager").to(s.device),
                      data=p.data)
     results = p.method.final_evaluation(out)
+    if p.recipe.eval.report:  # from the evidence the task just wrote
+        write_report(s.run.path)
     s.run.set_status("finished", step=state.step, state=asdict(state),
                      results={k: headline(v) for k, v in results.items()})
     log.info("model: %s", s.run.model_dir)

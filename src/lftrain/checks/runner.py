@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lftrain.data.checks import contamination as contamination_mod
-from lftrain.data.checks import duplicates as dup
-from lftrain.data.checks import near, noise, pii, stats
-from lftrain.data.checks.report import CheckReport, CheckResult
-from lftrain.data.checks.text import is_text, normalised_texts
+from lftrain.checks import contamination as contamination_mod
+from lftrain.checks import duplicates as dup
+from lftrain.checks import near, noise, pii, stats
+from lftrain.checks.report import CheckReport, CheckResult
+from lftrain.checks.text import is_text, normalised_texts
 from lftrain.data.paths import resolve_path
 from lftrain.extras import available, install_hint
 
@@ -53,8 +53,8 @@ def read_files(recipe, task) -> dict:
 
 def source_info(recipe, files: dict) -> dict[str, Any]:
     from lftrain.data.sources import expand
+    from lftrain.files import sha256_file
     from lftrain.reports.licences import package_licence
-    from lftrain.reports.manifest import sha256_file
 
     out = {}
     for role, ex in files.items():
@@ -111,7 +111,7 @@ def _benchmarks(recipe, task) -> tuple[dict, dict]:
 
 def run_checks(recipe, task=None, prepared=None, *, load_tokenizer: bool = True) -> CheckReport:
     """Every data check on `recipe`'s data. `prepared` (from prepare_data) avoids reading the data twice."""
-    from lftrain.training.progress import activity
+    from lftrain.progress import activity
 
     with activity("data checks"):
         return _run_checks(recipe, task, prepared, load_tokenizer=load_tokenizer)

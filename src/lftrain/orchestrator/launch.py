@@ -61,7 +61,7 @@ def train(recipe, overrides: list[str] | None = None, *, new_run: bool = False, 
                                  rdzv_endpoint=rdzv_endpoint, new_run=new_run, allow_recipe_change=allow_recipe_change)
     from lftrain.config import resolve_recipe
     from lftrain.evaluation.gate import enforce_gate
-    from lftrain.training.stages import train_recipe  # stages, self-training rounds, or one plain run
+    from lftrain.orchestrator.stages import train_recipe  # stages, self-training rounds, or one plain run
 
     result = train_recipe(resolve_recipe(recipe, overrides), new_run=new_run, allow_recipe_change=allow_recipe_change,
                           on_eval=on_eval)
@@ -76,7 +76,7 @@ def train_distributed(recipe, overrides: list[str] | None, *, nproc: int, nnodes
     from lftrain.config import dump_recipe
     from lftrain.config.schema import Recipe
     from lftrain.errors import LftError
-    from lftrain.training.run import TrainResult
+    from lftrain.orchestrator.run import TrainResult
 
     with tempfile.TemporaryDirectory(prefix="lft-launch-") as tmp:
         if isinstance(recipe, (dict, Recipe)):  # the workers read a file: write the resolved recipe

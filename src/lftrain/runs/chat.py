@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from lftrain.errors import InputError
-from lftrain.evaluation.loaded_run import LoadedRun
+from lftrain.runs.loaded import LoadedRun
 
 
 @dataclass
@@ -72,7 +72,7 @@ class ChatModel(LoadedRun):
         """`model.generate` on tokenised prompts, stopping at the end of the assistant's turn. One generation runs at a
         time (`self.lock`): a model shared by threads (`lft serve`) would otherwise split the cores between them."""
         from lftrain.data.chat import stop_token_ids
-        from lftrain.training.precision import autocast
+        from lftrain.models.precision import autocast
 
         sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
         with self.lock, torch.no_grad(), autocast(self.precision, self.device):

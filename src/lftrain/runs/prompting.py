@@ -73,7 +73,7 @@ def label_scores(model, tokenizer, prompts: list[str], options: list[list[int]],
     """(n, k): for each prompt and label, the sum of log P(label token | prompt, earlier label tokens). Prompts run
     `batch_size` at a time (left-padded), once each; their key/value cache is repeated for the k labels, which then
     cost only their own few tokens."""
-    from lftrain.training.progress import track
+    from lftrain.progress import track
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     k, width = len(options), max(map(len, options))
@@ -112,7 +112,7 @@ def prompt_baseline(model_spec: str, texts: list[str], names: list[str], shots: 
     from transformers import AutoModelForCausalLM
 
     from lftrain.models.loading import load_kwargs, load_tokenizer, vet_model_dir
-    from lftrain.training.progress import activity
+    from lftrain.progress import activity
 
     source = vet_model_dir(model_spec, allow_pickle=False, trust_remote_code=trust_remote_code)
     tokenizer = load_tokenizer(source, trust_remote_code)

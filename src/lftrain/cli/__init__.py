@@ -15,12 +15,12 @@ from lftrain.errors import EXIT_CRASH, LftError
 # fast) and `run(args) -> int | None` (handles args.command if it is one of its own, else returns None).
 # A new command is a new module plus one line here.
 PLUGINS: tuple[str, ...] = (
-    "lftrain.tasks.cli_generate",
-    "lftrain.reports.cli_evidence",
-    "lftrain.tuning.cli_tune",
-    "lftrain.data.cli_data",
-    "lftrain.serve.cli_serve",
-    "lftrain.ui.cli_ui",
+    "lftrain.cli.generate",
+    "lftrain.cli.evidence",
+    "lftrain.cli.tune",
+    "lftrain.cli.data",
+    "lftrain.cli.serve",
+    "lftrain.cli.ui",
 )
 
 EPILOG = """exit codes: 0 success; 1 internal error (a bug: please report it); 2 your input is wrong (recipe, data,
@@ -136,7 +136,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "train" and args.nproc:  # data-parallel: torchrun starts the workers (docs/distributed.md)
         from lftrain.config import load_recipe
-        from lftrain.training.launch import run_torchrun, torchrun_command
+        from lftrain.orchestrator.launch import run_torchrun, torchrun_command
 
         load_recipe(args.recipe, args.overrides)  # a bad recipe stops here with exit 2, before any worker starts
         return run_torchrun(torchrun_command(args.recipe, args.overrides, nproc=args.nproc, nnodes=args.nnodes,

@@ -14,8 +14,8 @@ import logging
 
 import numpy as np
 
-from lftrain.data.checks.report import CheckResult, row_ref, short
-from lftrain.data.checks.text import example_text
+from lftrain.checks.report import CheckResult, row_ref, short
+from lftrain.checks.text import example_text
 
 log = logging.getLogger("lftrain")
 

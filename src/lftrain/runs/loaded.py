@@ -15,9 +15,9 @@ class LoadedRun:
 
     def __init__(self, run_or_model: str | Path) -> None:
         from lftrain.config.loader import load_recipe as _load
+        from lftrain.models.precision import pick_device, resolve_precision, set_threads
+        from lftrain.progress import activity
         from lftrain.tasks.base import build_task
-        from lftrain.training.precision import pick_device, resolve_precision, set_threads
-        from lftrain.training.progress import activity
 
         self.run_dir, self.model_dir = resolve_run(run_or_model)
         self.recipe = _load(self.run_dir / "recipe.yaml")

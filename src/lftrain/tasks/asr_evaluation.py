@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from lftrain.evaluation.wer import ErrorCounts, error_counts, paired_wer_difference, scores
-from lftrain.training.precision import autocast
+from lftrain.models.precision import autocast
 
 log = logging.getLogger("lftrain")
 

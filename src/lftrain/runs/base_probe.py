@@ -67,7 +67,7 @@ def fit_probe(run: RunFiles, saved_labels: np.ndarray, split: str = "test", *, c
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from lftrain.data.checks.noise import encoder_features
+    from lftrain.checks.noise import encoder_features
     from lftrain.models.loading import vet_model_dir
 
     recipe, task, data, target, y_test = paired_split(run, saved_labels, split, "compare --base")

@@ -85,7 +85,7 @@ def encoder_dir(model: str, work: Path) -> str:
 
     _, model_dir = resolve_run(p)
     if is_adapter_dir(model_dir):
-        from lftrain.models.export import export_model as export
+        from lftrain.runs.export import export_model as export
 
         merged = work / "_merged"
         if not (merged / "config.json").is_file():
@@ -118,8 +118,8 @@ def run_suite(suite_path: str | Path, model: str, output: str | Path | None = No
               overrides: list[str] | None = None) -> dict[str, Any]:
     """Fine-tune and evaluate `model` on every task of the suite; write OUT/bench.md and OUT/bench.json."""
     from lftrain.config import load_recipe
+    from lftrain.orchestrator.launch import train
     from lftrain.reports.runfiles import read_run
-    from lftrain.training.launch import train
 
     suite = load_suite(suite_path)
     out = Path(output or Path("runs") / "bench" / suite.get("name", Path(suite_path).stem))

@@ -13,8 +13,8 @@ import zlib
 
 import numpy as np
 
-from lftrain.data.checks.report import CheckResult, row_ref, short
-from lftrain.data.checks.text import example_text
+from lftrain.checks.report import CheckResult, row_ref, short
+from lftrain.checks.text import example_text
 
 NUM_PERM = 64
 MIN_TOKENS = 4  # shorter texts are compared exactly (duplicates/leakage): 1-2 bigrams say nothing about nearness

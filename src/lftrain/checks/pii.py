@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from lftrain.data.checks.report import CheckResult, row_ref
+from lftrain.checks.report import CheckResult, row_ref
 
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?![\w])")

@@ -58,8 +58,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, split: str = "test", s
 def compare_with_base(run: str | Path, *, split: str = "test", samples: int = 1000, level: float = 0.95,
                       output: str | Path | None = None) -> dict[str, Any]:
     """The run (B) against a linear probe on its frozen base model (A), on the run's saved `split`
-    predictions; see lftrain.evaluation.base_probe."""
-    from lftrain.evaluation.base_probe import fit_probe
+    predictions; see lftrain.runs.base_probe."""
+    from lftrain.runs.base_probe import fit_probe
 
     b = read_run(run)
     pb = _predictions(b, split)
@@ -77,10 +77,10 @@ def compare_with_prompting(run: str | Path, model: str, *, shots: tuple[int, ...
                            samples: int = 1000, level: float = 0.95, limit: int | None = None,
                            calibrate: bool = True, output: str | Path | None = None) -> dict[str, Any]:
     """The run (B) against prompting the causal LM `model` (A) with k examples for each k in `shots`, on the run's
-    saved `split` (its first `limit` rows); see lftrain.evaluation.prompting."""
-    from lftrain.evaluation.base_probe import label_ids, paired_split, texts_of
+    saved `split` (its first `limit` rows); see lftrain.runs.prompting."""
     from lftrain.evaluation.bootstrap import bootstrap_ci
-    from lftrain.evaluation.prompting import pick_shots, prompt_baseline
+    from lftrain.runs.base_probe import label_ids, paired_split, texts_of
+    from lftrain.runs.prompting import pick_shots, prompt_baseline
 
     b = read_run(run)
     pb = _predictions(b, split)
