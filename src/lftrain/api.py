@@ -41,30 +41,11 @@ def train(recipe: str | Path | dict | Any, overrides: list[str] | None = None, *
 def evaluate(run: str | Path, data: str | Path, *, encoding: str | None = None,
              output: str | Path | None = None) -> dict[str, Any]:
     """Metrics of a trained run on a labelled data file (same columns as the recipe's data)."""
-    from lftrain.runs.chat import evaluate_file, is_generative_run
-
-    if is_generative_run(run):  # causal-lm-sft: loss and generation scores, not class metrics
-        metrics = evaluate_file(run, data, encoding=encoding)
-        print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "n") + f"  (n={metrics['n']})", flush=True)
-        if output:
-            Path(output).write_text(json.dumps(metrics, indent=1))
-        return metrics
     tm = LoadedRun(run)
-    examples = tm.read(data, with_labels=True, encoding=encoding)
-    metrics = tm.task.evaluate_rows(tm, examples)  # tasks that decode (speech recognition) score themselves
-    if metrics is not None:
-        print(tm.task.format_metrics(metrics, f"metrics on {data}"), flush=True)
-        if output:
-            Path(output).write_text(json.dumps(metrics, indent=1, default=str))
-        return metrics
-    if tm.task.labels is not None:
-        for i, raw in enumerate(examples.fields["label"]):
-            tm.task.labels.index(raw, examples, i)  # unknown labels: a clear error naming the row
-    logits, encoded = tm.logits(examples)
-    metrics = tm.task.score(logits, encoded)
+    metrics = tm.evaluate(tm.read(data, with_labels=True, encoding=encoding))
     print(tm.task.format_metrics(metrics, f"metrics on {data}"), flush=True)
     if output:
-        Path(output).write_text(json.dumps(metrics, indent=1))
+        Path(output).write_text(json.dumps(metrics, indent=1, default=str))
     return metrics
 
 
@@ -74,28 +55,13 @@ def predict(run: str | Path, input: str | Path | list, output: str | Path | None
 
     Probabilities are calibrated with the temperature stored in model/calibration.json (fitted on the eval
     split at training time) unless `temperature=False`; labels are the same either way. Image/audio runs also
-    take a folder or a list of files as `input` (each row then names its `file`)."""
+    take a folder or a list of files as `input` (each row then names its `file`); language models answer each
+    row's prompt, speech recognition transcribes each clip."""
     from lftrain.evaluation.evidence import stored_temperature
-    from lftrain.runs.chat import is_generative_run, predict_file
 
-    if is_generative_run(run):  # causal-lm-sft: the generated response per row
-        rows = predict_file(run, input, encoding=encoding)
-        if output:
-            write_jsonl_atomic(output, rows)
-        return rows
     tm = LoadedRun(run)
     examples = tm.read(input, with_labels=False, encoding=encoding)
-    rows = tm.task.predict_rows(tm, examples)  # tasks that decode (speech recognition: a transcript per clip)
-    if rows is not None:
-        if output:
-            log.info("wrote %d predictions to %s", len(rows), write_jsonl_atomic(output, rows))
-        return rows
-    logits, encoded = tm.logits(examples)
-    if temperature:
-        logits = logits / stored_temperature(tm.model_dir)
-    preds = tm.task.predictions(logits, encoded, examples)
-    rows = [{"row": where[1], **tm.task.row_info(examples, i), **p}
-            for i, (where, p) in enumerate(zip(examples.where, preds))]
+    rows = tm.predict(examples, temperature=stored_temperature(tm.model_dir) if temperature else 1.0)
     if output:
         log.info("wrote %d predictions to %s", len(rows), write_jsonl_atomic(output, rows))
     return rows

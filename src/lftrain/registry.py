@@ -36,6 +36,7 @@ class Registry(Generic[T]):
             if name in self._items:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             self._items[name] = obj
+            obj.type_name = name  # type: ignore[attr-defined]  (a registered class knows the name recipes use)
             self.version += 1
             if default:
                 self.default = name

@@ -24,7 +24,7 @@ def fit_context(recipe, task, data, model, tok, dist=None) -> FitContext:
     return FitContext(model=model, method=build_method(recipe.method, task), task=task, train_data=data,
                       optimizer=opt, scheduler=build_scheduler(opt, recipe.train, 10), cfg=recipe.train, run=None,
                       device=torch.device("cpu"), precision="fp32", pad_id=tok.pad_token_id, evaluate=None,
-                      total_steps=10, steps_per_epoch=10, dist=dist)
+                      higher_is_better=True, total_steps=10, steps_per_epoch=10, dist=dist)
 
 
 def epoch_plan(n: int, batch: int) -> list[np.ndarray]:

@@ -78,8 +78,8 @@ def test_more_f1_averages():
     fns = classification_metric_fns(logits, labels)  # the bootstrap's fast versions agree with scikit-learn
     every = np.arange(5)
     for name in ("accuracy", "macro_f1", "weighted_f1"):
-        assert fns[name][0](every) == pytest.approx(m[name])
-    assert fns["nll"][0](every) == pytest.approx(m["loss"], rel=1e-6)
+        assert fns[name](every) == pytest.approx(m[name])
+    assert fns["nll"](every) == pytest.approx(m["loss"], rel=1e-6)
 
 
 def test_bootstrap_interval_and_paired_verdicts():

@@ -45,7 +45,7 @@ CASES = [
     ("wrong endpoint", "post", "/predictions", {"json": {"inputs": ["good"]}}, 404, "no endpoint /predictions"),
     ("wrong method", "get", "/predict", {}, 405, "GET is not allowed on /predict"),
     ("chat on a classifier", "post", "/v1/chat/completions",
-     {"json": {"messages": [{"role": "user", "content": "hi"}]}}, 404, "need a causal-lm-sft run"),
+     {"json": {"messages": [{"role": "user", "content": "hi"}]}}, 404, "need a language model's run (causal-lm-sft"),
 ]
 
 

@@ -106,7 +106,7 @@ def test_generate_refuses_a_classifier_run(tmp_path, capsys):
     (tmp_path / "model").mkdir()
     (tmp_path / "recipe.yaml").write_text("model: {path: x}\ndata: {train: t.csv}\n")
     assert main(["generate", str(tmp_path), "--prompt", "hi"]) == 2
-    assert "need a causal-lm-sft run" in capsys.readouterr().err
+    assert "need a chat model's run (causal-lm-sft" in capsys.readouterr().err
 
 
 def test_lora_run_and_api(tiny_llama, tmp_path):

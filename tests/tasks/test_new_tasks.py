@@ -92,10 +92,16 @@ def test_token_classification_from_conll(tiny_bert, tmp_path):
 
 # ---- multi-label ------------------------------------------------------------------------------------------
 
+STORY = ["story", "plot", "ending", "scene"]
+
+
 def _multi(n: int, seed: int) -> list[dict]:
-    """Labels: `pos` when positive words are in, `neg` for negative ones, `story` when the word story is."""
+    """Labels: `pos` when positive words are in, `neg` for negative ones, `story` for words about the story.
+
+    Each label is carried by two of its words, so each is as easy to learn as the others: with `story` a single
+    word, the tiny model's pooled input held one token's worth of it and some runs never learned it."""
     rng, rows = random.Random(seed), []
-    filler = [w for w in NEUTRAL if w != "story"]
+    filler = [w for w in NEUTRAL if w not in STORY]
     for _ in range(n):
         words = rng.sample(filler, rng.randint(1, 3))
         if rng.random() < 0.5:
@@ -103,18 +109,22 @@ def _multi(n: int, seed: int) -> list[dict]:
         if rng.random() < 0.4:
             words += rng.sample(NEGATIVE, 2)
         if rng.random() < 0.3:
-            words.append("story")
+            words += rng.sample(STORY, 2)
         rng.shuffle(words)
         labels = [name for name, hit in (("neg", set(words) & set(NEGATIVE)), ("pos", set(words) & set(POSITIVE)),
-                                         ("story", "story" in words)) if hit]
+                                         ("story", set(words) & set(STORY))) if hit]
         rows.append({"text": " ".join(words), "labels": labels})
     return rows
 
 
-def test_multi_label_tunes_thresholds_that_predict_and_plain_transformers_share(tiny_bert, tmp_path):
+def test_multi_label_tunes_thresholds_that_predict_and_plain_transformers_share(tiny_bert_learns, tmp_path):
+    # tiny_bert (std-0.02 weights) learns each label only once it leaves a plateau, and when depends on the CPU's
+    # rounding (one CI run on an AMX CPU ended at micro-F1 0.84). tiny_bert_learns with a warm-up, on labels of two
+    # words each, lands at micro-F1 >= 0.989 over 12 seeds in fp32 and 4 in bf16 (AMD EPYC).
     train = tmp_path / "train.jsonl"
-    train.write_text("".join(json.dumps(r) + "\n" for r in _multi(300, 0)))
-    recipe = _recipe(tiny_bert, train, tmp_path / "run", {"type": "multi-label-classification"}, epochs=10, lr=5e-3)
+    train.write_text("".join(json.dumps(r) + "\n" for r in _multi(400, 0)))
+    recipe = _recipe(tiny_bert_learns, train, tmp_path / "run", {"type": "multi-label-classification"}, epochs=10,
+                     lr=5e-3, warmup_ratio=0.1)
     run = _train(tmp_path, recipe)
     test = _final(run)
     assert test["micro_f1"] > 0.85 and test["subset_accuracy"] > 0.5
@@ -150,7 +160,10 @@ def _scored(n: int, seed: int) -> list[dict]:
 def test_regression_folds_its_scaling_into_the_saved_head(tiny_bert, tmp_path):
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in _scored(300, 0)))
-    recipe = _recipe(tiny_bert, train, tmp_path / "run", {"type": "text-regression"})
+    # lr 1e-2 for 4 epochs cleared pearson 0.8 / MAE 8 on some seeds only (0.68 / 12.9 on others); with a warm-up,
+    # 5e-3 and 10 epochs it lands at pearson >= 0.94, MAE <= 5.5 whatever the seed, threads or precision
+    recipe = _recipe(tiny_bert, train, tmp_path / "run", {"type": "text-regression"}, epochs=10, lr=5e-3,
+                     warmup_ratio=0.1)
     run = _train(tmp_path, recipe)
     test = _final(run)
     assert test["pearson"] > 0.8 and test["mae"] < 8.0

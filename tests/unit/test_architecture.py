@@ -123,3 +123,92 @@ def test_no_compiled_code_on_any_path():
     for path in PACKAGE.rglob("*.py"):
         text = path.read_text()
         assert "-march=native" not in text and '"cc"' not in text and "'cc'" not in text, path
+
+
+# ---- layers that run one way ------------------------------------------------------------------------------------
+# Bottom to top. A module may import from its own layer and the layers below it; an import of a higher layer is
+# upward (allowed only in UPWARD, each with its reason). Packages are the layers; the foundation is a few modules.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("errors", "files", "extras", "hub", "registry", "progress"),  # no lftrain imports but each other
+    ("config",),  # the recipe schema: it knows no plug-in (they register their sections: registry.SECTIONS)
+    ("data",),  # reading and validating rows, batching, token caches
+    ("models",),  # loading, adapting, saving models; precision
+    ("evaluation",),  # metrics, intervals, calibration, evidence of a split's outputs
+    ("tasks",),  # what a model predicts
+    ("methods",),  # how its parameters learn
+    ("accel",),  # the speed levers behind one seam
+    ("training",),  # the one loop, checkpoints, run directories, distribution, privacy, tracking
+    ("reports",),  # the HTML report, model and data cards, from a run directory's files
+    ("checks",),  # the data checks over a recipe's data
+    ("orchestrator",),  # a recipe into runs, each in phases around fit()
+    ("runs",),  # finished runs: loaded, predicted, exported, compared
+    ("tuning",),  # searches of ordinary runs
+    ("serve", "ui"),  # the server and the web UI
+    ("api",),  # the public functions
+    ("cli", "__main__"),  # `lft`
+)
+UPWARD: dict[tuple[str, str], str] = {}  # (module, imported module) -> why
+
+
+def _layer_of(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) == 1:  # `lftrain` itself: its lazy attributes reach the api
+        return len(LAYERS) - 1
+    for i, names in enumerate(LAYERS):
+        if parts[1] in names:
+            return i
+    raise AssertionError(f"{module}: in no layer of LAYERS")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    return sorted((a, b) for a, targets in graph.items() for b in targets if _layer_of(b) > _layer_of(a))
+
+
+def test_the_layer_finder_finds_an_upward_import():
+    assert upward_imports({"lftrain.config.schema": {"lftrain.tasks.base", "lftrain.errors"},
+                           "lftrain.tasks.base": {"lftrain.config.base"}}) == [("lftrain.config.schema",
+                                                                                "lftrain.tasks.base")]
+
+
+def test_layers_run_one_way():
+    ups = upward_imports(import_graph())
+    print(f"{len(ups)} upward imports" + "".join(f"\n  {a} -> {b}: {UPWARD.get((a, b), 'NOT ALLOWED')}"
+                                                  for a, b in ups))
+    assert len(UPWARD) <= 5
+    assert [u for u in ups if u not in UPWARD] == []
+
+
+# ---- plug-ins are declared, not named ---------------------------------------------------------------------------
+
+def _plugin_names() -> dict[str, set[str]]:
+    """Registered task and method type names -> the modules allowed to spell them (where they are registered)."""
+    import inspect
+
+    from lftrain.methods import METHODS
+    from lftrain.tasks import TASKS
+
+    out: dict[str, set[str]] = {}
+    for registry in (TASKS, METHODS):
+        for name, cls in registry.items():
+            out[name] = {inspect.getmodule(cls).__name__}
+    return out
+
+
+def _string_literals(tree: ast.AST) -> list[tuple[int, str]]:
+    """Every string constant that is not a docstring (line, value)."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [(n.lineno, n.value) for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
+
+
+def test_no_task_or_method_name_outside_its_own_module():
+    """Other layers read what a task or method declares; a type name spelt elsewhere is a table to forget."""
+    names = _plugin_names()
+    found = []
+    for module, path in _modules().items():
+        for line, value in _string_literals(ast.parse(path.read_text())):
+            if value in names and module not in names[value]:
+                found.append(f"{path.relative_to(SRC)}:{line} '{value}'")
+    assert len(names) >= 15 and not found, found

@@ -26,7 +26,7 @@ def _ctx(recipe, task, data, model, tok, sgd: bool = False):
     return FitContext(model=model, method=build_method(recipe.method, task), task=task, train_data=data,
                       optimizer=opt, scheduler=build_scheduler(opt, recipe.train, 10), cfg=recipe.train, run=None,
                       device=torch.device("cpu"), precision="fp32", pad_id=tok.pad_token_id, evaluate=None,
-                      total_steps=10, steps_per_epoch=10)
+                      higher_is_better=True, total_steps=10, steps_per_epoch=10)
 
 
 @pytest.mark.parametrize("n, micro", [(32, 8), (30, 8)])

@@ -61,8 +61,8 @@ def _f1s(pred: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.n
 
 
 def classification_metric_fns(logits: np.ndarray, labels: np.ndarray,
-                              n_bins: int = 15) -> dict[str, tuple[MetricFn, bool]]:
-    """Headline metrics as functions of resampled indices: name -> (fn, higher_is_better).
+                              n_bins: int = 15) -> dict[str, MetricFn]:
+    """Headline metrics as functions of resampled indices (their directions: `Task.higher_is_better`).
 
     Same definitions as metrics.classification_metrics (scikit-learn) and calibration.py, re-expressed on
     precomputed per-example arrays so a 1000-sample bootstrap takes about a second."""
@@ -88,12 +88,12 @@ def classification_metric_fns(logits: np.ndarray, labels: np.ndarray,
         return float((f1 * support).sum() / max(support.sum(), 1))
 
     return {
-        "accuracy": (lambda idx: float(correct[idx].mean()), True),
-        "macro_f1": (macro_f1, True),
-        "weighted_f1": (weighted_f1, True),
-        "nll": (lambda idx: float(nll[idx].mean()), False),
-        "brier": (lambda idx: float(brier[idx].mean()), False),
-        "ece": (lambda idx: ece(probs[idx], labels[idx], n_bins, "width"), False),
+        "accuracy": lambda idx: float(correct[idx].mean()),
+        "macro_f1": macro_f1,
+        "weighted_f1": weighted_f1,
+        "nll": lambda idx: float(nll[idx].mean()),
+        "brier": lambda idx: float(brier[idx].mean()),
+        "ece": lambda idx: ece(probs[idx], labels[idx], n_bins, "width"),
     }
 
 

@@ -122,7 +122,7 @@ def split_evidence(logits: np.ndarray, labels: np.ndarray, metrics: dict[str, An
                                                        cfg.calibration_bins)
     if cfg.bootstrap_samples and len(labels):
         out["intervals"] = {name: bootstrap_ci(fn, len(labels), samples=cfg.bootstrap_samples, level=cfg.confidence)
-                            for name, (fn, _) in classification_metric_fns(logits, labels,
+                            for name, fn in classification_metric_fns(logits, labels,
                                                                            cfg.calibration_bins).items()}
     return out
 

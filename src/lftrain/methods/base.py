@@ -32,10 +32,13 @@ METHODS: Registry[type[Method]] = Registry("method", section="method")
 
 class Method:
     Config: ClassVar[type[Section]]
+    type_name: ClassVar[str]  # the name it is registered under (set by METHODS.register)
     uses_unlabeled: ClassVar[bool] = False  # reads data.unlabeled (others ignore it, with a warning)
     several_runs: ClassVar[bool] = False  # expanded into several runs by `plan_stages` even without `stages:`
     saves_task_model: ClassVar[bool] = True  # the saved model is the task's (a classifier), not e.g. a language model
     streams: ClassVar[bool] = False  # trains on rows streamed from disk (data.streaming): needs none in memory
+    private_training: ClassVar[bool] = False  # train.privacy applies: it reads nothing outside the clipped gradients
+    lower_is_better: ClassVar[frozenset[str]] = frozenset()  # its own metrics where lower is better (the task's too)
 
     def __init__(self, config, task: Task) -> None:
         self.config, self.task = config, task
@@ -81,6 +84,11 @@ class Method:
     def selection_metric(self, metric: str) -> str:
         """The evaluation metric that picks the best checkpoint, given `train.metric`."""
         return metric
+
+    @classmethod
+    def higher_is_better(cls, metric: str, task: type[Task]) -> bool:
+        """A metric's direction under this method and `task` (best checkpoint, early stopping, `lft tune`)."""
+        return metric not in cls.lower_is_better and task.higher_is_better(metric)
 
     def before_eval(self, model: torch.nn.Module) -> None:  # noqa: B027  (optional hook)
         """Called before each evaluation during training (contrastive-few-shot refits its head)."""

@@ -28,6 +28,7 @@ from pydantic import Field, model_validator
 from lftrain.config.base import Section
 from lftrain.methods.base import METHODS, Method
 from lftrain.models.layers import head_layer
+from lftrain.tasks.base import TaskView
 
 log = logging.getLogger("lftrain")
 
@@ -242,25 +243,18 @@ def _pad_id(model: torch.nn.Module) -> int:
     return 0 if pad is None else int(pad)
 
 
-class _PairTask:
+class _PairTask(TaskView):
     """The task as fit() sees it: a training row is a pair; a batch holds both sides of its pairs as 2·B rows."""
 
-    def __init__(self, task) -> None:
-        self._task = task
-
-    def __getattr__(self, name: str):
-        return getattr(self._task, name)
-
     def lengths(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
-        rows = self._task.lengths(encoded)
+        rows = self.task.lengths(encoded)
         return np.maximum(rows[encoded["pair_a"]], rows[encoded["pair_b"]])
 
     def collate(self, encoded: dict[str, np.ndarray], indices: np.ndarray, pad_id: int) -> dict[str, Any]:
         rows = np.concatenate([encoded["pair_a"][indices], encoded["pair_b"][indices]])
-        batch = self._task.collate(encoded, rows, pad_id)  # with the rows' labels (the classification loss)
+        batch = self.task.collate(encoded, rows, pad_id)  # with the rows' labels (the classification loss)
         batch["pair_target"] = torch.from_numpy(encoded["pair_target"][indices])
         return batch
 
-    @staticmethod
-    def loss_units(batch: dict[str, Any]) -> int:
+    def loss_units(self, batch: dict[str, Any]) -> int:
         return int(batch["pair_target"].shape[0])

@@ -27,6 +27,7 @@ from pydantic import Field
 
 from lftrain.config.base import Section
 from lftrain.methods.base import METHODS, Method
+from lftrain.tasks.base import TaskView
 
 log = logging.getLogger("lftrain")
 IGNORE = -100  # label of unlabelled rows in the combined training set
@@ -158,17 +159,11 @@ class Distill(Method):
         return torch.stack(losses, 0).mean(0)
 
 
-class _WithTeacher:
+class _WithTeacher(TaskView):
     """The task as fit() sees it: the same, except that each batch also carries its rows' cached teacher outputs."""
 
-    def __init__(self, task) -> None:
-        self._task = task
-
-    def __getattr__(self, name: str):
-        return getattr(self._task, name)
-
     def collate(self, encoded: dict[str, np.ndarray], indices: np.ndarray, pad_id: int) -> dict[str, Any]:
-        batch = self._task.collate(encoded, indices, pad_id)
+        batch = self.task.collate(encoded, indices, pad_id)
         batch["teacher_logits"] = torch.from_numpy(encoded["teacher_logits"][indices])
         if "teacher_hidden" in encoded:
             batch["teacher_hidden"] = torch.from_numpy(encoded["teacher_hidden"][indices])

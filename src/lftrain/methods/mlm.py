@@ -42,6 +42,8 @@ class MaskedLM(Method):
     """Domain-adaptive pretraining: masked-LM (encoders) or causal-LM (decoders) on the unlabelled and the
     labelled texts; the next stage fine-tunes the adapted model."""
 
+    lower_is_better = frozenset({"perplexity"})
+
     class Config(Section):
         type: Literal["mlm"] = "mlm"
         objective: Literal["auto", "masked", "causal"] = "auto"

@@ -161,6 +161,8 @@ def pair_logps(model, encoded: dict[str, np.ndarray], batches: PairBatches, *, b
 class Preference(Method, ABC):
     """What DPO and ORPO share: preference rows, pair batches, evaluation on the pairs of each split."""
 
+    lower_is_better = frozenset({"chosen_nll", "preference_loss"})
+
     uses_reference: bool = False
 
     def __init__(self, config, task) -> None:

@@ -153,7 +153,7 @@ class SelfTraining(Method):
         teacher = method.get("teacher") or (str(Path(start).parent) if start_is_classifier else None)
         if teacher is None:
             fit = copy.deepcopy(recipe)
-            fit["method"] = {"type": "supervised"}
+            fit["method"] = {"type": METHODS.default}  # the teacher learns from the labels alone
             fit["model"]["path"] = start
             fit["train"] = {**fit["train"], **method.get("teacher_train", {})}
             teacher = str(add(f"{name}-teacher", fit))

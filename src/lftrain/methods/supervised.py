@@ -14,3 +14,4 @@ class Supervised(Method):
         type: Literal["supervised"] = "supervised"
 
     streams = True
+    private_training = True

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 from torch import nn
@@ -24,11 +24,21 @@ from lftrain.registry import Registry
 log = logging.getLogger("lftrain")
 ADAPTATIONS: Registry = Registry("adaptation", section="adaptation")
 
+
+class Adaptation:
+    """What every adaptation declares for the layers above (the web UI's form); `apply` is its work."""
+
+    ui_form: ClassVar[bool] = False  # offered by the web UI's recipe form
+    ui_field: ClassVar[tuple[str, str] | None] = None  # the form's field -> this section's key
+    ui_lr: ClassVar[float | None] = None  # the learning rate the form suggests with it
+
 # ---- the adaptations ------------------------------------------------------------------------------------
 
 @ADAPTATIONS.register("full", default=True)
-class FullFineTuning:
+class FullFineTuning(Adaptation):
     """Every parameter of the model trains."""
+
+    ui_form = True
 
     class Config(Section):
         type: Literal["full"] = "full"
@@ -66,8 +76,11 @@ def _quiet_frozen_dropout(model: nn.Module) -> int:
 
 
 @ADAPTATIONS.register("freeze")
-class Freeze:
+class Freeze(Adaptation):
     """Freeze the bottom layers, the embeddings and/or parameters by name; the rest and the task head train."""
+
+    ui_form = True
+    ui_field = ("freeze_layers", "bottom_layers")
 
     class Config(Section):
         type: Literal["freeze"] = "freeze"
@@ -174,8 +187,12 @@ class _LoraBase(Section):
 
 
 @ADAPTATIONS.register("lora")
-class Lora:
+class Lora(Adaptation):
     """LoRA (peft): a trainable low-rank update beside each target layer; the base model stays frozen."""
+
+    ui_form = True
+    ui_field = ("lora_r", "r")
+    ui_lr = 5e-4  # adapters want ~10x full fine-tuning's
 
     use_dora = False
 
@@ -202,6 +219,8 @@ class Lora:
 class Dora(Lora):
     """DoRA (peft): LoRA on the direction of each weight plus a trainable magnitude per output."""
 
+    ui_form = False  # the form offers LoRA; DoRA is a recipe key away
+
     use_dora = True
 
     class Config(_LoraBase):
@@ -209,7 +228,7 @@ class Dora(Lora):
 
 
 @ADAPTATIONS.register("ia3")
-class IA3:
+class IA3(Adaptation):
     """IA³ (peft): a trainable scale per channel of each target layer; fewest parameters of all."""
 
     class Config(Section):

@@ -16,11 +16,31 @@ import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lftrain.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from lftrain.accel import StepHooks
+    from lftrain.checks.report import CheckReport
+    from lftrain.config.schema import Recipe
+    from lftrain.data.examples import Examples
+    from lftrain.data.prepare import PreparedData
+    from lftrain.methods.base import Method
+    from lftrain.models.loading import ModelSource
+    from lftrain.tasks.base import Batches, Encoded, Task
+    from lftrain.training.checkpoint import TrainState
+    from lftrain.training.curriculum import CurriculumPlan
+    from lftrain.training.distributed import DistContext
+    from lftrain.training.loop import FitContext
+    from lftrain.training.privacy import PrivateTraining
+    from lftrain.training.rundir import RunDir
 
 log = logging.getLogger("lftrain")
 
@@ -40,13 +60,13 @@ class TrainResult:
 class Prepared:
     """What `prepare_inputs` checked: everything the user gave, before any model loads."""
 
-    recipe: Any
-    task: Any  # tasks.base.Task
-    method: Any  # methods.base.Method
-    data: Any  # data.prepare.PreparedData
-    checks: Any  # the data-check report (None when no check ran)
-    ood: Any  # eval.ood examples
-    source: Any  # models.loading.ModelSource
+    recipe: Recipe
+    task: Task
+    method: Method
+    data: PreparedData
+    checks: CheckReport | None  # the data-check report (None when no check ran)
+    ood: Examples | None  # eval.ood examples (None when not set)
+    source: ModelSource
 
 
 @dataclass
@@ -54,35 +74,35 @@ class Session:
     """A run in progress: its inputs, directory and machine, and what the phases build."""
 
     p: Prepared
-    run: Any  # training.rundir.RunDir
+    run: RunDir
     resuming: bool
-    dctx: Any  # training.distributed.DistContext, None in a single process
+    dctx: DistContext | None  # None in a single process
     threads: int
-    device: Any
+    device: torch.device
     precision: str
     precision_reason: str
-    tokenizer: Any = None
-    enc: dict[str, dict] = field(default_factory=dict)  # split -> encoded arrays
-    model: Any = None
+    tokenizer: Any = None  # the task's processor (a tokenizer, image processor, feature extractor...)
+    enc: dict[str, Encoded] = field(default_factory=dict)  # split -> encoded arrays
+    model: torch.nn.Module | None = None
     attention: str = ""
     pad_id: int = 0
-    train_enc: dict | None = None  # the rows fit() trains on (the method may add to the labelled ones)
-    fit_task: Any = None  # what fit() batches them with (tasks.base.Batches)
-    hooks: Any = None  # lftrain.accel.StepHooks
+    train_enc: Encoded | None = None  # the rows fit() trains on (the method may add to the labelled ones)
+    fit_task: Batches | None = None  # what fit() batches them with
+    hooks: StepHooks | None = None  # the speed levers' per-step hooks
     accel_skip: frozenset[str] = frozenset()  # levers left out although they apply (benchmarks/ab_steps.py)
-    optimizer: Any = None
-    scheduler: Any = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     total_steps: int = 0
     steps_per_epoch: int = 0
-    curriculum: Any = None
-    privacy: Any = None  # training.privacy.PrivateTraining under train.privacy
+    curriculum: CurriculumPlan | None = None
+    privacy: PrivateTraining | None = None  # under train.privacy
 
     @property
     def main(self) -> bool:
         return self.dctx is None or self.dctx.main  # only rank 0 writes the run directory
 
 
-def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = False, on_eval=None) -> TrainResult:
+def train_run(recipe: Recipe, *, new_run: bool = False, allow_recipe_change: bool = False, on_eval=None) -> TrainResult:
     """Train as the recipe says (see the module docstring). `on_eval(step, metrics) -> stop?` sees each evaluation."""
     from lftrain.training.rundir import marked_failed_on_error
 
@@ -97,7 +117,7 @@ def train_run(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fals
 
 # ---- phase 1: inputs ------------------------------------------------------------------------------------------
 
-def prepare_inputs(recipe) -> Prepared:
+def prepare_inputs(recipe: Recipe) -> Prepared:
     """Validate every input (recipe, data rows, data checks, the method's own inputs, the model directory)."""
     from lftrain.checks.preflight import preflight
     from lftrain.data.prepare import prepare_data
@@ -137,7 +157,7 @@ def prepare_inputs(recipe) -> Prepared:
     return Prepared(recipe, task, method, data, checks, ood, source())
 
 
-def _check_streamable(recipe, task) -> None:
+def _check_streamable(recipe: Recipe, task: Task) -> None:
     from lftrain.methods import METHODS
 
     what = []
@@ -167,6 +187,7 @@ def open_session(p: Prepared, *, new_run: bool, allow_recipe_change: bool) -> Se
     dctx = distributed.init(cfg.strategy)  # None unless launched on several processes (torchrun)
 
     def opener():
+        assert recipe.output.dir is not None  # prepare_inputs refused a recipe without one
         return open_run(recipe.output.dir, dump_recipe(recipe), new_run=new_run,
                         allow_recipe_change=allow_recipe_change, inputs=_data_files(p))
     run, resuming = opener() if dctx is None else distributed.open_run_shared(dctx, opener)
@@ -224,7 +245,8 @@ def _encode_splits(s: Session):
     """Encode the method's training rows and the eval/test splits (token cache); returns the encoder for more."""
     from lftrain.data.token_cache import encode_cached
 
-    p, stats = s.p, {}
+    p = s.p
+    stats: dict[str, int] = {}
 
     def encode(examples):
         return encode_cached(p.task, s.tokenizer, examples, model_dir=p.source.path,
@@ -241,7 +263,7 @@ def _encode_splits(s: Session):
     return encode
 
 
-def load_adapted_model(p: Prepared, attention: str):
+def load_adapted_model(p: Prepared, attention: str) -> torch.nn.Module:
     """The method's model for the task, made as the recipe says: re-initialised, shallower, adapted, dropout set."""
     from lftrain.models.adaptation import build_adaptation
     from lftrain.models.layers import set_dropout_rate
@@ -272,6 +294,7 @@ def build_optimiser(s: Session) -> None:
     from lftrain.training.privacy import attach
 
     p, cfg = s.p, s.p.recipe.train
+    assert s.model is not None and s.fit_task is not None and s.train_enc is not None  # built by build_model
     lengths = s.fit_task.lengths(s.train_enc)
     s.total_steps, s.steps_per_epoch = plan_steps(len(lengths), cfg)
     if p.method.training_examples(p.data) is p.data.train:
@@ -295,6 +318,7 @@ def _manifest(s: Session) -> dict:
     from lftrain.training.determinism import determinism_info
 
     p, cfg = s.p, s.p.recipe.train
+    assert s.model is not None and s.hooks is not None  # built by build_model
     extra = {"data_stats": p.data.stats, "labels": p.data.labels,
              "trainable_parameters": sum(x.numel() for x in s.model.parameters() if x.requires_grad),
              "total_steps": s.total_steps, "allocator": allocator.in_use(), "attention": s.attention,
@@ -316,12 +340,13 @@ def _manifest(s: Session) -> dict:
 
 # ---- phase 5: fit ------------------------------------------------------------------------------------------------
 
-def fit_model(s: Session, on_eval=None):
+def fit_model(s: Session, on_eval=None) -> TrainState:
     """Resume (when the run directory has a checkpoint), fit, and put the best checkpoint's weights back."""
     from lftrain.training.checkpoint import load_weights
     from lftrain.training.loop import fit, release_training_memory
 
     cfg = s.p.recipe.train
+    assert s.model is not None  # built by build_model
     state = _resume(s)
     ctx = fit_context(s, on_eval)
     if ctx.scaler is not None and state.loss_scale:
@@ -336,26 +361,31 @@ def fit_model(s: Session, on_eval=None):
     return state
 
 
-def fit_context(s: Session, on_eval=None):
+def fit_context(s: Session, on_eval=None) -> FitContext:
     """Everything fit() needs, from the session's phases."""
     from lftrain.models.precision import grad_scaler
     from lftrain.training.loop import FitContext
 
     cfg = s.p.recipe.train
+    assert s.model is not None and s.fit_task is not None and s.train_enc is not None  # built by build_model
+    assert s.hooks is not None and s.optimizer is not None and s.scheduler is not None  # ... and build_optimiser
     metric = s.p.method.selection_metric(s.p.task.selection_metric(cfg.metric, "metric" in cfg.model_fields_set))
+    higher = type(s.p.method).higher_is_better(metric, type(s.p.task))
     return FitContext(model=s.model, method=s.p.method, task=s.fit_task, train_data=s.train_enc,
                       optimizer=s.optimizer, scheduler=s.scheduler, cfg=cfg.model_copy(update={"metric": metric}),
                       run=s.run, device=s.device, precision=s.precision, pad_id=s.pad_id, evaluate=_evaluator(s),
+                      higher_is_better=higher,
                       total_steps=s.total_steps, steps_per_epoch=s.steps_per_epoch, hooks=s.hooks, on_eval=on_eval,
                       dist=s.dctx, curriculum=s.curriculum, scaler=grad_scaler(s.precision, s.device),
                       sampler=s.privacy.sampler if s.privacy is not None else None)
 
 
-def _resume(s: Session):
+def _resume(s: Session) -> TrainState:
     from lftrain.training.checkpoint import TrainState, clean_temporary, resume_latest
 
     if not s.resuming:
         return TrainState()
+    assert s.model is not None  # built by build_model
     if s.main:
         clean_temporary(s.run.checkpoints)
     if s.dctx is not None:
@@ -368,13 +398,14 @@ def _resume(s: Session):
     return state
 
 
-def _evaluator(s: Session):
+def _evaluator(s: Session) -> Callable[[], dict[str, Any]] | None:
     """The evaluation fit() runs on the eval split (None without one)."""
     if "eval" not in s.enc:
         return None
     cfg = s.p.recipe.train
 
-    def evaluate() -> dict:
+    def evaluate() -> dict[str, Any]:
+        assert s.model is not None  # built by build_model
         s.p.method.before_eval(s.model)
         return s.p.method.evaluate(s.model, s.enc["eval"], infer=_inference(s, distributed=True),
                                    batch_size=cfg.eval_batch_size, precision=s.precision, device=s.device,
@@ -382,13 +413,14 @@ def _evaluator(s: Session):
     return evaluate
 
 
-def _inference(s: Session, *, distributed: bool):
+def _inference(s: Session, *, distributed: bool) -> Callable[[Encoded], np.ndarray]:
     """encoded split -> the model's logits for every row, in order (sharded over the processes when asked)."""
     from lftrain.evaluation.inference import infer_logits
 
     infer = s.dctx.infer_logits if distributed and s.dctx is not None else infer_logits
 
-    def run(encoded: dict):
+    def run(encoded: Encoded) -> np.ndarray:
+        assert s.model is not None  # built by build_model
         return infer(s.model, s.p.task, encoded, batch_size=s.p.recipe.train.eval_batch_size,
                      precision=s.precision, device=s.device, pad_id=s.pad_id)
     return run
@@ -396,7 +428,7 @@ def _inference(s: Session, *, distributed: bool):
 
 # ---- phase 6: finish ----------------------------------------------------------------------------------------------
 
-def finish(s: Session, state) -> TrainResult:
+def finish(s: Session, state: TrainState) -> TrainResult:
     """Save the final model, then evaluate it and write its evidence (rank 0 alone, with the whole model)."""
     from lftrain.evaluation.evidence import RunOutputs
     from lftrain.evaluation.metrics import headline
@@ -405,6 +437,7 @@ def finish(s: Session, state) -> TrainResult:
     from lftrain.training.privacy import record as record_privacy
 
     p = s.p
+    assert s.model is not None  # built by build_model
     if s.dctx is not None:
         s.model = distributed.plain_model(s.dctx, s.model, lambda: load_adapted_model(p, s.attention))
         if not s.dctx.main:
@@ -445,7 +478,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _trim_metrics(run, step: int) -> None:
+def _trim_metrics(run: RunDir, step: int) -> None:
     """Drop metric lines written after the checkpoint we resume from: they will be written again."""
     kept = [r for r in run.read_metrics() if r.get("step", 0) <= step and r.get("event") in ("train", "eval")]
     run.metrics_file.write_text("".join(json.dumps(r) + "\n" for r in kept))

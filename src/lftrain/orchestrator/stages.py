@@ -19,6 +19,7 @@ through its own checkpoints.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import os
@@ -95,7 +96,7 @@ def expand(recipe) -> list[Stage]:
         merged = _merge(base, s)
         method = METHODS.get(merged["method"]["type"])
         start, start_is_classifier = method.plan_stages(s.name, merged, start, start_is_classifier,
-                                                        lambda name, data, origin=s.name: add(name, data, origin))
+                                                        functools.partial(add, origin=s.name))
     return out
 
 
@@ -168,6 +169,7 @@ def run_stages(recipe, *, new_run: bool = False, allow_recipe_change: bool = Fal
             _write_index(run.path, index)
         _publish(stages[-1].dir, run.path)
         _print_summary(index)
+        assert result is not None  # expand() plans one stage at least
         final = result.metrics
         run.set_status("finished", step=steps, results=_headline(final), stages=[e["name"] for e in index])
         return TrainResult(run.path, run.path / "model", final, steps, seconds, samples / max(seconds, 1e-9),

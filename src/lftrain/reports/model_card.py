@@ -8,7 +8,10 @@ from typing import Any
 
 import yaml
 
+from lftrain.methods import METHODS
+from lftrain.models.adaptation import ADAPTATIONS
 from lftrain.reports.runfiles import RunFiles
+from lftrain.tasks.base import task_class
 
 
 def _base_card_meta(base_dir: str | None) -> dict[str, Any]:
@@ -37,13 +40,6 @@ def _results(run: RunFiles) -> tuple[str, dict[str, Any], dict[str, Any] | None]
     return split, final.get(split, {}), None
 
 
-# Our task types -> the Hub's pipeline tags (what the Hub files models under and `model-index` names as a task).
-PIPELINE_TAGS = {"text-classification": "text-classification", "multi-label-classification": "text-classification",
-                 "text-regression": "text-classification", "token-classification": "token-classification",
-                 "extractive-qa": "question-answering", "causal-lm-sft": "text-generation",
-                 "image-classification": "image-classification", "audio-classification": "audio-classification"}
-
-
 def card_data(run: RunFiles):
     """The card's metadata as huggingface_hub's ModelCardData, test results as EvalResults: the Hub's own code
     writes `model-index`, so it is valid by construction (ModelCard.load reads it back)."""
@@ -51,7 +47,7 @@ def card_data(run: RunFiles):
 
     base = _base_card_meta(run.manifest.get("base_model", {}).get("path"))
     task = run.recipe.get("task", {}).get("type", "")
-    pipeline = PIPELINE_TAGS.get(task)
+    pipeline = task_class(run.recipe.get("task")).pipeline_tag  # what the Hub files the model under
     data = run.recipe.get("data", {})
     split, metrics, _ = _results(run)
     scalar = {k: v for k, v in metrics.items() if isinstance(v, float)}
@@ -122,8 +118,8 @@ def render_model_card(run: RunFiles) -> str:
         "---", card_data(run).to_yaml().strip(), "---", "",
         f"# {run.name}", "",
         f"A `{task.get('type', '?')}` model fine-tuned with lftrain from `{r.get('model', {}).get('path')}` "
-        f"({r.get('adaptation', {}).get('type', 'full')} adaptation, {r.get('method', {}).get('type', 'supervised')} "
-        "method).", "",
+        f"({r.get('adaptation', {}).get('type', ADAPTATIONS.default)} adaptation, "
+        f"{r.get('method', {}).get('type', METHODS.default)} method).", "",
         "## Intended use", "",
         f"Predicting {('one of ' + ', '.join(f'`{x}`' for x in labels)) if labels else 'the task output'} for inputs "
         f"like the training data (column `{task.get('text', 'text')}`). Use the calibrated probabilities "

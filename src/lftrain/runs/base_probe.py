@@ -37,12 +37,14 @@ def paired_split(run: RunFiles, saved_labels: np.ndarray, split: str, what: str)
     checked against the labels the run saved: a baseline scored on other rows cannot be paired with the run."""
     from lftrain.config import load_recipe
     from lftrain.data.prepare import prepare_data
-    from lftrain.tasks import build_task
+    from lftrain.tasks import TASKS, build_task
 
     recipe = load_recipe(data=run.recipe)
-    if recipe.task.type != "text-classification":
-        raise InputError(f"{run.path}: `{what}` needs a text-classification run (this one is {recipe.task.type})")
     task = build_task(recipe.task)
+    if not task.probe_baseline:
+        fits = ", ".join(n for n, c in TASKS.items() if c.probe_baseline)
+        raise InputError(f"{run.path}: `{what}` needs a run of a task with one label per text ({fits}; this one is "
+                         f"{recipe.task.type})")
     data = prepare_data(recipe, task)
     target = getattr(data, split)
     if target is None:

@@ -11,6 +11,7 @@ import torch
 
 from lftrain.errors import InputError
 from lftrain.runs.loaded import LoadedRun
+from lftrain.tasks.base import TASKS, Task, task_class
 
 
 @dataclass
@@ -30,15 +31,16 @@ class Completion:
 
 
 class ChatModel(LoadedRun):
-    """A finished causal-lm-sft run, loaded for generation (adapter runs on their base model)."""
+    """A finished chat model's run (a task that declares `chat`), loaded for generation (adapter runs on their base
+    model)."""
 
     def __init__(self, run: str | Path) -> None:
-        kind = run_task_type(run)  # checked before loading any weights
-        if kind != "causal-lm-sft":
-            raise InputError(f"{run}: a {kind} run; `lft generate` and `lft chat` need a causal-lm-sft run (use "
-                             "`lft predict` for classifiers)")
+        task = run_task(run)  # checked before loading any weights
+        if not task.chat:
+            chats = ", ".join(n for n, c in TASKS.items() if c.chat)
+            raise InputError(f"{run}: a {task.type_name} run; `lft generate` and `lft chat` "
+                             f"need a chat model's run ({chats}; use `lft predict` for classifiers)")
         super().__init__(run)
-        self.task.prepare_tokenizer(self.tokenizer)  # the template saved with the model (or the recipe's)
         self.system = self.recipe.task.system
         self.lock = threading.Lock()
 
@@ -176,48 +178,12 @@ class ChatSession:
         self.messages = list(self.start)
 
 
-def run_task_type(run: str | Path) -> str:
-    """The task type of a run directory, read from its recipe.yaml without loading anything else."""
+def run_task(run: str | Path) -> type[Task]:
+    """The task class of a run directory, read from its recipe.yaml without loading anything else."""
     import yaml
 
     from lftrain.models.trained import resolve_run
 
     run_dir, _ = resolve_run(run)
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}
-    return (recipe.get("task") or {}).get("type") or "text-classification"
-
-
-def is_generative_run(run: str | Path) -> bool:
-    """Whether a run directory holds a causal-lm-sft run (so evaluate/predict score or produce text)."""
-    return run_task_type(run) == "causal-lm-sft"
-
-
-def evaluate_file(run: str | Path, data: str | Path, *, encoding: str | None = None) -> dict:
-    """Loss, perplexity, token accuracy, and generation exact match / chrF of a run on a file of prompts with
-    reference responses (any format the task reads)."""
-    from lftrain.evaluation.generation import generate, held_out_prompts, lm_loss, text_scores
-
-    model = ChatModel(run)
-    examples = model.read(data, with_labels=True, encoding=encoding)
-    enc = model.task.encode(model.tokenizer, examples)
-    pad = model.tokenizer.pad_token_id or 0
-    common = {"batch_size": 32, "precision": model.precision, "device": model.device}
-    metrics = lm_loss(model.model, enc, lambda e, i: model.task.collate(e, i, pad), **common)
-    prompts, refs = held_out_prompts(model.task, model.tokenizer, examples, len(examples))
-    preds = generate(model.model, model.tokenizer, prompts,
-                     max_new_tokens=model.task.config.generation.max_new_tokens, **common)
-    return {**metrics, **text_scores(preds, refs), "n": len(examples)}
-
-
-def predict_file(run: str | Path, input: str | Path, *, encoding: str | None = None) -> list[dict]:
-    """The model's response to each row's prompt (a response column, if present, is ignored), in input order."""
-    from lftrain.evaluation.generation import generate, held_out_prompts
-
-    model = ChatModel(run)
-    examples = model.read(input, with_labels=False, encoding=encoding)
-    prompts, _ = held_out_prompts(model.task, model.tokenizer, examples, len(examples))
-    preds = generate(model.model, model.tokenizer, prompts, max_new_tokens=model.task.config.generation.max_new_tokens,
-                     batch_size=32, precision=model.precision, device=model.device)
-    return [{"row": where[1], "response": p} for where, p in zip(examples.where, preds)]
-
-
+    return task_class(recipe.get("task"))

@@ -21,6 +21,7 @@ import numpy as np
 from lftrain.errors import InputError
 from lftrain.evaluation.bootstrap import classification_metric_fns, paired_bootstrap, per_class_f1_fns, verdict
 from lftrain.reports.runfiles import RunFiles, read_run
+from lftrain.tasks.base import Task, task_class
 
 
 def _predictions(run: RunFiles, split: str) -> dict[str, np.ndarray]:
@@ -50,7 +51,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, split: str = "test", s
     pa, pb = _predictions(a, split), _predictions(b, split)
     _same_data(a, b, pa, pb, split)
     names = a.evidence.get("labels") or [str(c) for c in range(pa["logits"].shape[-1])]
-    result = paired_comparison(pa["logits"], pb["logits"], pa["labels"], names, samples=samples, level=level)
+    result = paired_comparison(pa["logits"], pb["logits"], pa["labels"], names, samples=samples, level=level,
+                               task=task_class(b.recipe.get("task")))
     result = {"run_a": str(a.path), "run_b": str(b.path), "split": split, **result}
     return _finish(result, output)
 
@@ -65,7 +67,8 @@ def compare_with_base(run: str | Path, *, split: str = "test", samples: int = 10
     pb = _predictions(b, split)
     probe = fit_probe(b, pb["labels"], split)
     names = b.evidence.get("labels") or [str(c) for c in range(pb["logits"].shape[-1])]
-    result = paired_comparison(probe.logits, pb["logits"], pb["labels"], names, samples=samples, level=level)
+    result = paired_comparison(probe.logits, pb["logits"], pb["labels"], names, samples=samples, level=level,
+                               task=task_class(b.recipe.get("task")))
     result = {"run_a": f"linear probe on frozen {probe.model} (logistic regression, {probe.train_rows} train rows)",
               "run_b": str(b.path), "split": split, **result,
               "base": {"model": probe.model, "train_rows": probe.train_rows,
@@ -95,13 +98,13 @@ def compare_with_prompting(run: str | Path, model: str, *, shots: tuple[int, ...
         p = prompt_baseline(model, texts, names, shot_rows,
                             trust_remote_code=recipe.model.trust_remote_code, calibrate=calibrate)
         runs[f"{k}-shot"] = {**paired_comparison(p.logits, pb["logits"][rows], y[rows], names, samples=samples,
-                                                 level=level),
+                                                 level=level, task=type(task)),
                              "examples_per_s": p.examples_per_s,
                              "content_free_scores": None if p.content_free is None else p.content_free.tolist()}
         fns[f"{k}-shot {model}"] = p.logits
     fns[f"fine-tuned ({b.path.name})"] = pb["logits"][rows]
     table = {name: {m: bootstrap_ci(fn, len(rows), samples=samples, level=level)
-                    for m, (fn, _) in classification_metric_fns(lg, y[rows]).items() if m in ("accuracy", "macro_f1")}
+                    for m, fn in classification_metric_fns(lg, y[rows]).items() if m in ("accuracy", "macro_f1")}
              for name, lg in fns.items()}
     result = {"run": str(b.path), "model": model, "split": split, "n": len(rows), "level": level,
               "calibration": "contextual (content-free input 'N/A')" if calibrate else "none", "prompting": runs,
@@ -128,13 +131,15 @@ def format_prompting(r: dict[str, Any]) -> str:
 
 
 def paired_comparison(logits_a: np.ndarray, logits_b: np.ndarray, y: np.ndarray, names: list[str], *,
-                      samples: int, level: float) -> dict[str, Any]:
-    """Paired bootstrap of B - A for each headline metric and each class's F1, with verdicts."""
+                      samples: int, level: float, task: type[Task]) -> dict[str, Any]:
+    """Paired bootstrap of B - A for each headline metric and each class's F1, with verdicts (better or worse in
+    the direction `task` declares for the metric)."""
     n = len(y)
     fa, fb = classification_metric_fns(logits_a, y), classification_metric_fns(logits_b, y)
     metrics = {}
-    for name, (fn_a, higher) in fa.items():
-        d = paired_bootstrap(fn_a, fb[name][0], n, samples=samples, level=level)
+    for name, fn_a in fa.items():
+        higher = task.higher_is_better(name)
+        d = paired_bootstrap(fn_a, fb[name], n, samples=samples, level=level)
         metrics[name] = {**d, "higher_is_better": higher, "verdict": verdict(d, higher)}
     classes = {}
     for name, ca, cb in zip(names, per_class_f1_fns(logits_a, y), per_class_f1_fns(logits_b, y)):

@@ -80,13 +80,13 @@ def _check_gguf_args(format: str, quantize: str | None, gguf_type: str | None) -
 
 
 def _require_causal_lm(run_dir: Path) -> None:
-    """Refuse a GGUF export of a run that is not a causal LM, before anything is loaded or merged."""
-    from lftrain.runs.chat import run_task_type
+    """Refuse a GGUF export of a run that is not a chat model's, before anything is loaded or merged."""
+    from lftrain.runs.chat import run_task
 
-    kind = run_task_type(run_dir)
-    if kind != "causal-lm-sft":
-        raise InputError(f"--format gguf: {run_dir} is a {kind} run; GGUF export (llama.cpp, Ollama) is for "
-                         "causal-lm-sft runs (export classifiers with --format hf or onnx)")
+    task = run_task(run_dir)
+    if not task.chat:
+        raise InputError(f"--format gguf: {run_dir} is a {task.type_name} run; GGUF export "
+                         "(llama.cpp, Ollama) is for language models (export classifiers with --format hf or onnx)")
 
 
 def _merge_adapter(run_dir: Path, model_dir: Path, dest: Path) -> None:

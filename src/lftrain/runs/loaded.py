@@ -4,6 +4,7 @@ from (adapter runs are loaded on their base model)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from lftrain.errors import InputError
 from lftrain.models.trained import load_trained_model, resolve_run
@@ -27,6 +28,7 @@ class LoadedRun:
         with activity(f"loading {self.model_dir}"):
             trained = load_trained_model(self.model_dir, self.task, base_fallback=self.recipe.model.path)
         self.tokenizer = trained.tokenizer
+        self.task.prepare_tokenizer(self.tokenizer)  # e.g. the chat template saved with the model (or the recipe's)
         self.device = pick_device()  # this machine's: a run trained on a GPU is also used on CPUs
         wanted = self.recipe.train.precision
         self.precision, _ = resolve_precision("auto" if wanted == "fp16" and self.device.type == "cpu" else wanted,
@@ -46,6 +48,29 @@ class LoadedRun:
             raise InputError(f"{self.recipe.task.type} reads one data file, not a list of {len(path)} files")
         return read_examples(path if isinstance(path, (list, tuple)) else str(path), cfg, self.task,
                              with_labels=with_labels)
+
+    def predict(self, examples, *, temperature: float = 1.0) -> list[dict[str, Any]]:
+        """`lft predict`'s rows for `examples`: the task's own (`predict_rows`: tasks that decode), else its
+        `predictions` of the model's outputs divided by `temperature`, each with its input row number."""
+        rows = self.task.predict_rows(self, examples)
+        if rows is not None:
+            return rows
+        logits, encoded = self.logits(examples)
+        preds = self.task.predictions(logits / temperature, encoded, examples)
+        return [{"row": where[1], **self.task.row_info(examples, i), **p}
+                for i, (where, p) in enumerate(zip(examples.where, preds))]
+
+    def evaluate(self, examples) -> dict[str, Any]:
+        """`lft evaluate`'s metrics on labelled `examples`: the task's own (`evaluate_rows`), else `score` of the
+        model's outputs (unknown labels are an error naming the row)."""
+        metrics = self.task.evaluate_rows(self, examples)
+        if metrics is not None:
+            return metrics
+        if self.task.labels is not None:
+            for i, raw in enumerate(examples.fields["label"]):
+                self.task.labels.index(raw, examples, i)
+        logits, encoded = self.logits(examples)
+        return self.task.score(logits, encoded)
 
     def logits(self, examples):
         from lftrain.evaluation.inference import infer_logits

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from lftrain.errors import InputError
+from lftrain.tasks import TASKS
 
 log = logging.getLogger("lftrain")
 _TASK_KEYS = {"name", "description", "task", "data", "train", "eval", "adaptation", "method", "metrics"}
@@ -66,7 +67,7 @@ def _merge(a: dict, b: dict) -> dict:
 def task_recipe(suite: dict, t: dict, model: str, out_dir: Path) -> dict[str, Any]:
     defaults = suite.get("defaults") or {}
     recipe: dict[str, Any] = {"name": f"{suite.get('name', 'bench')}/{t['name']}", "model": {"path": model},
-                              "task": {"type": "text-classification", **t.get("task", {})}, "data": t["data"],
+                              "task": {"type": TASKS.default, **t.get("task", {})}, "data": t["data"],
                               "output": {"dir": str(out_dir / t["name"])}}
     for section in ("train", "eval", "adaptation", "method"):
         merged = _merge(defaults.get(section) or {}, t.get(section) or {})

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lftrain.serve.config import ServeConfig
+from lftrain.tasks.base import Task
 
 log = logging.getLogger("lftrain")
 
@@ -21,24 +22,25 @@ def build_app(run: str | Path, config: ServeConfig | None = None):
     need("fastapi", "lft serve")
     from fastapi import FastAPI
 
-    from lftrain.runs.chat import run_task_type
+    from lftrain.runs.chat import run_task
     from lftrain.serve.errors import BodyGuard, install_handlers
 
     config = config or ServeConfig()
-    kind = run_task_type(run)
-    service = _load(run, kind, config)
-    loaded = service.model if kind == "causal-lm-sft" else service.loaded
+    task = run_task(run)
+    kind = task.type_name
+    service = _load(run, task, config)
+    loaded = service.model if task.chat else service.loaded
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
-        if kind != "causal-lm-sft":
+        if not task.chat:
             app.state.batcher.close()
 
     app = FastAPI(title=f"lftrain: {loaded.run_dir.name}", lifespan=lifespan,
                   description=f"A {kind} run served by `lft serve` (docs/serving.md).")
-    app.state.kind, app.state.config, app.state.loaded = kind, config, loaded
-    if kind == "causal-lm-sft":
+    app.state.task, app.state.kind, app.state.config, app.state.loaded = task, kind, config, loaded
+    if task.chat:
         app.state.chat = service
         _chat_routes(app, service)
     else:
@@ -56,19 +58,20 @@ def build_app(run: str | Path, config: ServeConfig | None = None):
     return app
 
 
-def _load(run: str | Path, kind: str, config: ServeConfig):
-    """The run's model behind what serves it: a ChatService (causal-lm-sft) or a Predictor (every other task)."""
+def _load(run: str | Path, task: type[Task], config: ServeConfig):
+    """The run's model behind what serves it: a ChatService (chat models) or a Predictor (every other task)."""
     from lftrain.runs.chat import ChatModel
     from lftrain.runs.loaded import LoadedRun
     from lftrain.serve.chat import ChatService
     from lftrain.serve.predictor import Predictor
-    from lftrain.serve.schemas import INPUTS
 
-    if kind not in INPUTS:
+    if task.serve_input is None:
         from lftrain.errors import InputError
+        from lftrain.tasks import TASKS
 
-        raise InputError(f"{run}: `lft serve` does not serve {kind} runs (it serves: {', '.join(INPUTS)})")
-    if kind == "causal-lm-sft":
+        served = ", ".join(n for n, c in TASKS.items() if c.serve_input is not None)
+        raise InputError(f"{run}: `lft serve` does not serve {task.type_name} runs (it serves: {served})")
+    if task.chat:
         model = ChatModel(run)
         return ChatService(model, name=model.run_dir.name, max_new_tokens=config.max_new_tokens,
                            max_queue=config.max_queue)
@@ -80,7 +83,7 @@ def _predict_route(app, predictor, batcher) -> None:
 
     from lftrain.serve.schemas import predict_request
 
-    PredictRequest = predict_request(app.state.kind, app.state.config.max_inputs)  # noqa: N806
+    PredictRequest = predict_request(app.state.task, app.state.config.max_inputs)  # noqa: N806
 
     @app.post("/predict", summary="predictions for 1 to max_inputs inputs, as `lft predict` writes them")
     async def predict(body: PredictRequest) -> dict[str, Any]:
@@ -91,10 +94,13 @@ def _predict_route(app, predictor, batcher) -> None:
 def _no_chat_route(app, kind: str) -> None:
     from fastapi import HTTPException
 
+    from lftrain.tasks import TASKS
+
     @app.post("/v1/chat/completions", include_in_schema=False)
     async def no_chat() -> None:
-        raise HTTPException(404, f"this server runs a {kind} run: chat completions need a causal-lm-sft run "
-                            "(use POST /predict)")
+        chats = ", ".join(n for n, c in TASKS.items() if c.chat)
+        raise HTTPException(404, f"this server runs a {kind} run: chat completions need a language model's run "
+                            f"({chats}; use POST /predict)")
 
 
 def _chat_routes(app, service) -> None:
@@ -103,7 +109,7 @@ def _chat_routes(app, service) -> None:
 
     from lftrain.serve.schemas import ChatRequest, predict_request
 
-    PredictRequest = predict_request("causal-lm-sft", app.state.config.max_inputs)  # noqa: N806
+    PredictRequest = predict_request(app.state.task, app.state.config.max_inputs)  # noqa: N806
 
     @app.post("/v1/chat/completions", summary="OpenAI-compatible chat completion (stream=true: server-sent events)")
     async def chat(body: ChatRequest):
@@ -125,7 +131,7 @@ def _info_routes(app) -> None:
     @app.get("/health", summary="liveness, and how busy the server is")
     async def health() -> dict[str, Any]:
         state = app.state
-        if state.kind == "causal-lm-sft":
+        if state.task.chat:
             return {"status": "ok", "task": state.kind, "active": state.chat.active}
         stats = state.batcher.stats
         return {"status": "ok", "task": state.kind, "waiting": state.batcher.waiting(), **vars(stats)}
@@ -136,14 +142,12 @@ def _info_routes(app) -> None:
 
 
 def _metadata(app) -> dict[str, Any]:
-    from lftrain.serve.schemas import INPUTS
-
-    loaded, kind = app.state.loaded, app.state.kind
+    loaded, kind, task = app.state.loaded, app.state.kind, app.state.task
     labels = loaded.task.labels.names if loaded.task.labels is not None else None
     manifest = loaded.run_dir / "manifest.json"
-    item = INPUTS[kind][0]
+    item = task.serve_input
     return {"run": loaded.run_dir.name, "task": kind, "labels": labels,
-            "inputs": {"fields": list(item.model_fields), "bare_strings": INPUTS[kind][1]},
+            "inputs": {"fields": list(item.model_fields), "bare_strings": task.serve_bare_strings},
             "limits": app.state.config.public(), "recipe": loaded.recipe.model_dump(mode="json"),
             "manifest": json.loads(manifest.read_text()) if manifest.is_file() else None}
 

@@ -17,7 +17,8 @@ log = logging.getLogger("lftrain")
 
 
 class Predictor:
-    """A loaded classifier-style run (every task but causal-lm-sft), predicting for request inputs."""
+    """A loaded run of a task served through POST /predict alone (every task but chat models), predicting for
+    request inputs."""
 
     def __init__(self, loaded, *, max_batch: int, temperature: bool = True) -> None:
         from lftrain.evaluation.evidence import stored_temperature
@@ -118,6 +119,9 @@ class Predictor:
         from lftrain.evaluation.inference import infer_logits
 
         tm = self.loaded
+        rows = self.task.predict_rows(tm, ex)  # tasks that decode (speech recognition) answer themselves
+        if rows is not None:
+            return [{k: v for k, v in row.items() if k != "row"} for row in rows]
         encoded = self.task.encode(tm.tokenizer, ex)
         pad = tm.tokenizer.pad_token_id if tm.tokenizer.pad_token_id is not None else 0
         logits = infer_logits(tm.model, self.task, encoded, batch_size=self.max_batch, precision=tm.precision,

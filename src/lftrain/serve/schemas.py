@@ -1,64 +1,17 @@
 """What a request may hold: pydantic models with `extra="forbid"`, so a misspelt or unknown field is a 422 naming
-it. Inputs use the same field names whatever the run's column names are (`text`, `text_pair`, `tokens`, `question`,
-`context`, `image`, `audio`, `prompt`); `inputs.to_row` maps them to the recipe's columns."""
+it. One input of `POST /predict` is what the run's task declares (`Task.serve_input`, tasks/inputs.py)."""
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Base64Bytes, BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
-Text = Annotated[str, Field(min_length=1)]
+from lftrain.tasks.inputs import Strict
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TextInput(Strict):
-    """One text, or a text pair (pair tasks such as NLI)."""
-
-    text: Text
-    text_pair: Text | None = None
-
-
-class WordsInput(Strict):
-    """Token classification: raw text (split into words by the tokenizer) or the words themselves."""
-
-    text: Text | None = None
-    tokens: Annotated[list[Text], Field(min_length=1)] | None = None
-
-    @model_validator(mode="after")
-    def _one_of(self) -> WordsInput:
-        if (self.text is None) == (self.tokens is None):
-            raise ValueError("give either 'text' or 'tokens' (a list of words), not both or neither")
-        return self
-
-
-class QAInput(Strict):
-    """Extractive QA: a question and the context its answer is a span of."""
-
-    question: Text
-    context: Text
-
-
-class ImageInput(Strict):
-    """An image file's bytes (PNG, JPEG, ...), base64-encoded."""
-
-    image: Base64Bytes
-
-
-class AudioInput(Strict):
-    """An audio clip's bytes (WAV, FLAC), base64-encoded."""
-
-    audio: Base64Bytes
-
-
-class PromptInput(Strict):
-    """A prompt to a causal-lm-sft run, answered as a one-turn conversation."""
-
-    prompt: Text
+if TYPE_CHECKING:
+    from lftrain.tasks.base import Task
 
 
 def _bare(first: str, fields: list[str], bare: bool, value: Any) -> Any:
@@ -71,22 +24,10 @@ def _bare(first: str, fields: list[str], bare: bool, value: Any) -> Any:
     return value
 
 
-# task type -> what one input is (a bare string stands for the first field where the task takes text)
-INPUTS: dict[str, tuple[Any, bool]] = {
-    "text-classification": (TextInput, True),
-    "multi-label-classification": (TextInput, True),
-    "text-regression": (TextInput, True),
-    "token-classification": (WordsInput, True),
-    "extractive-qa": (QAInput, False),
-    "image-classification": (ImageInput, False),
-    "audio-classification": (AudioInput, False),
-    "causal-lm-sft": (PromptInput, True),
-}
-
-
-def predict_request(task_type: str, max_inputs: int) -> type[BaseModel]:
-    """The body of POST /predict for a task: `{"inputs": [...]}`, 1 to `max_inputs` of them."""
-    item, bare = INPUTS[task_type]
+def predict_request(task: type[Task], max_inputs: int) -> type[BaseModel]:
+    """The body of POST /predict for a task: `{"inputs": [...]}`, 1 to `max_inputs` of the task's `serve_input`."""
+    item, bare = task.serve_input, task.serve_bare_strings
+    assert item is not None, "a task without serve_input is not served"
     first = next(iter(item.model_fields))
     kind = Annotated[item, BeforeValidator(partial(_bare, first, list(item.model_fields), bare))]
     return create_model("PredictRequest", __config__=ConfigDict(extra="forbid"),

@@ -22,6 +22,7 @@ from lftrain.data.examples import Examples
 from lftrain.errors import InputError
 from lftrain.tasks.audio_processor import AudioProcessor
 from lftrain.tasks.base import TASKS, ClassificationTask
+from lftrain.tasks.inputs import AudioInput
 
 log = logging.getLogger("lftrain")
 INPUT_KEYS = ("input_features", "input_values")
@@ -30,6 +31,9 @@ INPUT_KEYS = ("input_features", "input_values")
 @TASKS.register("audio-classification")
 class AudioClassification(ClassificationTask):
     """Predict one label per audio clip. Loss: cross-entropy; one loss unit per clip."""
+
+    serve_input = AudioInput
+    pipeline_tag = "audio-classification"
 
     token_inputs = False
     requires = ("soundfile",)

@@ -17,6 +17,7 @@ from lftrain.registry import Registry
 
 if TYPE_CHECKING:
     import numpy as np
+    from pydantic import BaseModel
 
     from lftrain.config.base import Section
     from lftrain.data.examples import Examples
@@ -40,8 +41,33 @@ class Batches(Protocol):
     def loss_sum(self, outputs, batch: dict[str, Any]): ...
 
 
+class TaskView:
+    """A task's batches as a method changes them for fit() (pairs, cached teacher outputs): every `Batches` hook
+    goes to the task; a subclass overrides those it changes."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.augments_input = task.augments_input
+
+    def lengths(self, encoded: Encoded) -> np.ndarray:
+        return self.task.lengths(encoded)
+
+    def collate(self, encoded: Encoded, indices: np.ndarray, pad_id: int) -> dict[str, Any]:
+        return self.task.collate(encoded, indices, pad_id)
+
+    def model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return self.task.model_inputs(batch)
+
+    def loss_units(self, batch: dict[str, Any]) -> int:
+        return self.task.loss_units(batch)
+
+    def loss_sum(self, outputs, batch: dict[str, Any]):
+        return self.task.loss_sum(outputs, batch)
+
+
 class Task(ABC):
     Config: ClassVar[type[Section]]
+    type_name: ClassVar[str]  # the name it is registered under (set by TASKS.register)
     generative: ClassVar[bool] = False  # judged on generated text (no class logits)
     default_metric: ClassVar[str | None] = None  # train.metric when the recipe sets none (else `accuracy`)
     cacheable: ClassVar[bool] = True  # encoded splits are worth a token-cache entry (data/token_cache.py)
@@ -51,6 +77,22 @@ class Task(ABC):
     data_checks: ClassVar[bool] = False  # the data checks (one class per row) apply to its rows
     label_set_class: ClassVar[type] = LabelSet  # what `task.labels` is (names, raw label -> index)
     augments_input: bool = False
+
+    # What the layers above read instead of comparing type names: the server, the model card, the UI, privacy,
+    # `lft compare --base`, model selection, tuning and `lft compare`.
+    serve_input: ClassVar[type[BaseModel] | None] = None  # one POST /predict input (tasks/inputs.py); None: not served
+    serve_bare_strings: ClassVar[bool] = False  # a bare string in a request stands for serve_input's first field
+    chat: ClassVar[bool] = False  # a chat model: `lft generate` / `lft chat`, OpenAI-style serving, GGUF export
+    pipeline_tag: ClassVar[str | None] = None  # the Hub's pipeline tag for the model card (None: none fits)
+    private_training: ClassVar[bool] = False  # train.privacy applies: one loss term per row, so a row is the unit
+    ui_form: ClassVar[bool] = False  # the web UI's recipe form describes it (one text column, one label column)
+    probe_baseline: ClassVar[bool] = False  # `lft compare --base` fits a linear probe on the base model's features
+    lower_is_better: ClassVar[frozenset[str]] = frozenset({"loss", "ece", "ece_mass", "nll", "brier"})
+
+    @classmethod
+    def higher_is_better(cls, metric: str) -> bool:
+        """A metric's direction (best checkpoint, early stopping, `lft tune`, `lft compare`); unknown names rise."""
+        return metric not in cls.lower_is_better
 
     def __init__(self, config) -> None:
         self.config = config
@@ -158,6 +200,17 @@ class Task(ABC):
         """The metric that picks the best checkpoint, given `train.metric` (`explicit`: set in the recipe)."""
         return metric
 
+    def metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        """Metrics of outputs against labels (what `score` and the bootstrap intervals compute); default: none,
+        for tasks scored another way (`score`, `evaluate`, `evaluate_rows`)."""
+        return {}
+
+    def predictions(self, logits: np.ndarray, encoded: Encoded | None = None,
+                    examples: Examples | None = None) -> list[dict[str, Any]]:
+        """One JSON-able dict per row for `lft predict` (`encoded`, `examples`: the rows, for tasks that need them
+        to place their answers). Default: the model's raw outputs per row."""
+        return [{"outputs": [round(float(v), 6) for v in row]} for row in logits]
+
     def score(self, logits: np.ndarray, encoded: Encoded) -> dict[str, Any]:
         """All metrics of a split's outputs against its encoded targets (default: `metrics` of the labels)."""
         return self.metrics(logits, encoded["labels"])
@@ -248,6 +301,11 @@ class ClassificationTask(Task):
         from lftrain.evaluation.evidence import classification_final
 
         return classification_final(self, out)
+
+
+def task_class(section: dict | None) -> type[Task]:
+    """The registered task class a recipe's `task` section names (as read from a run's recipe.yaml)."""
+    return TASKS.get((section or {}).get("type") or TASKS.default)
 
 
 def build_task(config) -> Task:

@@ -23,6 +23,7 @@ from lftrain.data.examples import Examples, clean_text
 from lftrain.data.readers import Table
 from lftrain.errors import DataError, InputError
 from lftrain.tasks.base import TASKS, Task
+from lftrain.tasks.inputs import PromptInput
 
 log = logging.getLogger("lftrain")
 IGNORE = -100
@@ -43,6 +44,11 @@ class GenerationConfig(Section):
 class CausalLMSFT(Task):
     """Teach a decoder model to answer prompts (SFT). Loss: next-token cross-entropy on the response tokens;
     one loss unit per response token."""
+
+    serve_input, serve_bare_strings = PromptInput, True
+    chat = True
+    pipeline_tag = "text-generation"
+    lower_is_better = frozenset({"loss", "perplexity"})
 
     generative = True
     default_metric = "loss"
@@ -268,6 +274,33 @@ class CausalLMSFT(Task):
         from lftrain.evaluation.generation import final_evaluation
 
         return final_evaluation(self, out)
+
+    # ---- inference on a finished run (lft predict / lft evaluate) ----------------------------------------
+    def predict_rows(self, loaded, examples: Examples) -> list[dict[str, Any]]:
+        """The model's response to each row's prompt (a response column, if present, is ignored), in input order."""
+        from lftrain.evaluation.generation import generate, held_out_prompts
+
+        prompts, _ = held_out_prompts(self, loaded.tokenizer, examples, len(examples))
+        preds = generate(loaded.model, loaded.tokenizer, prompts, max_new_tokens=self.config.generation.max_new_tokens,
+                         batch_size=32, precision=loaded.precision, device=loaded.device)
+        return [{"row": where[1], "response": p} for where, p in zip(examples.where, preds)]
+
+    def evaluate_rows(self, loaded, examples: Examples) -> dict[str, Any]:
+        """Loss, perplexity, token accuracy, and generation exact match / chrF on prompts with reference responses."""
+        from lftrain.evaluation.generation import generate, held_out_prompts, lm_loss, text_scores
+
+        enc = self.encode(loaded.tokenizer, examples)
+        pad = loaded.tokenizer.pad_token_id or 0
+        common = {"batch_size": 32, "precision": loaded.precision, "device": loaded.device}
+        metrics = lm_loss(loaded.model, enc, lambda e, i: self.collate(e, i, pad), **common)
+        prompts, refs = held_out_prompts(self, loaded.tokenizer, examples, len(examples))
+        preds = generate(loaded.model, loaded.tokenizer, prompts, max_new_tokens=self.config.generation.max_new_tokens,
+                         **common)
+        return {**metrics, **text_scores(preds, refs), "n": len(examples)}
+
+    def format_metrics(self, metrics: dict[str, Any], title: str) -> str:
+        return f"{title}\n  " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "n") + \
+            f"  (n={metrics['n']})"
 
 
 def flat_sequences(sequences: list[tuple[list[int], list[int]]]) -> dict[str, np.ndarray]:

@@ -25,12 +25,16 @@ from lftrain.data.examples import Examples
 from lftrain.data.readers import Table, is_missing
 from lftrain.errors import DataError
 from lftrain.tasks.base import TASKS, Task
+from lftrain.tasks.inputs import QAInput
 
 
 @TASKS.register("extractive-qa")
 class ExtractiveQA(Task):
     """Answer a question with a span of its context. Loss: cross-entropy of the start and of the end token, averaged;
     one loss unit per window."""
+
+    serve_input = QAInput
+    pipeline_tag = "question-answering"
 
     default_metric = "f1"
     cacheable = False  # the windows carry their contexts (strings) for decoding

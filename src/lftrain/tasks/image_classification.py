@@ -19,6 +19,7 @@ from lftrain.config.base import Section
 from lftrain.data.examples import Examples
 from lftrain.tasks.base import TASKS, ClassificationTask
 from lftrain.tasks.image_processor import ImageProcessor
+from lftrain.tasks.inputs import ImageInput
 
 log = logging.getLogger("lftrain")
 
@@ -26,6 +27,9 @@ log = logging.getLogger("lftrain")
 @TASKS.register("image-classification")
 class ImageClassification(ClassificationTask):
     """Predict one label per image. Loss: cross-entropy; one loss unit per image."""
+
+    serve_input = ImageInput
+    pipeline_tag = "image-classification"
 
     token_inputs = False
     requires = ("PIL",)

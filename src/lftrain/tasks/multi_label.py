@@ -41,6 +41,10 @@ class LabelSets(LabelTuples):
 class MultiLabelClassification(TextClassification):
     """Predict a set of labels per text (or pair). Loss: binary cross-entropy per label; one unit per row."""
 
+    private_training = False  # several loss terms per row
+    probe_baseline = False
+    lower_is_better = TextClassification.lower_is_better | {"hamming_loss"}
+
     default_metric = "micro_f1"
     streams = False
     empty_label_ok = True

@@ -32,6 +32,7 @@ from lftrain.config.base import Section
 from lftrain.data.examples import Examples
 from lftrain.errors import DataError
 from lftrain.tasks.base import TASKS, Task
+from lftrain.tasks.inputs import AudioInput
 from lftrain.tasks.speech_processor import SpeechProcessor, load_whisper
 
 log = logging.getLogger("lftrain")
@@ -59,6 +60,10 @@ class DecodingConfig(Section):
 class SpeechRecognition(Task):
     """Transcribe speech with a Whisper encoder-decoder. Loss: next-token cross-entropy on the transcript's tokens
     (teacher forcing); one loss unit per label token."""
+
+    serve_input = AudioInput
+    pipeline_tag = "automatic-speech-recognition"
+    lower_is_better = frozenset({"loss", "wer", "cer"})
 
     generative = True
     default_metric = "loss"

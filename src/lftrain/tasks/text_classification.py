@@ -17,6 +17,7 @@ from lftrain.data.labels import label_key
 from lftrain.data.readers import Table, is_missing
 from lftrain.errors import DataError
 from lftrain.tasks.base import TASKS, ClassificationTask
+from lftrain.tasks.inputs import TextInput
 
 log = logging.getLogger("lftrain")
 
@@ -44,6 +45,12 @@ class TextConfig(Section):
 @TASKS.register("text-classification", default=True)
 class TextClassification(ClassificationTask):
     """Predict one label per text (or text pair). Loss: cross-entropy; one loss unit per example."""
+
+    serve_input, serve_bare_strings = TextInput, True
+    pipeline_tag = "text-classification"
+    private_training = True
+    ui_form = True
+    probe_baseline = True
 
     streams = True
     empty_label_ok = False  # multi-label rows may have no label at all

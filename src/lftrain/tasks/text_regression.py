@@ -23,6 +23,10 @@ from lftrain.tasks.text_classification import TextClassification, TextConfig
 class TextRegression(TextClassification):
     """Predict a number per text (or pair). Loss: MSE (or Huber) on standardised targets; one unit per example."""
 
+    private_training = False
+    probe_baseline = False
+    lower_is_better = frozenset({"loss", "mse", "mae", "rmse", "huber"})
+
     default_metric = "pearson"
     streams = False
 

@@ -23,6 +23,7 @@ from lftrain.data.labels import LabelTuples, label_key
 from lftrain.data.readers import Table, is_missing
 from lftrain.errors import DataError
 from lftrain.tasks.base import TASKS, ClassificationTask, Task
+from lftrain.tasks.inputs import WordsInput
 
 IGNORE = -100
 
@@ -35,6 +36,9 @@ class TagSet(LabelTuples):
 class TokenClassification(ClassificationTask):
     """Tag each word (entities in IOB2, or any word-level tags). Loss: cross-entropy per tagged sub-word; one loss
     unit per tagged sub-word."""
+
+    serve_input, serve_bare_strings = WordsInput, True
+    pipeline_tag = "token-classification"
 
     default_metric = "f1"
     data_checks = False

@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +33,14 @@ from lftrain.training.nonfinite import finite_or_handle
 from lftrain.training.prefetch import step_inputs
 from lftrain.training.signals import PreemptionWatch
 
+if TYPE_CHECKING:
+    from lftrain.config.schema import TrainConfig
+    from lftrain.methods.base import Method
+    from lftrain.tasks.base import Batches
+    from lftrain.training.curriculum import CurriculumPlan
+    from lftrain.training.privacy import PoissonSampler
+    from lftrain.training.rundir import RunDir
+
 log = logging.getLogger("lftrain")
 
 
@@ -40,26 +49,27 @@ class FitContext:
     """Everything fit() needs, built by the orchestrator (orchestrator/run.py)."""
 
     model: torch.nn.Module
-    method: Callable  # methods.base.Method: batch -> {"loss_sum": ...}
-    task: object  # tasks.base.Batches
+    method: Method  # batch -> {"loss_sum": ...}
+    task: Batches
     train_data: dict[str, np.ndarray]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    cfg: object  # TrainConfig
-    run: object  # RunDir
+    cfg: TrainConfig
+    run: RunDir
     device: torch.device
     precision: str
     pad_id: int
-    evaluate: Callable[[], dict] | None  # returns eval metrics, or None when there is no eval data
+    evaluate: Callable[[], dict[str, Any]] | None  # returns eval metrics, or None when there is no eval data
+    higher_is_better: bool  # cfg.metric's direction, as the task and method declare it
     total_steps: int
     steps_per_epoch: int
     hooks: StepHooks = field(default_factory=StepHooks)  # the speed levers' per-step hooks (lftrain.accel)
     cap: ActivationCap | None = None  # train.memory_cap_mb (training/memory.py); set by fit()
     dist: DistContext | None = None  # set when launched on several processes (training/distributed.py)
     on_eval: Callable[[int, dict], bool] | None = None  # (step, eval metrics) -> stop now? (a tuning trial's pruner)
-    curriculum: object | None = None  # train.curriculum: a CurriculumPlan (data/curriculum.py) drawing each step
+    curriculum: CurriculumPlan | None = None  # train.curriculum (training/curriculum.py): drawing each step
     scaler: torch.amp.GradScaler | None = None  # fp16: loss scaling (models/precision.py)
-    sampler: object | None = None  # train.privacy: Poisson-sampled batches (training/privacy.py) instead of shuffled
+    sampler: PoissonSampler | None = None  # train.privacy: Poisson-sampled batches (training/privacy.py)
 
 
 def plan_steps(n_examples: int, cfg) -> tuple[int, int]:
@@ -68,10 +78,10 @@ def plan_steps(n_examples: int, cfg) -> tuple[int, int]:
     return total, steps_per_epoch
 
 
-def _better(value: float, best: float | None, metric: str) -> bool:
+def _better(value: float, best: float | None, higher_is_better: bool) -> bool:
     if best is None:
         return True
-    return value < best if metric == "loss" else value > best
+    return value > best if higher_is_better else value < best
 
 
 def _train_step(ctx: FitContext, batch_idx: np.ndarray, micro: int, prepared: list | None = None,
@@ -86,17 +96,19 @@ def _train_step(ctx: FitContext, batch_idx: np.ndarray, micro: int, prepared: li
     units = sum(ctx.task.loss_units(b) for i, b in enumerate(batches) if not weights or weights[i])
     units = int(d.global_sum(units)) if d else units
     loss_total = 0.0
+    model = d.forward_model if d else ctx.model
+    assert model is not None  # distributed.wrap() set the forward model before training
     for i, (mb, batch) in enumerate(zip(micros, batches)):
         batch = {k: v.to(ctx.device) for k, v in batch.items()}
         with d.grad_sync(last=i == len(micros) - 1) if d else contextlib.nullcontext():
             with autocast(ctx.precision, ctx.device), ctx.hooks.forward(mb, batch), \
                     ctx.cap.watch() if ctx.cap else contextlib.nullcontext():
-                out = ctx.method(d.forward_model if d else ctx.model, batch)
-            loss = (out["loss_sum"] * weights[i] if d else out["loss_sum"]) / units
+                out = ctx.method(model, batch)
+            loss = (out["loss_sum"] * weights[i] if weights is not None else out["loss_sum"]) / units
             (ctx.scaler.scale(loss) if ctx.scaler else loss).backward()
-        loss_total += float(out["loss_sum"].detach()) if not d or weights[i] else 0.0
+        loss_total += float(out["loss_sum"].detach()) if weights is None or weights[i] else 0.0
     loss_total = d.global_sum(loss_total) if d else loss_total
-    params = [p for p in ctx.model.parameters() if p.grad is not None]
+    params: list[torch.Tensor] = [p for p in ctx.model.parameters() if p.grad is not None]
     ctx.hooks.before_update()
     if ctx.scaler:
         ctx.scaler.unscale_(ctx.optimizer)  # clipping sees the true gradients
@@ -138,6 +150,7 @@ def _checkpoint(ctx: FitContext, state: TrainState) -> None:
 
 def _evaluate(ctx: FitContext, state: TrainState) -> bool:
     """Evaluate, record, update best and patience. Returns True when early stopping says stop."""
+    assert ctx.evaluate is not None  # fit() evaluates only when there is an eval split
     metrics = ctx.evaluate()
     value = metrics.get(ctx.cfg.metric)
     if value is None:
@@ -149,7 +162,7 @@ def _evaluate(ctx: FitContext, state: TrainState) -> bool:
     ctx.run.log_metrics(record)
     log.info("eval at step %d: %s", state.step,
              "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
-    if _better(value, state.best_metric, ctx.cfg.metric):
+    if _better(value, state.best_metric, ctx.higher_is_better):
         state.best_metric, state.best_step, state.evals_without_improvement = value, state.step, 0
     else:
         state.evals_without_improvement += 1
@@ -171,7 +184,7 @@ class _Window:
 
 
 def _log_train(ctx: FitContext, state: TrainState, w: _Window, progress: Progress) -> None:
-    lr = ctx.scheduler.get_last_lr()[0]
+    lr = float(ctx.scheduler.get_last_lr()[0])  # a float: the groups' lr are (build_optimizer)
     loss, sps, epoch = w.loss / max(w.units, 1), w.samples / max(w.seconds, 1e-9), state.step / ctx.steps_per_epoch
     ctx.run.log_metrics({"event": "train", "step": state.step, "epoch": epoch, "loss": loss, "lr": lr,
                          "samples_per_second": sps,

@@ -29,25 +29,30 @@ from typing import Any
 import numpy as np
 
 from lftrain.errors import InputError
+from lftrain.methods import METHODS
+from lftrain.tasks import TASKS
 
 log = logging.getLogger("lftrain")
 
-TASKS = ("text-classification",)  # one label per row, one loss term per row: a row is the privacy unit
-METHODS = ("supervised",)
 _SAMPLER_STREAM = 0x5D9  # keeps the Poisson draws apart from the shuffle's random stream
 
 
 # ---- the recipe and the data -------------------------------------------------------------------------------
 
+def _private(registry) -> list[str]:
+    """The registered tasks or methods that declare `private_training`."""
+    return [name for name, cls in registry.items() if cls.private_training]
+
+
 def _refusals(recipe) -> list[str]:
     """What train.privacy cannot run with, each with the key to change."""
     cfg, out = recipe.train, []
-    if recipe.task.type not in TASKS:
-        out.append(f"task.type {recipe.task.type} (supported: {', '.join(TASKS)}: one label and one loss term per "
-                   "row, so a row is what the guarantee protects)")
-    if recipe.method.type not in METHODS:
-        out.append(f"method {recipe.method.type} (supported: supervised; other methods read data outside the "
-                   "clipped per-example gradients: unlabelled text, a teacher, pairs)")
+    if not TASKS.get(recipe.task.type).private_training:
+        out.append(f"task.type {recipe.task.type} (supported: {', '.join(_private(TASKS))}: one label and one loss "
+                   "term per row, so a row is what the guarantee protects)")
+    if not METHODS.get(recipe.method.type).private_training:
+        out.append(f"method {recipe.method.type} (supported: {', '.join(_private(METHODS))}; other methods read data "
+                   "outside the clipped per-example gradients: unlabelled text, a teacher, pairs)")
     if cfg.precision in ("bf16", "fp16"):
         out.append(f"train.precision {cfg.precision} (per-example gradients are computed in fp32: use fp32 or auto)")
     if recipe.data.streaming:

@@ -74,6 +74,17 @@ def _check_same_study(study, recipe_yaml: str, url: str, name: str) -> None:
                             + "\nSet tune.study_name (or tune.dir) to start a new study")
 
 
+def _with_direction(recipe, metric: str):
+    """The tune section with `direction: auto` resolved: the metric's direction as the task and method declare it."""
+    from lftrain.methods import METHODS
+    from lftrain.tasks import TASKS
+
+    if recipe.tune.direction != "auto":
+        return recipe.tune
+    higher = METHODS.get(recipe.method.type).higher_is_better(metric, TASKS.get(recipe.task.type))
+    return recipe.tune.model_copy(update={"direction": "maximize" if higher else "minimize"})
+
+
 def tune(recipe, source: str = "<recipe>"):
     """Run (or continue) the search the recipe's tune section describes; returns the study's TuneReport."""
     from lftrain.extras import need
@@ -82,7 +93,7 @@ def tune(recipe, source: str = "<recipe>"):
     need("optuna", "lft tune")
     need("matplotlib", "lft tune (the study's plots)")
     base, metric = _check_inputs(recipe, source)
-    tune_cfg = recipe.tune
+    tune_cfg = _with_direction(recipe, metric)
     st.quiet_optuna()
     study_dir = study_dir_of(recipe)
     study_dir.mkdir(parents=True, exist_ok=True)

@@ -112,9 +112,10 @@ def make_pruner(tune: TuneConfig):
 
 
 def direction(tune: TuneConfig, metric: str) -> str:
-    if tune.direction != "auto":
-        return tune.direction
-    return "minimize" if metric == "loss" else "maximize"
+    """`maximize` or `minimize` (search.py resolves `auto` from the task's declaration before a study opens)."""
+    if tune.direction == "auto":
+        raise ValueError(f"tune.direction for {metric} is unresolved")
+    return tune.direction
 
 
 def open_study(tune: TuneConfig, name: str, url: str, metric: str):

@@ -12,11 +12,13 @@ from typing import Any
 import yaml
 
 from lftrain.errors import LftError
+from lftrain.models.adaptation import ADAPTATIONS as ADAPTATION_REGISTRY
+from lftrain.tasks import TASKS
 
-# Tasks whose rows are one text column (+ optional pair) and one label column: what the form can describe.
-# Token classification, QA, SFT, images and audio: start from a recipe template and edit the YAML.
-TASK_TYPES = ("text-classification", "multi-label-classification", "text-regression")
-ADAPTATIONS = ("full", "freeze", "lora")
+# What the form can describe, as the tasks and adaptations declare it (`ui_form`): tasks whose rows are one text
+# column (+ optional pair) and one label column; the others start from a recipe template and edit the YAML.
+TASK_TYPES = tuple(name for name, cls in TASKS.items() if cls.ui_form)
+ADAPTATIONS = tuple(name for name, cls in ADAPTATION_REGISTRY.items() if cls.ui_form)
 BUILTIN = "built-in defaults"
 
 HELP = {
@@ -56,10 +58,10 @@ class FormValues:
     test_file: str = ""
     model: str = ""
     template: str = BUILTIN
-    task_type: str = "text-classification"
+    task_type: str = TASKS.default or TASK_TYPES[0]
     text: str = "text"
     label: str = "label"
-    adaptation: str = "full"
+    adaptation: str = ADAPTATION_REGISTRY.default or ADAPTATIONS[0]
     freeze_layers: int = 4
     lora_r: int = 8
     epochs: float = 3.0
@@ -115,13 +117,15 @@ def form_from_template(name: str, current: FormValues) -> FormValues:
         new.max_length = task["max_length"]
     if adapt.get("type") in ADAPTATIONS:
         new.adaptation = adapt["type"]
-        new.freeze_layers = adapt.get("bottom_layers", new.freeze_layers)
-        new.lora_r = adapt.get("r", new.lora_r)
+        field = ADAPTATION_REGISTRY.get(new.adaptation).ui_field
+        if field is not None:
+            setattr(new, field[0], adapt.get(field[1], getattr(new, field[0])))
     for key in ("epochs", "lr", "batch_size"):
         if key in train:
             setattr(new, key, train[key])
-    if new.adaptation == "lora" and "lr" not in train:
-        new.lr = 5e-4
+    suggested = ADAPTATION_REGISTRY.get(new.adaptation).ui_lr
+    if suggested is not None and "lr" not in train:
+        new.lr = suggested
     return new
 
 
@@ -132,13 +136,13 @@ def _local(path: str) -> str:
 
 
 def _adaptation(form: FormValues, template: dict) -> dict[str, Any]:
+    """The adaptation section: the template's when it is of the chosen type, with the form's field put in."""
     kept = template.get("adaptation", {})
-    if form.adaptation == "freeze":
-        return {"type": "freeze", "bottom_layers": int(form.freeze_layers)}
-    if form.adaptation == "lora":
-        base = kept if kept.get("type") == "lora" else {}
-        return {**base, "type": "lora", "r": int(form.lora_r)}
-    return {"type": "full"}
+    out = {**(kept if kept.get("type") == form.adaptation else {}), "type": form.adaptation}
+    field = ADAPTATION_REGISTRY.get(form.adaptation).ui_field
+    if field is not None:
+        out[field[1]] = int(getattr(form, field[0]))
+    return out
 
 
 def build_recipe(form: FormValues, runs_dir: str | Path, template: dict | None = None) -> dict[str, Any]:

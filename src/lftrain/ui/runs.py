@@ -95,9 +95,10 @@ def text_pair_column(run_dir: str | None) -> str | None:
 
 
 def is_generative(run_dir: str) -> bool:
-    from lftrain.runs.chat import is_generative_run
+    """Whether the run is a chat model's (its page offers a prompt box instead of a prediction form)."""
+    from lftrain.runs.chat import run_task
 
-    return is_generative_run(run_dir)
+    return run_task(run_dir).chat
 
 
 def compare(run_a: str, run_b: str | None, base: bool = False, samples: int = 1000) -> tuple[list[list[Any]], str]:

@@ -41,14 +41,14 @@ def model_tab(gr, ctx) -> None:
                                         info=HELP["template"])
         f["model"] = gr.Textbox(label="Model", info=HELP["model"], placeholder="./models/minilm or org/name")
         with gr.Row():
-            f["task_type"] = gr.Dropdown(list(forms.TASK_TYPES), value="text-classification", label="Task type",
+            f["task_type"] = gr.Dropdown(list(forms.TASK_TYPES), value=forms.FormValues.task_type, label="Task type",
                                          info=HELP["task_type"])
             f["text"] = gr.Dropdown(["text"], value="text", label="Text column", info=HELP["text"],
                                     allow_custom_value=True)
             f["label"] = gr.Dropdown(["label"], value="label", label="Label column", info=HELP["label"],
                                      allow_custom_value=True)
         with gr.Row():
-            f["adaptation"] = gr.Radio(list(forms.ADAPTATIONS), value="full", label="Adaptation",
+            f["adaptation"] = gr.Radio(list(forms.ADAPTATIONS), value=forms.FormValues.adaptation, label="Adaptation",
                                        info=HELP["adaptation"])
             f["freeze_layers"] = gr.Number(4, precision=0, label="Frozen bottom layers", info=HELP["freeze_layers"])
             f["lora_r"] = gr.Number(8, precision=0, label="LoRA rank", info=HELP["lora_r"])
