@@ -78,7 +78,8 @@ def export(run: str | Path, output: str | Path, merge: bool = False, *, quantize
     from lftrain.progress import activity
     from lftrain.runs.export import export_model
 
-    with activity(f"exporting {run} ({format}{', ' + (quantize or gguf_type) if quantize or gguf_type else ''})"):
+    detail = quantize or gguf_type
+    with activity(f"exporting {run} ({format}{', ' + detail if detail else ''})"):
         return export_model(run, output, merge=merge, quantize=quantize, format=format, gguf_type=gguf_type)
 
 

@@ -49,7 +49,11 @@ class Registry(Generic[T]):
         del self._items[name]
         self.version += 1
 
-    def get(self, name: str) -> T:
+    def get(self, name: str | None) -> T:
+        """The plug-in registered as `name` (None: the default one)."""
+        name = name or self.default
+        if name is None:
+            raise InputError(f"no {self.kind} named, and none is the default")
         if name not in self._items:
             near = difflib.get_close_matches(name, self._items, n=1)
             hint = f"; did you mean '{near[0]}'?" if near else ""

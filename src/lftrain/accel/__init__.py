@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # this package is imported by the `lft` command before torch 
     from lftrain.accel.encoder_cache import EncoderCache
     from lftrain.accel.frozen_cache import FrozenPrefixCache
     from lftrain.accel.sparse_grads import SparseEmbeddingGrads
+    from lftrain.tasks.base import Batches
 
 log = logging.getLogger("lftrain")
 SETTINGS = ("auto", "off")
@@ -103,8 +104,8 @@ class Run:
     token_inputs: bool = True  # the inputs are token sequences (the cache stores those)
     streamed: bool = False  # the training rows stream from disk (data.streaming)
     spill_dir: Path | None = None  # where a cache too large for memory is memory-mapped
-    task: object = None  # what batches the encoded training rows (tasks.base.Batches): the cache is built from
-    data: dict | None = None  # them, `batch_size` rows at a time
+    task: Batches | None = None  # what batches the encoded training rows: the cache is built from
+    data: dict[str, np.ndarray] | None = None  # them, `batch_size` rows at a time
     batch_size: int = 64
     pad_id: int = 0
 

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,14 @@ from lftrain.evaluation.calibration import calibration_metrics, fit_temperature,
 from lftrain.evaluation.metrics import softmax
 from lftrain.evaluation.slices import slice_evidence
 from lftrain.files import save_arrays, write_json_atomic
+
+if TYPE_CHECKING:  # the orchestrator hands these over; evaluation sits below tasks and config in the layers
+    import torch
+
+    from lftrain.config.schema import Recipe
+    from lftrain.data.examples import Examples
+    from lftrain.data.prepare import PreparedData
+    from lftrain.tasks.base import Task
 
 log = logging.getLogger("lftrain")
 CALIBRATION_FILE = "calibration.json"
@@ -37,22 +45,22 @@ class RunOutputs:
     """What the end of a training run hands over: the final model and the data it is judged on."""
 
     run_dir: Path
-    recipe: Any
-    task: Any
-    model: Any
-    tokenizer: Any
+    recipe: Recipe
+    task: Task
+    model: torch.nn.Module
+    tokenizer: Any  # the task's processor (a tokenizer, image processor, feature extractor...)
     encoded: dict[str, dict[str, np.ndarray]]  # split -> task.encode() output
-    examples: dict[str, Any]  # split -> Examples (texts for timing)
+    examples: dict[str, Examples | None]  # split -> its rows (texts for timing; None: no such split)
     infer: Callable[[dict[str, np.ndarray]], np.ndarray]  # encoded -> logits, in input order
     precision: str = "fp32"
     logits: dict[str, np.ndarray] = field(default_factory=dict)  # splits already inferred
-    ood: Any = None  # Examples read from eval.ood
-    device: Any = "cpu"
+    ood: Examples | None = None  # read from eval.ood
+    device: torch.device | str = "cpu"
     pad_id: int = 0
     step: int = 0  # the final model's optimiser step
     log_metrics: Callable[[dict], None] = lambda record: None  # a line for metrics.jsonl (the run directory's)
-    load_base: Callable[[], Any] | None = None  # the model before fine-tuning (base comparisons)
-    data: Any = None  # the PreparedData the run trained on
+    load_base: Callable[[], torch.nn.Module] | None = None  # the model before fine-tuning (base comparisons)
+    data: PreparedData | None = None  # what the run trained on
 
 
 def read_ood(recipe, task):
@@ -144,7 +152,7 @@ def _latency(out: RunOutputs) -> dict[str, Any] | None:
 
 def classification_final(task, out: RunOutputs) -> dict[str, dict[str, Any]]:
     """Final metrics of each split in eval.splits (logged and printed), then the evidence of the final model."""
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for split in out.recipe.eval.splits:
         if split in out.encoded:
             out.logits[split] = out.infer(out.encoded[split])
@@ -159,7 +167,9 @@ def metric_final(task, out: RunOutputs, *, intervals: tuple[str, ...] = ()) -> d
     row (regression, multi-label): each split in eval.splits logged and printed, bootstrap intervals of the metrics
     named in `intervals`, latency and the gate."""
     cfg = out.recipe.eval
-    results, splits, slices = {}, {}, None
+    results: dict[str, dict[str, Any]] = {}
+    splits: dict[str, dict[str, Any]] = {}
+    slices = None
     headline = next((s for s in ("test", "eval") if s in cfg.splits and s in out.encoded), None)
     for split in cfg.splits:
         if split not in out.encoded:
@@ -183,8 +193,11 @@ def log_final(task, out: RunOutputs, split: str, metrics: dict[str, Any]) -> Non
 
 def _intervals(task, logits: np.ndarray, labels: np.ndarray, names: tuple[str, ...], cfg) -> dict[str, Any]:
     """Bootstrap intervals of the named metrics of task.metrics, resampling rows."""
-    return {name: bootstrap_ci(lambda idx, name=name: task.metrics(logits[idx], labels[idx])[name], len(labels),
-                               samples=cfg.bootstrap_samples, level=cfg.confidence) for name in names}
+    def metric(name: str) -> Callable[[np.ndarray], float]:
+        return lambda idx: float(task.metrics(logits[idx], labels[idx])[name])
+
+    return {name: bootstrap_ci(metric(name), len(labels), samples=cfg.bootstrap_samples, level=cfg.confidence)
+            for name in names}
 
 
 def write_metric_evidence(out: RunOutputs, results: dict[str, dict[str, Any]],

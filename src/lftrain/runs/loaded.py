@@ -39,7 +39,7 @@ class LoadedRun:
 
         install_for_inference(self.model, self.recipe.train.accel)  # the same logits for less work
 
-    def read(self, path: str | Path, *, with_labels: bool, encoding: str | None = None):
+    def read(self, path: str | Path | list, *, with_labels: bool, encoding: str | None = None):
         from lftrain.data.prepare import read_examples
 
         cfg = self.recipe.data.model_copy(update={"format": "auto", **({"encoding": encoding} if encoding else {})})

@@ -75,7 +75,7 @@ class Task(ABC):
     requires: ClassVar[tuple[str, ...]] = ()  # optional modules the task needs (lftrain.extras), checked when built
     streams: ClassVar[bool] = False  # its training rows can be streamed from disk (data.streaming; data/stream.py)
     data_checks: ClassVar[bool] = False  # the data checks (one class per row) apply to its rows
-    label_set_class: ClassVar[type] = LabelSet  # what `task.labels` is (names, raw label -> index)
+    label_set_class: ClassVar[type[LabelSet]] = LabelSet  # what `task.labels` is (names, raw label -> index)
     augments_input: bool = False
 
     # What the layers above read instead of comparing type names: the server, the model card, the UI, privacy,
@@ -283,6 +283,7 @@ class ClassificationTask(Task):
     def format_metrics(self, metrics: dict[str, Any], title: str) -> str:
         from lftrain.evaluation.metrics import format_table
 
+        assert self.labels is not None
         return format_table(metrics, self.labels.names, title)
 
     def predictions(self, logits: np.ndarray, encoded: Encoded | None = None,
@@ -305,7 +306,7 @@ class ClassificationTask(Task):
 
 def task_class(section: dict | None) -> type[Task]:
     """The registered task class a recipe's `task` section names (as read from a run's recipe.yaml)."""
-    return TASKS.get((section or {}).get("type") or TASKS.default)
+    return TASKS.get((section or {}).get("type"))
 
 
 def build_task(config) -> Task:

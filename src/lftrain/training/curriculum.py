@@ -113,11 +113,14 @@ def loss_difficulty(recipe, train, *, precision: str, device) -> np.ndarray:
 
     ref = find_teacher(recipe.train.curriculum.scorer)
     task = build_task(recipe.task)
-    task.fit_labels(train)
-    check_labels(ref, task.labels.names)
+    names = task.fit_labels(train)
+    if names is None:
+        raise InputError(f"train.curriculum.scorer: a teacher scores the rows of a task with classes, not "
+                         f"{recipe.task.type}")
+    check_labels(ref, names.names)
     logits = teacher_outputs(ref, recipe, [train], layers=[], precision=precision, device=device,
                              cache_dir=recipe.data.cache_dir)["logits"]
-    labels = np.asarray([task.labels.lookup(v) for v in train.fields["label"]])
+    labels = np.asarray([names.lookup(v) for v in train.fields["label"]])
     return -np.log(np.clip(softmax(logits)[np.arange(len(labels)), labels], 1e-12, None))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.distributed.checkpoint as dcp
@@ -64,7 +65,7 @@ def load(path: Path, model: nn.Module, optimizer) -> None:
     """Model and optimiser state from a DCP checkpoint, on any number of processes (resharded), DDP or FSDP or
     one process (the scheduler and loop state are checkpoint.py's)."""
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    target = {"model": model_sd, "optimizer": optim_sd}
+    target: dict[str, Any] = {"model": model_sd, "optimizer": optim_sd}
     dcp.load(target, checkpoint_id=path)
     set_state_dict(model, optimizer, model_state_dict=target["model"], optim_state_dict=target["optimizer"])
 
@@ -79,4 +80,5 @@ def load_weights(path: Path, model: nn.Module) -> None:
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Collective under FSDP: the whole model's weights on CPU, on rank 0 (an empty dict on the others)."""
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return cast(dict[str, torch.Tensor],
+                get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)))

@@ -26,6 +26,7 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,7 +98,7 @@ class DistContext:
 
     def grad_sync(self, last: bool):
         """Synchronise gradients only on the step's last micro-batch (accumulate locally before it)."""
-        model = self.forward_model
+        model: Any = self.forward_model  # FSDP2's fully_shard module or DDP
         if self.fsdp:
             model.set_requires_gradient_sync(last)
             return contextlib.nullcontext()
@@ -135,16 +136,16 @@ class DistContext:
         parts = []
         for b in range(n_batches):
             idx = batches[b] if b < len(batches) else np.zeros(1, dtype=np.int64)
-            rows = batch_outputs(model, task, encoded, idx, precision=precision, device=device, pad_id=pad_id)
+            outputs = batch_outputs(model, task, encoded, idx, precision=precision, device=device, pad_id=pad_id)
             if b < len(batches):
-                parts.append((idx, rows))
+                parts.append((idx, outputs))
         model.train(was_training)
         gathered: list = [None] * self.world
         dist.all_gather_object(gathered, parts)
         rows: list = [None] * n
         for rank_parts in gathered:
-            for idx, outputs in rank_parts:
-                for i, row in zip(idx, outputs):
+            for idx, rank_rows in rank_parts:
+                for i, row in zip(idx, rank_rows):
                     rows[i] = row
         return task.stack_outputs(rows)
 
@@ -241,10 +242,10 @@ def wrap(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
     return ctx.forward_model
 
 
-def gradient_checkpointing(model: nn.Module) -> None:
+def gradient_checkpointing(model: Any) -> None:  # a transformers model, or peft's wrapper of one
     """Recompute activations in the backward pass instead of storing them (memory for ~30% more compute).
     Non-reentrant checkpointing: works with frozen inputs, DDP and FSDP, and restores the RNG for dropout."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base: Any = model.get_base_model() if hasattr(model, "get_base_model") else model
     kwargs = {"use_reentrant": False}
     if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x (the old name is deprecated)
         base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)

@@ -46,7 +46,8 @@ class ActivationCap:
 
     @contextlib.contextmanager
     def watch(self):
-        if self.cap is None:
+        cap = self.cap
+        if cap is None:
             yield
             return
         seen: set[int] = set()
@@ -60,9 +61,9 @@ class ActivationCap:
                 seen.add(ptr)
                 total += storage.nbytes()
                 self.peak = max(self.peak, total)
-                if total > self.cap:
+                if total > cap:
                     raise MemoryPressure(f"activations of this micro-batch exceed train.memory_cap_mb "
-                                         f"({total / 2**20:.3f} MB > {self.cap / 2**20:.3f} MB)")
+                                         f"({total / 2**20:.3f} MB > {cap / 2**20:.3f} MB)")
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

@@ -49,7 +49,7 @@ def _context():
 
 
 def step_inputs(task, data: dict[str, np.ndarray], batches: list[np.ndarray], micro: int, pad_id: int,
-                num_workers: int) -> Iterator[tuple[int, list]]:
+                num_workers: int) -> Iterator[tuple[int, list] | tuple[None, None]]:
     """Yield (micro-batch size, [(indices, collated batch), ...]) for each batch, in order; with
     `num_workers` < 0 yield (None, None): the caller collates itself (distributed runs split steps by rank)."""
     if num_workers < 0:

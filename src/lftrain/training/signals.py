@@ -12,6 +12,7 @@ import logging
 import signal
 import threading
 import time
+from typing import Any
 
 from lftrain.errors import Preempted
 
@@ -23,7 +24,7 @@ class PreemptionWatch:
 
     def __init__(self) -> None:
         self.received_at: float | None = None
-        self._previous = None
+        self._previous: Any = None  # the handler to restore (a callable, SIG_DFL or SIG_IGN)
         self._installed = False
 
     @property
