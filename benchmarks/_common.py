@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LABELS = ("rotten", "fresh")  # index = class id on both sides
@@ -285,6 +286,37 @@ def peer_child(config: Path, result: Path, run: Callable[[dict, str], dict], nam
     transformers.set_seed(cfg["seed"])
     result.write_text(json.dumps(run(cfg, str(config.parent / f"{name}-out"))))
     return 0
+
+
+def portable(value: Any) -> Any:
+    """`value` with the absolute paths of this machine written so that they mean the same anywhere: inside the
+    repository relative to it, a registry package as `pkg:NAME[/...]`, a temporary work directory as
+    `<workdir>/...` (benchmarks/results holds no machine paths)."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v) for v in value]
+    if not isinstance(value, str) or not value.startswith("/"):
+        return value
+    path = Path(value)
+    parts = path.parts
+    if "site-packages" in parts:  # first: the venv may sit inside the repository
+        pkg, *rest = parts[parts.index("site-packages") + 1:]
+        return "pkg:" + "/".join([pkg, *([] if rest == ["model"] else rest)])  # a model package's weights
+    if path.is_relative_to(REPO_ROOT):
+        return str(path.relative_to(REPO_ROOT))
+    tmp = Path(tempfile.gettempdir())
+    if path.is_relative_to(tmp) and len(path.relative_to(tmp).parts) > 1:
+        return "/".join(["<workdir>", *path.relative_to(tmp).parts[1:]])
+    return f"<abs>/{path.name}"
+
+
+def write_results(path: Path, payload: Any, indent: int = 1) -> Path:
+    """A benchmark's results file (machine paths made portable)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(portable(payload), indent=indent) + "\n")
+    return path
 
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:

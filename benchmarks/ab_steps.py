@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import format_table, in_workdir, lft_child_env, prepare_rotten_tomatoes
+from _common import format_table, in_workdir, lft_child_env, prepare_rotten_tomatoes, write_results
 from bench_adaptation import SETTINGS, add_job_arguments
 from bench_trainer import job_config, write_recipe
 
@@ -144,8 +144,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> int:
           f"{summary['B_over_A_median_pair']:.4f}")
     if args.json:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        args.json.write_text(json.dumps({"benchmark": "ab_steps", "timestamp": stamp, "config": {**job, **cfg},
-                                         "summary": summary, "times_s": times}, indent=2) + "\n")
+        write_results(args.json, {"benchmark": "ab_steps", "timestamp": stamp, "config": {**job, **cfg},
+                                         "summary": summary, "times_s": times})
     return 0
 
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import child_env, default_threads, format_table, prepare_rotten_tomatoes, run_measured
+from _common import child_env, default_threads, format_table, prepare_rotten_tomatoes, run_measured, write_results
 
 # The HF settings, accuracy pairing, recipe writer and metrics reader are bench_trainer's own, imported
 # rather than copied, so the two benchmarks cannot drift apart on what "the same job" means.
@@ -603,7 +603,7 @@ def save_json(
         "targets": {"ratio": RATIO_TARGET, "accuracy_points": ACCURACY_TOLERANCE, "rss": "lft <= hf"},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    write_results(path, payload)
 
 
 def main(argv: list[str] | None = None) -> int:

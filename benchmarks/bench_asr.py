@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import REPO_ROOT, child_env, format_table, in_workdir, peer_child, run_measured, run_peer
+from _common import REPO_ROOT, child_env, format_table, in_workdir, peer_child, run_measured, run_peer, write_results
 
 ADAPTATION = {"decoder": {"type": "freeze", "patterns": [r"^model\.encoder\."], "embeddings": False},
               "full": {"type": "full"}}
@@ -223,8 +223,8 @@ def measure(args: argparse.Namespace, work: Path) -> int:
     print(format_table(["job", "train/test", "epochs", "WER HF", "WER lftrain", "HF samples/s",
                         "lftrain samples/s", "speed ratio", "peak RSS MB HF / lft"], rows))
     if args.json:
-        args.json.write_text(json.dumps({"benchmark": "bench_asr", "cpu_threads": args.threads,
-                                         "results": results}, indent=1, default=str) + "\n")
+        write_results(args.json, {"benchmark": "bench_asr", "cpu_threads": args.threads,
+                                         "results": results}, indent=1, default=str)
     return 0
 
 

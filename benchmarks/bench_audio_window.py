@@ -13,6 +13,8 @@ import statistics
 import time
 from pathlib import Path
 
+from _common import write_results
+
 
 def step_seconds(model, frames: int, batch: int, repeats: int) -> float:
     import torch
@@ -57,7 +59,7 @@ def main() -> None:
               "speedup": round(t_full / t_short, 2)}
     print(json.dumps(result, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":

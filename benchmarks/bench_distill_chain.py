@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import REPO_ROOT, rotten_tomatoes_source
+from _common import REPO_ROOT, rotten_tomatoes_source, write_results
 
 WORK = REPO_ROOT / "runs" / "distill-chain"
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -180,7 +180,7 @@ def stage_measure(files) -> dict:
               "torch": torch.__version__, "threads": THREADS,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "distill_chain.json").write_text(json.dumps(result, indent=1))
+    write_results(RESULTS / "distill_chain.json", result)
     print(table(result))
     return result
 

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import child_env, default_threads, format_table, run_measured
+from _common import child_env, default_threads, format_table, run_measured, write_results
 from bench_sft import TARGETS, model_dir
 
 SETTINGS = {"r": 8, "alpha": 16, "dropout": 0.0, "lr": 5e-4, "beta": 0.1, "max_length": 192, "pairs_per_step": 8}
@@ -219,9 +219,9 @@ def main() -> int:
           f"lftrain {loss['lftrain'].mean():.4f} ± {sd['lftrain']:.4f} vs TRL {loss['trl'].mean():.4f} ± "
           f"{sd['trl']:.4f}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"settings": SETTINGS, "threads": args.threads, "n_train": args.train,
+    write_results(args.output, {"settings": SETTINGS, "threads": args.threads, "n_train": args.train,
                                        "n_eval": args.eval, "train_tokens": tokens, "summary": summary,
-                                       "runs": runs}, indent=1))
+                                       "runs": runs})
     return 0
 
 

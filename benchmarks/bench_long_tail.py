@@ -18,7 +18,16 @@ import statistics
 import sys
 from pathlib import Path
 
-from _common import child_env, default_threads, format_table, in_workdir, minilm_dir, prepare_reuters_r52, run_measured
+from _common import (
+    child_env,
+    default_threads,
+    format_table,
+    in_workdir,
+    minilm_dir,
+    prepare_reuters_r52,
+    run_measured,
+    write_results,
+)
 
 
 def run_one(work: Path, files, *, imbalance: str, seed: int, args) -> dict:
@@ -62,9 +71,9 @@ def measure(args: argparse.Namespace, work: Path) -> int:
           f"max_length {args.max_length}, seeds {args.seeds}")
     print(format_table(["run", "macro-F1 per seed", "macro-F1", "accuracy", "classes ever predicted"], rows))
     if args.json:
-        args.json.write_text(json.dumps({"benchmark": "bench_long_tail", "n_train": files.n_train,
+        write_results(args.json, {"benchmark": "bench_long_tail", "n_train": files.n_train,
                                          "n_test": files.n_test, "epochs": args.epochs,
-                                         "max_length": args.max_length, "results": results}, indent=1) + "\n")
+                                         "max_length": args.max_length, "results": results})
     return 0
 
 

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import write_results
+
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "rotten-tomatoes-minilm.yaml"
 
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "bench_privacy", "recipe": str(RECIPE.relative_to(REPO)), "settings": settings,
               "machine": machine(),
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_results(Path(args.out), result)
     print(table(rows))
     return 0
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import signal
 import socket
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO_ROOT, child_env, default_threads, in_workdir  # noqa: E402
+from _common import REPO_ROOT, child_env, default_threads, in_workdir, write_results  # noqa: E402
 
 WORDS = ("the film was a story with an ending and a cast that felt very quite good great fine superb lovely "
          "charming brilliant moving bad awful poor dull boring tedious clumsy weak plot acting score").split()
@@ -211,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps({"config": {**config, "run": str(run)}, **result}, indent=1))
+            write_results(args.json, {"config": {**config, "run": str(run)}, **result})
         return 0 if all(r["errors"] == 0 for r in result["levels"]) else 1
 
     return in_workdir(args.workdir, "bench-serve-", go) if not args.run else go(Path("."))

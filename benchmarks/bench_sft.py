@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import child_env, default_threads, format_table, run_measured
+from _common import child_env, default_threads, format_table, run_measured, write_results
 
 PROMPT = "Movie review: {text}\nIs this review fresh or rotten? Answer with one word."
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -221,9 +221,9 @@ def main() -> int:
           f"lftrain {loss['lftrain'].mean():.4f} vs TRL {loss['trl'].mean():.4f}, paired gap "
           f"{100 * gaps.mean():+.2f}% ± {100 * sd(gaps):.2f} (target within 2%)")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"settings": SETTINGS, "epochs": args.epochs, "threads": args.threads,
+    write_results(args.output, {"settings": SETTINGS, "epochs": args.epochs, "threads": args.threads,
                                        "n_train": args.train, "n_eval": args.eval, "summary": summary,
-                                       "runs": runs}, indent=1))
+                                       "runs": runs})
     return 0
 
 

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import child_env, default_threads, format_table, in_workdir, minilm_dir, run_measured
+from _common import child_env, default_threads, format_table, in_workdir, minilm_dir, run_measured, write_results
 
 WORDS = ("the a film movie story plot actor scene was is and very quite this it with an ending cast score "
          "director script camera light music pace dialogue moment hour minute character world year").split()
@@ -132,9 +132,9 @@ def measure(args: argparse.Namespace, work: Path) -> int:
           f"{args.steps} steps each")
     print(format_table(["run", "corpus MB", "exit", "peak RSS MB", "wall s", "test accuracy"], rows))
     if args.json:
-        args.json.write_text(json.dumps({"benchmark": "bench_streaming", "cap_mb": args.cap_mb,
+        write_results(args.json, {"benchmark": "bench_streaming", "cap_mb": args.cap_mb,
                                          "cap_enforced": procs is not None, "steps": args.steps,
-                                         "results": results}, indent=2) + "\n")
+                                         "results": results})
     return 0
 
 

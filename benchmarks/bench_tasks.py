@@ -33,6 +33,7 @@ from _common import (
     prepare_wnut16,
     run_measured,
     run_peer,
+    write_results,
 )
 
 TASKS = {"ner": {"type": "token-classification", "max_length": 64},
@@ -170,7 +171,7 @@ def measure(args: argparse.Namespace, work: Path) -> int:
     print(format_table(["task", "train/test", "metric", "HF", "lftrain", "HF samples/s", "lftrain samples/s",
                         "speed ratio", "peak RSS MB HF / lft"], rows))
     if args.json:
-        args.json.write_text(json.dumps({"benchmark": "bench_tasks", "results": results}, indent=1) + "\n")
+        write_results(args.json, {"benchmark": "bench_tasks", "results": results})
     return 0
 
 

@@ -41,6 +41,7 @@ from _common import (
     minilm_dir,
     prepare_rotten_tomatoes,
     run_measured,
+    write_results,
 )
 
 SYSTEMS = ("hf", "lft")
@@ -476,7 +477,7 @@ def save_json(path: Path, cfg: dict[str, Any], results: dict[str, Any], errors: 
         **summary(results),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    write_results(path, payload)
 
 
 # --------------------------------------------------------------------------- main

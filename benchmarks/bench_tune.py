@@ -22,7 +22,7 @@ import random
 import sys
 from pathlib import Path
 
-from _common import REPO_ROOT, rotten_tomatoes_source
+from _common import REPO_ROOT, rotten_tomatoes_source, write_results
 
 OUT = REPO_ROOT / "runs" / "tune_demo"  # git-ignored; the figures go into docs/tuning.md
 TRIALS = 12
@@ -125,7 +125,7 @@ def summary() -> dict:
                             "test_accuracy": _test_accuracy(rep.best_run_dir), "params": rep.best_params,
                             "counts": rep.counts, "compute": rep.compute,
                             "seconds": round(sum(r["seconds"] or 0 for r in rep.trials), 1)}
-    (OUT / "results.json").write_text(json.dumps(results, indent=1))
+    write_results(OUT / "results.json", results)
     print(f"{'':10} {'eval acc':>9} {'test acc':>9} {'trial-epochs':>13} {'trial seconds':>14}  values")
     d = results["defaults"]
     print(f"{'defaults':10} {d['eval_accuracy']:>9.4f} {d['test_accuracy']:>9.4f} {1:>13.2f} {'':>14}  "

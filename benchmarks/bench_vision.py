@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _common import write_results
+
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = {"pretrained": "recipes/fashion-mnist-efficientnet-lite0.yaml",
            "random": "recipes/fashion-mnist-efficientnet-lite0-scratch.yaml"}
@@ -81,7 +83,7 @@ def main() -> None:
     rows = [r for r in (row(root, n) for n in RECIPES) if r]
     print(table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        write_results(Path(args.json), rows)
 
 
 if __name__ == "__main__":

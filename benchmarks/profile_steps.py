@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import child_env, format_table, in_workdir, lft_child_env, prepare_rotten_tomatoes
+from _common import child_env, format_table, in_workdir, lft_child_env, prepare_rotten_tomatoes, write_results
 from bench_adaptation import SETTINGS, add_job_arguments, apply_peer_adaptation
 from bench_trainer import build_hf_trainer, job_config, train_lft_wrapping_steps
 
@@ -232,9 +232,9 @@ def profile(args: argparse.Namespace, workdir: Path) -> int:
         print(text, flush=True)
     if args.json:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        args.json.write_text(json.dumps({"benchmark": "profile_steps", "timestamp": stamp,
+        write_results(args.json, {"benchmark": "profile_steps", "timestamp": stamp,
                                          "config": {**base, "window": [args.first, args.last]},
-                                         "results": results, "ratios": ratios}, indent=2))
+                                         "results": results, "ratios": ratios})
     return 0
 
 
