@@ -52,9 +52,8 @@ def build_variant(recipe: Path, overrides: list[str], skip: list[str], out: Path
     p = orchestrator.prepare_inputs(load_recipe(recipe, [*overrides, f"output.dir={out}"]))
     s = orchestrator.open_session(p, new_run=True, allow_recipe_change=False)
     s.accel_skip = frozenset(skip)
-    orchestrator.build_model(s)
-    orchestrator.build_optimiser(s)
-    return orchestrator.fit_context(s)
+    b = orchestrator.build_model(s)
+    return orchestrator.fit_context(s, b, orchestrator.build_optimiser(s, b))
 
 
 def child_main(config: Path, result: Path) -> int:

@@ -78,10 +78,10 @@ class _Data:
 def test_data_checks_delta_repeats_and_batch():
     assert default_delta(9000) == pytest.approx(1e-4) and default_delta(100) == pytest.approx(1e-3)
     assert default_delta(99) == pytest.approx(1e-2) and default_delta(99) < 1 / 99
-    vet_data(_recipe({"epsilon": 3, "delta": 1e-4}), _Data(9000))
+    vet_data(_recipe({"epsilon": 3, "delta": 1e-4}).train, _Data(9000))
     with pytest.raises(InputError, match="must be below 1/n"):
-        vet_data(_recipe({"epsilon": 3, "delta": 1e-3}), _Data(9000))
+        vet_data(_recipe({"epsilon": 3, "delta": 1e-3}).train, _Data(9000))
     with pytest.raises(InputError, match="task.imbalance: off"):
-        vet_data(_recipe({"epsilon": 3}), _Data(9000, {"rare_class_repeats": {"rows": 9000, "taken": 9500}}))
+        vet_data(_recipe({"epsilon": 3}).train, _Data(9000, {"rare_class_repeats": {"rows": 9000, "taken": 9500}}))
     with pytest.raises(InputError, match="larger than the 20 training rows"):
-        vet_data(_recipe({"epsilon": 3}, train={"batch_size": 32}), _Data(20))
+        vet_data(_recipe({"epsilon": 3}, train={"batch_size": 32}).train, _Data(20))

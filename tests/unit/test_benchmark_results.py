@@ -31,7 +31,7 @@ def test_no_results_file_holds_an_absolute_path():
 def test_the_scripts_write_paths_that_mean_the_same_anywhere(tmp_path):
     sys.path.insert(0, str(RESULTS.parent))
     try:
-        from _common import REPO_ROOT, portable, write_results
+        from _common import REPO_ROOT, write_results
     finally:
         sys.path.remove(str(RESULTS.parent))
     packages = Path(site.getsitepackages()[0])

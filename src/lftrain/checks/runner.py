@@ -35,11 +35,11 @@ def _timed(results: dict[str, CheckResult], fn, *args, **kwargs) -> CheckResult:
     return r
 
 
-def read_files(recipe, task) -> dict:
-    """The recipe's labelled files as given (no de-duplication, no split), unknown labels dropped."""
+def read_files(cfg, task) -> dict:
+    """The labelled files of the recipe's data section `cfg` as given (no de-duplication, no split), unknown
+    labels dropped."""
     from lftrain.data.prepare import read_role
 
-    cfg = recipe.data
     files = {}
     for role in ("train", "eval", "test"):
         spec = getattr(cfg, role)
@@ -51,14 +51,14 @@ def read_files(recipe, task) -> dict:
     return files
 
 
-def source_info(recipe, files: dict) -> dict[str, Any]:
+def source_info(data, files: dict) -> dict[str, Any]:
     from lftrain.data.sources import expand
     from lftrain.files import sha256_file
     from lftrain.reports.licences import package_licence
 
     out = {}
     for role, ex in files.items():
-        sources = expand(getattr(recipe.data, role), role)
+        sources = expand(getattr(data, role), role)
         info: dict[str, Any] = {"path": ", ".join(dict.fromkeys(s.origin for s in sources)), "rows": len(ex)}
         resolved = [resolve_path(s.path.split("#", 1)[0]) for s in sources]
         resolved = [p for p in resolved if p.is_file()]
@@ -85,25 +85,26 @@ def source_info(recipe, files: dict) -> dict[str, Any]:
     return out
 
 
-def _tokenizer(recipe):
-    """The base model's tokenizer for exact token lengths; None (word counts) if it cannot load."""
+def _tokenizer(model):
+    """The tokenizer of the base model (the recipe's model section) for exact token lengths; None (word counts)
+    if it cannot load."""
     from lftrain.models.loading import load_tokenizer, vet_model_dir
 
     try:
-        source = vet_model_dir(recipe.model.path, allow_pickle=recipe.model.allow_pickle,
-                               trust_remote_code=recipe.model.trust_remote_code, revision=recipe.model.revision)
-        return source, load_tokenizer(source, recipe.model.trust_remote_code)
+        source = vet_model_dir(model.path, allow_pickle=model.allow_pickle, trust_remote_code=model.trust_remote_code,
+                               revision=model.revision)
+        return source, load_tokenizer(source, model.trust_remote_code)
     except Exception as exc:  # lengths in words are still useful; say why tokens were not possible
         log.warning("data checks: lengths in words, not tokens (tokenizer did not load: %s)", exc)
         return None, None
 
 
-def _benchmarks(recipe, task) -> tuple[dict, dict]:
+def _benchmarks(data, task) -> tuple[dict, dict]:
     from lftrain.data.prepare import read_examples
 
     targets = {}
-    for path in recipe.data.checks.benchmarks:
-        ex = read_examples(path, recipe.data, task, with_labels=False)
+    for path in data.checks.benchmarks:
+        ex = read_examples(path, data, task, with_labels=False)
         ex.name = Path(path.split("#", 1)[0]).name
         targets[ex.name] = ex
     return targets, {k: normalised_texts(v) for k, v in targets.items()}
@@ -131,11 +132,11 @@ def _run_checks(recipe, task, prepared, *, load_tokenizer: bool) -> CheckReport:
     for role, ex in splits.items():
         ex.name = role
     # the files as given (duplicates inside them); a streamed training set: its held-out splits and a sample
-    files = read_files(recipe, task) if prepared.stream is None else splits
+    files = read_files(recipe.data, task) if prepared.stream is None else splits
     split_norms = {k: normalised_texts(v) for k, v in splits.items()}
     file_norms = {k: normalised_texts(v) for k, v in files.items()}
     text = is_text(prepared.train)  # images, audio: checks on content hashes only (no n-grams, tokens or PII)
-    source, tokenizer = _tokenizer(recipe) if load_tokenizer and text else (None, None)
+    source, tokenizer = _tokenizer(recipe.model) if load_tokenizer and text else (None, None)
 
     results: dict[str, CheckResult] = {}
     _timed(results, dup.duplicates, files, file_norms)
@@ -160,13 +161,13 @@ def _run_checks(recipe, task, prepared, *, load_tokenizer: bool) -> CheckReport:
         _timed(results, noise.noise, splits, method=cfg.noise, folds=cfg.noise_folds,
                model_dir=source.path if source else None, max_length=getattr(recipe.task, "max_length", 128))
     if text:
-        bench, bench_norms = _benchmarks(recipe, task)
+        bench, bench_norms = _benchmarks(recipe.data, task)
         targets = {**{k: v for k, v in splits.items() if k != "train"}, **bench}
         _timed(results, contamination_mod.contamination, splits, split_norms, targets,
                {**{k: v for k, v in split_norms.items() if k != "train"}, **bench_norms}, cfg.ngram)
         _timed(results, pii.pii, files)
 
-    sources = source_info(recipe, files)
+    sources = source_info(recipe.data, files)
     if prepared.stream is not None:  # the checks saw a sample of the streamed training rows: say how many of all
         sources["train"].update(rows=prepared.stats["train_rows"], checked_rows=len(prepared.train))
     licences = _licences(recipe, sources, source)

@@ -227,7 +227,7 @@ def _prepare_streamed(recipe, task, processor) -> PreparedData:
     names = task.config.labels or stream.labels_of(sources, cfg, task)
     task.labels = LabelSet.from_config_or_data(names, [])
     tokenizer = processor() if processor is not None else task.recipe_processor(recipe.model)
-    folder = _store_folder(recipe, task, sources, tokenizer)
+    folder = _store_folder(recipe.data, task, sources, tokenizer)
     shares = {"eval_share": 0.0 if cfg.eval else cfg.eval_fraction,
               "test_share": 0.0 if cfg.test else cfg.test_fraction}
     if (folder / "store.json").is_file():
@@ -244,13 +244,13 @@ def _prepare_streamed(recipe, task, processor) -> PreparedData:
     return PreparedData(streamed.sample, evals, test, task.labels.names, stats, None, roles, streamed)
 
 
-def _store_folder(recipe, task, sources: list[Source], tokenizer) -> Path:
-    """Where the token store of these files, this task and tokenizer and these split settings is cached."""
+def _store_folder(cfg, task, sources: list[Source], tokenizer) -> Path:
+    """Where the token store of these files, this task and tokenizer and these split settings (`cfg`: the data
+    section) is cached."""
     from lftrain.data.paths import resolve_path
     from lftrain.data.token_cache import cache_root
     from lftrain.files import sha256_file
 
-    cfg = recipe.data
     files = [(s.path, sha256_file(resolve_path(s.path), cached=True), s.columns) for s in sources]
     key = json.dumps({"files": files, "task": task.config.model_dump(mode="json"), "labels": task.labels.names,
                       "tokenizer": tokenizer.name_or_path, "vocab": len(tokenizer), "eval": cfg.eval_fraction,

@@ -180,7 +180,7 @@ def metric_final(task, out: RunOutputs, *, intervals: tuple[str, ...] = ()) -> d
         splits[split] = {"intervals": _intervals(task, logits, labels, intervals, cfg)} \
             if cfg.bootstrap_samples and len(labels) else {}
         if cfg.slices and split == headline:
-            slices = slice_evidence(out.recipe, task, out.examples.get(split), logits, labels)
+            slices = slice_evidence(out.recipe.eval, task, out.examples.get(split), logits, labels)
     write_metric_evidence(out, results, splits, slices)
     return results
 
@@ -256,7 +256,7 @@ def write_evidence(out: RunOutputs) -> dict[str, Any]:
         save_arrays(run_dir / "evidence" / f"{split}.npz", logits=lg.astype(np.float32), labels=y)
     if classified and cfg.slices:
         split = "test" if "test" in classified else next(iter(classified))
-        evidence["slices"] = slice_evidence(out.recipe, out.task, out.examples.get(split), classified[split],
+        evidence["slices"] = slice_evidence(out.recipe.eval, out.task, out.examples.get(split), classified[split],
                                             out.encoded[split]["labels"])
 
     if out.ood is not None and classified:

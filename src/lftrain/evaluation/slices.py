@@ -72,10 +72,10 @@ def slice_table(spec, keys: list[str], score, metric_names: list[str], cfg) -> d
     return table
 
 
-def slice_evidence(recipe, task, examples, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any] | None:
+def slice_evidence(cfg, task, examples, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any] | None:
     """{slice name: slice_table} for every eval.slices entry, scored by task.metrics on the rows of each slice
-    (None when the model's outputs are not one per example row, e.g. windows of long QA contexts)."""
-    cfg = recipe.eval
+    (None when the model's outputs are not one per example row, e.g. windows of long QA contexts); `cfg`: the
+    recipe's eval section."""
     if not cfg.slices or examples is None or len(labels) != len(examples) or len(logits) != len(labels):
         return None
 

@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +71,7 @@ class Prepared:
 
 @dataclass
 class Session:
-    """A run in progress: its inputs, directory and machine, and what the phases build."""
+    """What `open_session` opened: the run directory and the machine the run trains on."""
 
     p: Prepared
     run: RunDir
@@ -81,25 +81,37 @@ class Session:
     device: torch.device
     precision: str
     precision_reason: str
-    tokenizer: Any = None  # the task's processor (a tokenizer, image processor, feature extractor...)
-    enc: dict[str, Encoded] = field(default_factory=dict)  # split -> encoded arrays
-    model: torch.nn.Module | None = None
-    attention: str = ""
-    pad_id: int = 0
-    train_enc: Encoded | None = None  # the rows fit() trains on (the method may add to the labelled ones)
-    fit_task: Batches | None = None  # what fit() batches them with
-    hooks: StepHooks | None = None  # the speed levers' per-step hooks
     accel_skip: frozenset[str] = frozenset()  # levers left out although they apply (benchmarks/ab_steps.py)
-    optimizer: torch.optim.Optimizer | None = None
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-    total_steps: int = 0
-    steps_per_epoch: int = 0
-    curriculum: CurriculumPlan | None = None
-    privacy: PrivateTraining | None = None  # under train.privacy
 
     @property
     def main(self) -> bool:
         return self.dctx is None or self.dctx.main  # only rank 0 writes the run directory
+
+
+@dataclass
+class Built:
+    """What `build_model` built: the processor, the encoded splits and the model fit() trains."""
+
+    tokenizer: Any  # the task's processor (a tokenizer, image processor, feature extractor...)
+    enc: dict[str, Encoded]  # split -> encoded arrays
+    model: torch.nn.Module
+    attention: str
+    pad_id: int
+    train_enc: Encoded  # the rows fit() trains on (the method may add to the labelled ones)
+    fit_task: Batches  # what fit() batches them with
+    hooks: StepHooks  # the speed levers' per-step hooks
+
+
+@dataclass
+class Schedule:
+    """What `build_optimiser` planned: the steps, their order and the optimiser that takes them."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    total_steps: int
+    steps_per_epoch: int
+    curriculum: CurriculumPlan | None  # under train.curriculum
+    privacy: PrivateTraining | None  # under train.privacy
 
 
 def train_run(recipe: Recipe, *, new_run: bool = False, allow_recipe_change: bool = False, on_eval=None) -> TrainResult:
@@ -109,10 +121,10 @@ def train_run(recipe: Recipe, *, new_run: bool = False, allow_recipe_change: boo
     p = prepare_inputs(recipe)
     s = open_session(p, new_run=new_run, allow_recipe_change=allow_recipe_change)
     with marked_failed_on_error(s.run):
-        build_model(s)
-        build_optimiser(s)
-        state = fit_model(s, on_eval)
-        return finish(s, state)
+        b = build_model(s)
+        o = build_optimiser(s, b)
+        state = fit_model(s, b, o, on_eval)
+        return finish(s, b, o, state)
 
 
 # ---- phase 1: inputs ------------------------------------------------------------------------------------------
@@ -133,7 +145,7 @@ def prepare_inputs(recipe: Recipe) -> Prepared:
     recipe = vet_recipe(recipe)  # train.privacy: what it cannot train is refused here; the speed levers go off
     if recipe.output.dir is None:
         raise InputError("output.dir is not set (and the recipe has no file name to derive it from)")
-    check_trackers(recipe)
+    check_trackers(recipe.train)
     task = build_task(recipe.task)
     # the model is looked up after the data is read (bad rows are named first), unless the tokenizer is needed to
     # read it (a streamed set is tokenised here: the tokenizer is not the model)
@@ -153,7 +165,7 @@ def prepare_inputs(recipe: Recipe) -> Prepared:
         log.warning("data.unlabeled is set but method '%s' does not use unlabelled data; ignoring it",
                     recipe.method.type)
     check_curriculum(recipe, data)
-    vet_data(recipe, data)
+    vet_data(recipe.train, data)
     return Prepared(recipe, task, method, data, checks, ood, source())
 
 
@@ -211,56 +223,55 @@ def open_session(p: Prepared, *, new_run: bool, allow_recipe_change: bool) -> Se
 
 # ---- phase 3: the model ----------------------------------------------------------------------------------------
 
-def build_model(s: Session) -> None:
+def build_model(s: Session) -> Built:
     """Processor, encoded splits, the adapted model on its device, the method's training rows, the speed levers."""
     from lftrain import accel
     from lftrain.training import distributed
 
     p, cfg = s.p, s.p.recipe.train
-    s.tokenizer = p.task.load_processor(p.source, p.recipe.model.trust_remote_code)
-    p.method.prepare_tokenizer(s.tokenizer, p.source)
-    s.pad_id = s.tokenizer.pad_token_id if s.tokenizer.pad_token_id is not None else 0
-    encode = _encode_splits(s)
+    tokenizer = p.task.load_processor(p.source, p.recipe.model.trust_remote_code)
+    p.method.prepare_tokenizer(tokenizer, p.source)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    enc, encode = _encode_splits(p, tokenizer)
     _seed_everything(cfg.seed)  # before loading: the new head's initialisation depends on it
-    s.attention = accel.attention(p.recipe.model.attention, s.device, cfg.accel)
-    s.model = load_adapted_model(p, s.attention).to(s.device)
-    s.train_enc, s.fit_task = p.method.prepare(s.model, s.enc["train"], data=p.data, recipe=p.recipe, encode=encode,
-                                               precision=s.precision, device=s.device, tokenizer=s.tokenizer)
-    s.hooks = accel.install(s.model, cfg.accel, accel.Run(
+    attention = accel.attention(p.recipe.model.attention, s.device, cfg.accel)
+    model = load_adapted_model(p, attention).to(s.device)
+    train_enc, fit_task = p.method.prepare(model, enc["train"], data=p.data, recipe=p.recipe, encode=encode,
+                                           precision=s.precision, device=s.device, tokenizer=tokenizer)
+    hooks = accel.install(model, cfg.accel, accel.Run(
         s.device, s.precision, distributed=s.dctx is not None, compiled=cfg.compile,
-        checkpointing=cfg.gradient_checkpointing, augments_input=s.fit_task.augments_input,
+        checkpointing=cfg.gradient_checkpointing, augments_input=fit_task.augments_input,
         token_inputs=p.task.token_inputs, streamed=p.data.stream is not None, spill_dir=s.run.path / "cache",
-        task=s.fit_task, data=s.train_enc,
-        batch_size=cfg.eval_batch_size, pad_id=s.pad_id), skip=s.accel_skip)
+        task=fit_task, data=train_enc, batch_size=cfg.eval_batch_size, pad_id=pad_id), skip=s.accel_skip)
     if cfg.gradient_checkpointing:
-        distributed.gradient_checkpointing(s.model)
+        distributed.gradient_checkpointing(model)
     if cfg.compile:
-        s.model.compile()  # in place: parameter names (and so checkpoints) stay as they are
+        model.compile()  # in place: parameter names (and so checkpoints) stay as they are
     if s.dctx is not None:  # before the optimiser: FSDP replaces the parameters with their shards
-        distributed.wrap(s.model, s.dctx, s.device)
+        distributed.wrap(model, s.dctx, s.device)
         log.info("%s", distributed.describe_batch(cfg, s.dctx.world))
+    return Built(tokenizer, enc, model, attention, pad_id, train_enc, fit_task, hooks)
 
 
-def _encode_splits(s: Session):
-    """Encode the method's training rows and the eval/test splits (token cache); returns the encoder for more."""
+def _encode_splits(p: Prepared, tokenizer) -> tuple[dict[str, Encoded], Callable[[Examples], Encoded]]:
+    """The method's training rows and the eval/test splits encoded (token cache), and the encoder for more."""
     from lftrain.data.token_cache import encode_cached
 
-    p = s.p
     stats: dict[str, int] = {}
 
-    def encode(examples):
-        return encode_cached(p.task, s.tokenizer, examples, model_dir=p.source.path,
+    def encode(examples: Examples) -> Encoded:
+        return encode_cached(p.task, tokenizer, examples, model_dir=p.source.path,
                              cache_dir=p.recipe.data.cache_dir, stats=stats)
 
     t0 = time.perf_counter()
     train = None if p.data.stream is not None else p.method.training_examples(p.data)
     splits = (("train", train), ("eval", p.data.eval), ("test", p.data.test))
-    s.enc = {name: encode(ex) for name, ex in splits if ex is not None}
+    enc = {name: encode(ex) for name, ex in splits if ex is not None}
     if p.data.stream is not None:
-        s.enc["train"] = p.data.stream.encoded  # tokenised while the data was prepared, read from disk
+        enc["train"] = p.data.stream.encoded  # tokenised while the data was prepared, read from disk
     log.info("tokenised in %.1fs (cache: %d hit, %d miss)", time.perf_counter() - t0, stats.get("cache_hits", 0),
              stats.get("cache_misses", 0))
-    return encode
+    return enc, encode
 
 
 def load_adapted_model(p: Prepared, attention: str) -> torch.nn.Module:
@@ -284,7 +295,7 @@ def load_adapted_model(p: Prepared, attention: str) -> torch.nn.Module:
 
 # ---- phase 4: the optimiser -------------------------------------------------------------------------------------
 
-def build_optimiser(s: Session) -> None:
+def build_optimiser(s: Session, b: Built) -> Schedule:
     """Steps, curriculum, optimiser and schedule; the manifest and the data card."""
     from lftrain.checks.preflight import record as record_data_checks
     from lftrain.files import write_json_atomic
@@ -294,43 +305,46 @@ def build_optimiser(s: Session) -> None:
     from lftrain.training.privacy import attach
 
     p, cfg = s.p, s.p.recipe.train
-    assert s.model is not None and s.fit_task is not None and s.train_enc is not None  # built by build_model
-    lengths = s.fit_task.lengths(s.train_enc)
-    s.total_steps, s.steps_per_epoch = plan_steps(len(lengths), cfg)
+    lengths = b.fit_task.lengths(b.train_enc)
+    total_steps, steps_per_epoch = plan_steps(len(lengths), cfg)
+    curriculum = None
     if p.method.training_examples(p.data) is p.data.train:
-        s.curriculum = plan_curriculum(p.recipe, p.data, s.train_enc, lengths, total_steps=s.total_steps,
-                                       steps_per_epoch=s.steps_per_epoch, precision=s.precision, device=s.device)
+        curriculum = plan_curriculum(p.recipe, p.data, b.train_enc, lengths, total_steps=total_steps,
+                                     steps_per_epoch=steps_per_epoch, precision=s.precision, device=s.device)
     elif cfg.curriculum is not None:
         log.warning("train.curriculum ranks the labelled rows; method %s trains on other rows: no curriculum",
                     p.recipe.method.type)
-    s.optimizer = build_optimizer(s.model, cfg)
-    s.scheduler = build_scheduler(s.optimizer, cfg, s.total_steps)
-    s.privacy = attach(s)  # train.privacy: per-example gradients, the noisy optimiser, Poisson sampling
+    optimizer = build_optimizer(b.model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, total_steps)
+    # train.privacy: per-example gradients, the noisy optimiser (it replaces the plain one), Poisson sampling
+    privacy, optimizer = attach(cfg, b.model, optimizer, len(lengths), total_steps, steps_per_epoch,
+                                distributed=s.dctx is not None, precision=s.precision)
+    o = Schedule(optimizer, scheduler, total_steps, steps_per_epoch, curriculum, privacy)
     if s.main:
-        write_json_atomic(s.run.path / "manifest.json", _manifest(s))
+        write_json_atomic(s.run.path / "manifest.json", _manifest(s, b, o))
         record_data_checks(s.run.path, p.recipe, p.checks)  # data_card.md/.json, data_check.json
+    return o
 
 
-def _manifest(s: Session) -> dict:
+def _manifest(s: Session, b: Built, o: Schedule) -> dict:
     from lftrain.accel import allocator
     from lftrain.models.loading import model_files
     from lftrain.reports.manifest import build_manifest
     from lftrain.training.determinism import determinism_info
 
     p, cfg = s.p, s.p.recipe.train
-    assert s.model is not None and s.hooks is not None  # built by build_model
     extra = {"data_stats": p.data.stats, "labels": p.data.labels,
-             "trainable_parameters": sum(x.numel() for x in s.model.parameters() if x.requires_grad),
-             "total_steps": s.total_steps, "allocator": allocator.in_use(), "attention": s.attention,
+             "trainable_parameters": sum(x.numel() for x in b.model.parameters() if x.requires_grad),
+             "total_steps": o.total_steps, "allocator": allocator.in_use(), "attention": b.attention,
              "data_sources": _source_origins(p),
-             "accel": {"setting": cfg.accel, "dropout": s.hooks.dropout, "levers": s.hooks.lines},
+             "accel": {"setting": cfg.accel, "dropout": b.hooks.dropout, "levers": b.hooks.lines},
              "determinism": determinism_info(seed=cfg.seed, threads=s.threads, precision=s.precision,
                                              device=str(s.device), num_workers=cfg.num_workers),
              **p.method.manifest()}
     if s.dctx is not None:
         extra["distributed"] = s.dctx.describe()
-    if s.privacy is not None:
-        extra["privacy"] = s.privacy.manifest()  # the ε spent is added when training ends
+    if o.privacy is not None:
+        extra["privacy"] = o.privacy.manifest()  # the ε spent is added when training ends
     if p.checks:
         extra["licences"] = p.checks.licences
     return build_manifest(seed=cfg.seed, threads=s.threads, precision=s.precision, precision_reason=s.precision_reason,
@@ -340,95 +354,90 @@ def _manifest(s: Session) -> dict:
 
 # ---- phase 5: fit ------------------------------------------------------------------------------------------------
 
-def fit_model(s: Session, on_eval=None) -> TrainState:
+def fit_model(s: Session, b: Built, o: Schedule, on_eval=None) -> TrainState:
     """Resume (when the run directory has a checkpoint), fit, and put the best checkpoint's weights back."""
     from lftrain.training.checkpoint import load_weights
     from lftrain.training.loop import fit, release_training_memory
 
     cfg = s.p.recipe.train
-    assert s.model is not None  # built by build_model
-    state = _resume(s)
-    ctx = fit_context(s, on_eval)
+    state = _resume(s, b, o)
+    ctx = fit_context(s, b, o, on_eval)
     if ctx.scaler is not None and state.loss_scale:
         ctx.scaler.load_state_dict(state.loss_scale)  # the loss scale where the checkpoint left it
-    s.run.set_status("running", step=state.step, total_steps=s.total_steps)
+    s.run.set_status("running", step=state.step, total_steps=o.total_steps)
     state = fit(ctx, state)
     release_training_memory(ctx)
     if cfg.keep_best and state.best_step is not None and state.best_step != state.step:
-        load_weights(s.run.checkpoints / f"step-{state.best_step:08d}", s.model)
+        load_weights(s.run.checkpoints / f"step-{state.best_step:08d}", b.model)
         log.info("final model = best checkpoint (step %d, %s %.4f)", state.best_step, ctx.cfg.metric,
                  state.best_metric)
     return state
 
 
-def fit_context(s: Session, on_eval=None) -> FitContext:
+def fit_context(s: Session, b: Built, o: Schedule, on_eval=None) -> FitContext:
     """Everything fit() needs, from the session's phases."""
     from lftrain.models.precision import grad_scaler
     from lftrain.training.loop import FitContext
 
     cfg = s.p.recipe.train
-    assert s.model is not None and s.fit_task is not None and s.train_enc is not None  # built by build_model
-    assert s.hooks is not None and s.optimizer is not None and s.scheduler is not None  # ... and build_optimiser
     metric = s.p.method.selection_metric(s.p.task.selection_metric(cfg.metric, "metric" in cfg.model_fields_set))
     higher = type(s.p.method).higher_is_better(metric, type(s.p.task))
-    return FitContext(model=s.model, method=s.p.method, task=s.fit_task, train_data=s.train_enc,
-                      optimizer=s.optimizer, scheduler=s.scheduler, cfg=cfg.model_copy(update={"metric": metric}),
-                      run=s.run, device=s.device, precision=s.precision, pad_id=s.pad_id, evaluate=_evaluator(s),
-                      higher_is_better=higher,
-                      total_steps=s.total_steps, steps_per_epoch=s.steps_per_epoch, hooks=s.hooks, on_eval=on_eval,
-                      dist=s.dctx, curriculum=s.curriculum, scaler=grad_scaler(s.precision, s.device),
-                      sampler=s.privacy.sampler if s.privacy is not None else None)
+    return FitContext(model=b.model, method=s.p.method, task=b.fit_task, train_data=b.train_enc,
+                      optimizer=o.optimizer, scheduler=o.scheduler, cfg=cfg.model_copy(update={"metric": metric}),
+                      run=s.run, device=s.device, precision=s.precision, pad_id=b.pad_id, evaluate=_evaluator(s, b),
+                      higher_is_better=higher, total_steps=o.total_steps, steps_per_epoch=o.steps_per_epoch,
+                      hooks=b.hooks, on_eval=on_eval, dist=s.dctx, curriculum=o.curriculum,
+                      scaler=grad_scaler(s.precision, s.device),
+                      sampler=o.privacy.sampler if o.privacy is not None else None)
 
 
-def _resume(s: Session) -> TrainState:
+def _resume(s: Session, b: Built, o: Schedule) -> TrainState:
     from lftrain.training.checkpoint import TrainState, clean_temporary, resume_latest
 
     if not s.resuming:
         return TrainState()
-    assert s.model is not None  # built by build_model
     if s.main:
         clean_temporary(s.run.checkpoints)
     if s.dctx is not None:
         s.dctx.barrier()  # every rank picks its checkpoint after rank 0 has tidied up
-    ckpt, state = resume_latest(s.run.checkpoints, s.model, s.optimizer, s.scheduler)  # newest verified + loadable
+    ckpt, state = resume_latest(s.run.checkpoints, b.model, o.optimizer, o.scheduler)  # newest verified + loadable
     if ckpt is not None:
-        log.info("resumed from %s (step %d of %d)", ckpt.name, state.step, s.total_steps)
+        log.info("resumed from %s (step %d of %d)", ckpt.name, state.step, o.total_steps)
     if s.main:
         _trim_metrics(s.run, state.step)
     return state
 
 
-def _evaluator(s: Session) -> Callable[[], dict[str, Any]] | None:
+def _evaluator(s: Session, b: Built) -> Callable[[], dict[str, Any]] | None:
     """The evaluation fit() runs on the eval split (None without one)."""
-    if "eval" not in s.enc:
+    if "eval" not in b.enc:
         return None
     cfg = s.p.recipe.train
 
     def evaluate() -> dict[str, Any]:
-        assert s.model is not None  # built by build_model
-        s.p.method.before_eval(s.model)
-        return s.p.method.evaluate(s.model, s.enc["eval"], infer=_inference(s, distributed=True),
+        s.p.method.before_eval(b.model)
+        return s.p.method.evaluate(b.model, b.enc["eval"], infer=_inference(s, b, b.model, distributed=True),
                                    batch_size=cfg.eval_batch_size, precision=s.precision, device=s.device,
-                                   pad_id=s.pad_id)
+                                   pad_id=b.pad_id)
     return evaluate
 
 
-def _inference(s: Session, *, distributed: bool) -> Callable[[Encoded], np.ndarray]:
-    """encoded split -> the model's logits for every row, in order (sharded over the processes when asked)."""
+def _inference(s: Session, b: Built, model: torch.nn.Module, *,
+               distributed: bool) -> Callable[[Encoded], np.ndarray]:
+    """encoded split -> `model`'s logits for every row, in order (sharded over the processes when asked)."""
     from lftrain.evaluation.inference import infer_logits
 
     infer = s.dctx.infer_logits if distributed and s.dctx is not None else infer_logits
 
     def run(encoded: Encoded) -> np.ndarray:
-        assert s.model is not None  # built by build_model
-        return infer(s.model, s.p.task, encoded, batch_size=s.p.recipe.train.eval_batch_size,
-                     precision=s.precision, device=s.device, pad_id=s.pad_id)
+        return infer(model, s.p.task, encoded, batch_size=s.p.recipe.train.eval_batch_size,
+                     precision=s.precision, device=s.device, pad_id=b.pad_id)
     return run
 
 
 # ---- phase 6: finish ----------------------------------------------------------------------------------------------
 
-def finish(s: Session, state: TrainState) -> TrainResult:
+def finish(s: Session, b: Built, o: Schedule, state: TrainState) -> TrainResult:
     """Save the final model, then evaluate it and write its evidence (rank 0 alone, with the whole model)."""
     from lftrain.evaluation.evidence import RunOutputs
     from lftrain.evaluation.metrics import headline
@@ -436,23 +445,23 @@ def finish(s: Session, state: TrainState) -> TrainResult:
     from lftrain.training import distributed
     from lftrain.training.privacy import record as record_privacy
 
-    p = s.p
-    assert s.model is not None  # built by build_model
-    if s.dctx is not None:
-        s.model = distributed.plain_model(s.dctx, s.model, lambda: load_adapted_model(p, s.attention))
+    p, model = s.p, b.model
+    if s.dctx is not None:  # the whole model, on rank 0 (the sharded or replicated one goes)
+        model = distributed.plain_model(s.dctx, model, lambda: load_adapted_model(p, b.attention))
         if not s.dctx.main:
             return TrainResult(s.run.path, s.run.model_dir, {}, state.step, state.train_seconds, 0.0, s.resuming)
-    record_privacy(s, state)  # the ε spent, into manifest.json before the report and model card read it
-    p.method.finish(s.model)
-    p.task.before_save(s.model)
-    p.method.save(s.model, s.tokenizer, s.run.model_dir, p.source)
+    record_privacy(o.privacy, s.run, state)  # the ε spent, into manifest.json before the report and card read it
+    p.method.finish(model)
+    p.task.before_save(model)
+    p.method.save(model, b.tokenizer, s.run.model_dir, p.source)
     sps = state.samples_seen / max(state.train_seconds, 1e-9)
     s.run.log_metrics({"event": "train_end", "step": state.step, "train_runtime": state.train_seconds,
                        "train_samples": state.samples_seen, "train_samples_per_second": sps,
                        "best_step": state.best_step, "stopped_early": state.stopped_early})
-    out = RunOutputs(s.run.path, p.recipe, p.task, s.model, s.tokenizer, s.enc,
-                     {"eval": p.data.eval, "test": p.data.test}, _inference(s, distributed=False), s.precision,
-                     ood=p.ood, device=s.device, pad_id=s.pad_id, step=state.step, log_metrics=s.run.log_metrics,
+    out = RunOutputs(s.run.path, p.recipe, p.task, model, b.tokenizer, b.enc,
+                     {"eval": p.data.eval, "test": p.data.test}, _inference(s, b, model, distributed=False),
+                     s.precision, ood=p.ood, device=s.device, pad_id=b.pad_id, step=state.step,
+                     log_metrics=s.run.log_metrics,
                      load_base=lambda: p.method.load_model(p.source, trust_remote_code=p.recipe.model.trust_remote_code,
                                                            attention="eager").to(s.device),
                      data=p.data)

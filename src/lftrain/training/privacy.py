@@ -24,13 +24,21 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lftrain.errors import InputError
 from lftrain.methods import METHODS
 from lftrain.tasks import TASKS
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from lftrain.config.schema import TrainConfig
+    from lftrain.training.checkpoint import TrainState
+    from lftrain.training.rundir import RunDir
 
 log = logging.getLogger("lftrain")
 
@@ -101,9 +109,9 @@ def default_delta(n: int) -> float:
     return 10.0 ** -(math.floor(math.log10(n)) + 1)
 
 
-def vet_data(recipe, data) -> None:
+def vet_data(train: TrainConfig, data) -> None:
     """Checks that need the training rows: δ < 1/n, each row once, q = batch_size / n at most 1."""
-    cfg = recipe.train.privacy
+    cfg = train.privacy
     if cfg is None:
         return
     n = len(data.train)
@@ -113,8 +121,8 @@ def vet_data(recipe, data) -> None:
     if "rare_class_repeats" in data.stats:
         raise InputError("train.privacy: task.imbalance repeats the rows of rare classes, so a row could be sampled "
                          "more often than the accountant assumes; set task.imbalance: off")
-    if recipe.train.batch_size > n:
-        raise InputError(f"train.privacy: train.batch_size {recipe.train.batch_size} is larger than the {n} training "
+    if train.batch_size > n:
+        raise InputError(f"train.privacy: train.batch_size {train.batch_size} is larger than the {n} training "
                          "rows (the sample rate batch_size / n must be at most 1)")
 
 
@@ -278,38 +286,39 @@ class PrivateTraining:
                           "protected"}
 
 
-def attach(s) -> PrivateTraining | None:
-    """Under train.privacy: hooks on s.model, s.optimizer made noisy, the noise multiplier for the target ε over the
-    run's planned steps. Called after the optimiser and schedule exist, before the manifest is written."""
-    cfg = s.p.recipe.train
+def attach(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, n: int, total_steps: int,
+           steps_per_epoch: int, *, distributed: bool,
+           precision: str) -> tuple[PrivateTraining | None, torch.optim.Optimizer]:
+    """Under train.privacy: hooks on `model`, the optimiser made noisy (returned in place of `optimizer`), the noise
+    multiplier for the target ε over the run's planned steps on `n` rows. Called after the optimiser and schedule
+    exist, before the manifest is written. Without train.privacy: (None, `optimizer`)."""
     if cfg.privacy is None:
-        return None
+        return None, optimizer
     from opacus.accountants.utils import get_noise_multiplier
 
-    if s.dctx is not None:
+    if distributed:
         raise InputError("train.privacy: private training runs in one process (no --nproc / torchrun)")
-    if s.precision != "fp32":
-        raise InputError(f"train.privacy: per-example gradients need fp32 (precision resolved to {s.precision})")
-    n = len(s.fit_task.lengths(s.train_enc))
+    if precision != "fp32":
+        raise InputError(f"train.privacy: per-example gradients need fp32 (precision resolved to {precision})")
     pc, rate = cfg.privacy, cfg.batch_size / n
     delta = pc.delta if pc.delta is not None else default_delta(n)
     try:
         with _quiet_accountant():
             sigma = get_noise_multiplier(target_epsilon=pc.epsilon, target_delta=delta, sample_rate=rate,
-                                         steps=s.total_steps, accountant=pc.accountant)
+                                         steps=total_steps, accountant=pc.accountant)
     except ValueError as exc:  # Opacus: "The privacy budget is too low."
         raise InputError(f"train.privacy: no noise level reaches ε {pc.epsilon:g} at δ {delta:g} over "
-                         f"{s.total_steps} steps at sample rate {rate:.4g} ({exc}); raise epsilon or train for fewer "
+                         f"{total_steps} steps at sample rate {rate:.4g} ({exc}); raise epsilon or train for fewer "
                          "steps") from None
-    detach, s.optimizer = make_private(s.model, s.optimizer, noise_multiplier=sigma, max_grad_norm=pc.max_grad_norm,
-                                    expected_batch_size=cfg.batch_size)
-    _warn_memory(s.model, cfg.batch_size)
+    detach, optimizer = make_private(model, optimizer, noise_multiplier=sigma, max_grad_norm=pc.max_grad_norm,
+                                     expected_batch_size=cfg.batch_size)
+    _warn_memory(model, cfg.batch_size)
     private = PrivateTraining(pc.accountant, pc.epsilon, delta, pc.max_grad_norm, sigma, rate, cfg.batch_size,
-                              s.total_steps, PoissonSampler(n, rate, cfg.seed, s.steps_per_epoch), detach)
+                              total_steps, PoissonSampler(n, rate, cfg.seed, steps_per_epoch), detach)
     log.info("train.privacy: ε %g, δ %g over %d steps: noise multiplier %.4f at sample rate %.5f (Poisson, expected "
              "batch %d of %d rows); each example's gradient clipped at %g; accountant %s", pc.epsilon, delta,
-             s.total_steps, sigma, rate, cfg.batch_size, n, pc.max_grad_norm, pc.accountant)
-    return private
+             total_steps, sigma, rate, cfg.batch_size, n, pc.max_grad_norm, pc.accountant)
+    return private, optimizer
 
 
 def _warn_memory(model, batch_size: int) -> None:
@@ -322,20 +331,19 @@ def _warn_memory(model, batch_size: int) -> None:
                     per_example * batch_size / 2**30, per_example / 2**20, batch_size)
 
 
-def record(s, state) -> None:
+def record(private: PrivateTraining | None, run: RunDir, state: TrainState) -> None:
     """The ε spent by the steps taken (all of them, across resumes) into manifest.json; the hooks come off, so the
     final evaluation and the saved model are the plain model."""
-    private = s.privacy
     if private is None:
         return
     from lftrain.files import write_json_atomic
 
     spent = private.spent(state.step)
-    path = s.run.path / "manifest.json"
+    path = run.path / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["privacy"] = {**manifest.get("privacy", {}), "epsilon_spent": spent, "steps": state.step}
     write_json_atomic(path, manifest)
-    s.run.log_metrics({"event": "privacy", "step": state.step, "epsilon": spent, "delta": private.delta,
+    run.log_metrics({"event": "privacy", "step": state.step, "epsilon": spent, "delta": private.delta,
                        "noise_multiplier": private.noise_multiplier, "sample_rate": private.sample_rate})
     log.info("train.privacy: (ε %.4f, δ %g) spent over %d steps (target ε %g)", spent, private.delta, state.step,
              private.epsilon)

@@ -12,10 +12,13 @@ import contextvars
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lftrain.extras import need
 from lftrain.registry import Registry
+
+if TYPE_CHECKING:
+    from lftrain.config.schema import TrainConfig
 
 log = logging.getLogger("lftrain")
 TRACKERS: Registry[type[Tracker]] = Registry("tracker")
@@ -109,13 +112,13 @@ class MLflowTracker(Tracker):
 
         saved = _read_state(run.path).get("mlflow") if resuming else None
         parent = _PARENT.get()
-        uri = saved["uri"] if saved else parent[0] if parent else mlflow_uri(recipe, run.path.parent)
+        uri = saved["uri"] if saved else parent[0] if parent else mlflow_uri(recipe.train, run.path.parent)
         self.client = MlflowClient(tracking_uri=uri)
         if saved:
             self.run_id = saved["run_id"]
             self.client.update_run(self.run_id, status="RUNNING")
             return
-        experiment = parent[1] if parent else experiment_id(self.client, recipe, uri, run.path.parent)
+        experiment = parent[1] if parent else experiment_id(self.client, recipe.train, uri, run.path.parent)
         tags = {"mlflow.parentRunId": parent[2]} if parent else {}
         self.run_id = self.client.create_run(experiment, run_name=run.path.name, tags=tags).info.run_id
         _write_state(run.path, {"mlflow": {"uri": uri, "run_id": self.run_id}})
@@ -137,23 +140,23 @@ class MLflowTracker(Tracker):
         self.client.set_terminated(self.run_id, status="FINISHED" if status == "finished" else "FAILED")
 
 
-def mlflow_uri(recipe, root: Path) -> str:
+def mlflow_uri(train: TrainConfig, root: Path) -> str:
     import os
 
-    return recipe.train.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
+    return train.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
         f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
-def experiment_id(client, recipe, uri: str, root: Path) -> str:
+def experiment_id(client, train: TrainConfig, uri: str, root: Path) -> str:
     """The experiment's id, created on first use; with the default local store its artifacts go beside the runs
     (runs/mlartifacts), not into the current directory."""
     import os
 
-    name = recipe.train.experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "lftrain"
+    name = train.experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "lftrain"
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    local = uri.startswith("sqlite:///") and not recipe.train.tracking_uri and "MLFLOW_TRACKING_URI" not in os.environ
+    local = uri.startswith("sqlite:///") and not train.tracking_uri and "MLFLOW_TRACKING_URI" not in os.environ
     return client.create_experiment(name, artifact_location=(root / "mlartifacts").resolve().as_uri() if local
                                     else None)
 
@@ -169,13 +172,13 @@ def parent_run(recipe, root: Path, name: str):
     from mlflow import MlflowClient
 
     saved = _read_state(root).get("mlflow")
-    uri = saved["uri"] if saved else mlflow_uri(recipe, root)
+    uri = saved["uri"] if saved else mlflow_uri(recipe.train, root)
     client = MlflowClient(tracking_uri=uri)
     if saved:
         experiment, run_id = saved["experiment"], saved["run_id"]
         client.update_run(run_id, status="RUNNING")
     else:
-        experiment = experiment_id(client, recipe, uri, root)
+        experiment = experiment_id(client, recipe.train, uri, root)
         run_id = client.create_run(experiment, run_name=name).info.run_id
         _write_state(root, {"mlflow": {"uri": uri, "experiment": experiment, "run_id": run_id}})
     token = _PARENT.set((uri, experiment, run_id))
@@ -186,9 +189,9 @@ def parent_run(recipe, root: Path, name: str):
         client.set_terminated(run_id)
 
 
-def check_trackers(recipe) -> None:
+def check_trackers(train: TrainConfig) -> None:
     """Unknown tracker names and missing packages fail here, before any data or model is read."""
-    for name in recipe.train.report_to:
+    for name in train.report_to:
         cls = TRACKERS.get(name)
         if cls.requires:
             need(cls.requires, f"train.report_to: {name}")
@@ -196,7 +199,7 @@ def check_trackers(recipe) -> None:
 
 def open_trackers(recipe, run, resuming: bool) -> list[Tracker]:
     """The trackers the recipe names, started."""
-    check_trackers(recipe)
+    check_trackers(recipe.train)
     trackers = [TRACKERS.get(name)(recipe, run, resuming) for name in recipe.train.report_to]
     if trackers:
         log.info("tracking: %s", ", ".join(recipe.train.report_to))
