@@ -63,8 +63,9 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self._items
 
-    def names(self) -> list[str]:
-        return sorted(self._items)
+    def names(self, where: Callable[[T], bool] | None = None) -> list[str]:
+        """The registered names, sorted; `where`: only those whose plug-in it accepts (e.g. what a task declares)."""
+        return sorted(n for n, obj in self._items.items() if where is None or where(obj))
 
     def items(self) -> list[tuple[str, T]]:
         return sorted(self._items.items())

@@ -75,9 +75,9 @@ def _lft(*args: str) -> int:
     return main(list(args))
 
 
-def _toy_recipe(tiny_bert: Path, tmp: Path, name: str, **extra) -> Path:
-    train = write_csv(tmp / "train.csv", toy_rows(160))
-    recipe = tiny_recipe(tiny_bert, train, tmp / name, epochs=6, eval_every=10, metric="miss_rate")
+def _toy_recipe(tiny_bert: Path, tmp: Path, name: str, train: dict | None = None, **extra) -> Path:
+    rows = write_csv(tmp / "train.csv", toy_rows(160))
+    recipe = tiny_recipe(tiny_bert, rows, tmp / name, epochs=6, eval_every=10, metric="miss_rate", **(train or {}))
     recipe["task"] = {"type": "toy-topic", "max_length": 32, "keywords": {"pos": POSITIVE}}
     recipe["eval"] = {"bootstrap_samples": 0, "latency": False}
     recipe.update(extra)
@@ -135,10 +135,17 @@ def test_a_toy_task_evaluates_predicts_serves_and_exports(toy_run, tmp_path):
     assert "pipeline_tag: text-classification" in card and "toy-topic" in card
 
 
-def test_a_toy_method_trains_through_lft_train(plugins, toy_run, tiny_bert, tmp_path):
-    """The entropy bonus makes the model less sure of itself than the supervised run on the same data and seed."""
-    recipe = _toy_recipe(tiny_bert, tmp_path, "penalised", method={"type": "toy-confidence-penalty", "beta": 1.0})
-    assert _lft("train", str(recipe)) == 0
+def test_a_toy_method_trains_through_lft_train(plugins, tiny_bert, tmp_path):
+    """The entropy bonus makes the model less sure of itself than the supervised run on the same data and seed.
+
+    Both keep their last step (train.keep_best: false): best checkpoints by miss_rate are the first perfect ones,
+    taken at different steps, and their confidences compare nothing. So compared, the gap was 0.17-0.22 over
+    seeds 0-5 in fp32 and bf16 (AMD EPYC); with best checkpoints it was -0.29 to +0.06."""
+    last = {"keep_best": False}
+    supervised = _toy_recipe(tiny_bert, tmp_path, "supervised", train=last)
+    recipe = _toy_recipe(tiny_bert, tmp_path, "penalised", train=last,
+                         method={"type": "toy-confidence-penalty", "beta": 1.0})
+    assert _lft("train", str(supervised)) == 0 and _lft("train", str(recipe)) == 0
     run = tmp_path / "penalised"
     data = write_csv(tmp_path / "new.csv", toy_rows(40, seed=7))
 
@@ -150,7 +157,7 @@ def test_a_toy_method_trains_through_lft_train(plugins, toy_run, tiny_bert, tmp_
 
     status = json.loads((run / "run.json").read_text())
     assert status["results"]["test"]["accuracy"] > 0.85
-    assert confidence(run) < confidence(toy_run) - 0.05
+    assert confidence(run) < confidence(tmp_path / "supervised") - 0.1
 
 
 def test_a_regression_run_selected_by_mse_keeps_its_lowest_mse_checkpoint(tiny_bert, tmp_path):

@@ -42,7 +42,7 @@ def paired_split(run: RunFiles, saved_labels: np.ndarray, split: str, what: str)
     recipe = load_recipe(data=run.recipe)
     task = build_task(recipe.task)
     if not task.probe_baseline:
-        fits = ", ".join(n for n, c in TASKS.items() if c.probe_baseline)
+        fits = ", ".join(TASKS.names(lambda c: c.probe_baseline))
         raise InputError(f"{run.path}: `{what}` needs a run of a task with one label per text ({fits}; this one is "
                          f"{recipe.task.type})")
     data = prepare_data(recipe, task)

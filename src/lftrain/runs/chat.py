@@ -37,7 +37,7 @@ class ChatModel(LoadedRun):
     def __init__(self, run: str | Path) -> None:
         task = run_task(run)  # checked before loading any weights
         if not task.chat:
-            chats = ", ".join(n for n, c in TASKS.items() if c.chat)
+            chats = ", ".join(TASKS.names(lambda c: c.chat))
             raise InputError(f"{run}: a {task.type_name} run; `lft generate` and `lft chat` "
                              f"need a chat model's run ({chats}; use `lft predict` for classifiers)")
         super().__init__(run)

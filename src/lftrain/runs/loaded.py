@@ -72,10 +72,12 @@ class LoadedRun:
         logits, encoded = self.logits(examples)
         return self.task.score(logits, encoded)
 
-    def logits(self, examples):
+    def logits(self, examples, *, batch_size: int | None = None):
+        """(the model's outputs, the encoded rows) for `examples`, `batch_size` rows per forward (default: the
+        recipe's train.eval_batch_size)."""
         from lftrain.evaluation.inference import infer_logits
 
         encoded = self.task.encode(self.tokenizer, examples)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        return infer_logits(self.model, self.task, encoded, batch_size=self.recipe.train.eval_batch_size,
+        return infer_logits(self.model, self.task, encoded, batch_size=batch_size or self.recipe.train.eval_batch_size,
                             precision=self.precision, device=self.device, pad_id=pad), encoded

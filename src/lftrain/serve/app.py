@@ -27,7 +27,6 @@ def build_app(run: str | Path, config: ServeConfig | None = None):
 
     config = config or ServeConfig()
     task = run_task(run)
-    kind = task.type_name
     service = _load(run, task, config)
     loaded = service.model if task.chat else service.loaded
 
@@ -38,8 +37,8 @@ def build_app(run: str | Path, config: ServeConfig | None = None):
             app.state.batcher.close()
 
     app = FastAPI(title=f"lftrain: {loaded.run_dir.name}", lifespan=lifespan,
-                  description=f"A {kind} run served by `lft serve` (docs/serving.md).")
-    app.state.task, app.state.kind, app.state.config, app.state.loaded = task, kind, config, loaded
+                  description=f"A {task.type_name} run served by `lft serve` (docs/serving.md).")
+    app.state.task, app.state.config, app.state.loaded = task, config, loaded
     if task.chat:
         app.state.chat = service
         _chat_routes(app, service)
@@ -50,7 +49,7 @@ def build_app(run: str | Path, config: ServeConfig | None = None):
         app.state.batcher = Batcher(service, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms,
                                     max_queue=config.max_queue)
         _predict_route(app, service, app.state.batcher)
-        _no_chat_route(app, kind)
+        _no_chat_route(app, task.type_name)
     _info_routes(app)
     listed = [r for r in app.routes if getattr(r, "include_in_schema", False)]  # not FastAPI's own doc pages
     install_handlers(app, ["GET /docs", *sorted(f"{m} {r.path}" for r in listed for m in r.methods if m != "HEAD")])
@@ -69,7 +68,7 @@ def _load(run: str | Path, task: type[Task], config: ServeConfig):
         from lftrain.errors import InputError
         from lftrain.tasks import TASKS
 
-        served = ", ".join(n for n, c in TASKS.items() if c.serve_input is not None)
+        served = ", ".join(TASKS.names(lambda c: c.serve_input is not None))
         raise InputError(f"{run}: `lft serve` does not serve {task.type_name} runs (it serves: {served})")
     if task.chat:
         model = ChatModel(run)
@@ -98,7 +97,7 @@ def _no_chat_route(app, kind: str) -> None:
 
     @app.post("/v1/chat/completions", include_in_schema=False)
     async def no_chat() -> None:
-        chats = ", ".join(n for n, c in TASKS.items() if c.chat)
+        chats = ", ".join(TASKS.names(lambda c: c.chat))
         raise HTTPException(404, f"this server runs a {kind} run: chat completions need a language model's run "
                             f"({chats}; use POST /predict)")
 
@@ -132,9 +131,9 @@ def _info_routes(app) -> None:
     async def health() -> dict[str, Any]:
         state = app.state
         if state.task.chat:
-            return {"status": "ok", "task": state.kind, "active": state.chat.active}
+            return {"status": "ok", "task": state.task.type_name, "active": state.chat.active}
         stats = state.batcher.stats
-        return {"status": "ok", "task": state.kind, "waiting": state.batcher.waiting(), **vars(stats)}
+        return {"status": "ok", "task": state.task.type_name, "waiting": state.batcher.waiting(), **vars(stats)}
 
     @app.get("/metadata", summary="the run: task, labels, inputs, limits, recipe and manifest")
     async def metadata() -> dict[str, Any]:
@@ -142,11 +141,11 @@ def _info_routes(app) -> None:
 
 
 def _metadata(app) -> dict[str, Any]:
-    loaded, kind, task = app.state.loaded, app.state.kind, app.state.task
+    loaded, task = app.state.loaded, app.state.task
     labels = loaded.task.labels.names if loaded.task.labels is not None else None
     manifest = loaded.run_dir / "manifest.json"
     item = task.serve_input
-    return {"run": loaded.run_dir.name, "task": kind, "labels": labels,
+    return {"run": loaded.run_dir.name, "task": task.type_name, "labels": labels,
             "inputs": {"fields": list(item.model_fields), "bare_strings": task.serve_bare_strings},
             "limits": app.state.config.public(), "recipe": loaded.recipe.model_dump(mode="json"),
             "manifest": json.loads(manifest.read_text()) if manifest.is_file() else None}
@@ -160,5 +159,5 @@ def run_server(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, lo
     uvicorn = need("uvicorn", "lft serve")
     app = build_app(run, ServeConfig(**limits))
     log.info("serving %s (%s) on http://%s:%d - endpoints: docs/serving.md", app.state.loaded.run_dir,
-             app.state.kind, host, port)
+             app.state.task.type_name, host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

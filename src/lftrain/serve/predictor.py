@@ -116,14 +116,8 @@ class Predictor:
 
     def predict(self, ex: Examples) -> list[dict[str, Any]]:
         """What `lftrain.api.predict` gives for these rows (without `row`), computed in batches of `max_batch`."""
-        from lftrain.evaluation.inference import infer_logits
-
-        tm = self.loaded
-        rows = self.task.predict_rows(tm, ex)  # tasks that decode (speech recognition) answer themselves
+        rows = self.task.predict_rows(self.loaded, ex)  # tasks that decode (speech recognition) answer themselves
         if rows is not None:
             return [{k: v for k, v in row.items() if k != "row"} for row in rows]
-        encoded = self.task.encode(tm.tokenizer, ex)
-        pad = tm.tokenizer.pad_token_id if tm.tokenizer.pad_token_id is not None else 0
-        logits = infer_logits(tm.model, self.task, encoded, batch_size=self.max_batch, precision=tm.precision,
-                              device=tm.device, pad_id=pad)
+        logits, encoded = self.loaded.logits(ex, batch_size=self.max_batch)
         return self.task.predictions(logits / self.temperature, encoded, ex)

@@ -47,7 +47,10 @@ class TaskView:
 
     def __init__(self, task: Task) -> None:
         self.task = task
-        self.augments_input = task.augments_input
+
+    @property
+    def augments_input(self) -> bool:
+        return self.task.augments_input
 
     def lengths(self, encoded: Encoded) -> np.ndarray:
         return self.task.lengths(encoded)

@@ -17,8 +17,8 @@ from lftrain.tasks import TASKS
 
 # What the form can describe, as the tasks and adaptations declare it (`ui_form`): tasks whose rows are one text
 # column (+ optional pair) and one label column; the others start from a recipe template and edit the YAML.
-TASK_TYPES = tuple(name for name, cls in TASKS.items() if cls.ui_form)
-ADAPTATIONS = tuple(name for name, cls in ADAPTATION_REGISTRY.items() if cls.ui_form)
+TASK_TYPES = tuple(TASKS.names(lambda c: c.ui_form))
+ADAPTATIONS = tuple(ADAPTATION_REGISTRY.names(lambda c: c.ui_form))
 BUILTIN = "built-in defaults"
 
 HELP = {
