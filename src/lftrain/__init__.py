@@ -1,16 +1,22 @@
 """lftrain: adapt pre-trained models to your task with labelled and unlabelled data — fast on the hardware you have."""
 
 import importlib
+import logging
+
+# peft imports bitsandbytes whenever it is installed, and bitsandbytes then warns that it cannot fetch a Hub kernel
+# it does not need (it has its own CPU kernels): noise at every start, nothing for the user to act on.
+for _name in ("bitsandbytes", "kernels"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "evaluate", "export", "predict", "train"]
+__all__ = ["__version__", "evaluate", "export", "plan", "predict", "train"]
 
 
 def __getattr__(name: str):
     # `lftrain.train` & co. import torch and transformers on first use, not on `import lftrain`: the `lft` command
     # chooses its memory allocator (accel/allocator.py) and prints its help before paying that (~1.2 s).
-    if name in ("api", "evaluate", "export", "predict", "train"):
+    if name in ("api", "evaluate", "export", "plan", "predict", "train"):
         api = importlib.import_module("lftrain.api")
         return api if name == "api" else getattr(api, name)
     raise AttributeError(f"module 'lftrain' has no attribute {name!r}")

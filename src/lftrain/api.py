@@ -38,6 +38,15 @@ def train(recipe: str | Path | dict | Any, overrides: list[str] | None = None, *
                         nproc=nproc, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
 
 
+def plan(recipe: str | Path | dict | Any, overrides: list[str] | None = None, *, time: bool = True):
+    """The memory plan of a recipe before anything loads (`lft plan`): a MemoryPlan with the predicted peak by
+    component, the memory available, whether it fits, the changes that would fit, and a measured step-time
+    estimate (`time=False` skips that probe). See docs/large-models.md."""
+    from lftrain.plan import predict
+
+    return predict(resolve_recipe(recipe, overrides), probe_time=time)
+
+
 def evaluate(run: str | Path, data: str | Path, *, encoding: str | None = None,
              output: str | Path | None = None) -> dict[str, Any]:
     """Metrics of a trained run on a labelled data file (same columns as the recipe's data)."""

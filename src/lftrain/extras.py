@@ -1,8 +1,8 @@
 """Optional dependencies: the core install trains and evaluates text classification and SFT; the extras bring the
 rest (`pip install 'lftrain[vision]'`, `[audio]`, `[export]`, `[tune]`, `[gguf]`, `[report]`, `[checks]`,
-`[postgres]`, `[tracking]`, `[serve]`, `[ui]`, `[privacy]`, or `[all]`). A feature whose extra is missing fails with
-the command that installs it; the report's figures and the near-duplicate check step aside with a note instead, so a
-default run works on the core alone.
+`[postgres]`, `[tracking]`, `[serve]`, `[ui]`, `[privacy]`, `[quantize]`, or `[all]`). A feature whose extra is
+missing fails with the command that installs it; the report's figures and the near-duplicate check step aside with a
+note instead, so a default run works on the core alone.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "uvicorn": ("uvicorn", "serve"),
     "gradio": ("gradio", "ui"),
     "opacus": ("opacus", "privacy"),
+    "bitsandbytes": ("bitsandbytes", "quantize"),
 }
 
 

@@ -177,7 +177,8 @@ def test_spec_augment_masks_training_inputs_only(tiny_asr):
         return build_task(recipe.task)
 
     task = task_with(True)
-    model = task.load_model(SimpleNamespace(path=str(tiny_asr)), trust_remote_code=False, attention="eager")
+    source = SimpleNamespace(path=str(tiny_asr), safetensors=True, dtype="fp32", quantize=None)
+    model = task.load_model(source, trust_remote_code=False, attention="eager")
     assert task.augments_input and not task_with(False).augments_input
     frames = model.config.max_source_positions * 2
     features = torch.randn(2, model.config.num_mel_bins, frames)

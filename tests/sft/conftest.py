@@ -32,7 +32,7 @@ def make_chat_tokenizer(directory: Path):
     return fast
 
 
-def make_tiny_llama(directory: Path, seed: int = 0) -> Path:
+def make_tiny_llama(directory: Path, seed: int = 0, hidden: int = 32) -> Path:
     """A 2-layer, width-32 LlamaForCausalLM with grouped-query attention (4 query heads, 2 key/value heads)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -40,7 +40,7 @@ def make_tiny_llama(directory: Path, seed: int = 0) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     tok = make_chat_tokenizer(directory)
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                          tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                          bos_token_id=tok.bos_token_id)

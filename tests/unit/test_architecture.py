@@ -116,10 +116,11 @@ def test_the_orchestrator_phases_are_short():
 
 def test_no_compiled_code_on_any_path():
     """No C source ships, nothing calls a compiler, and ctypes only reaches system libraries' documented entry
-    points (the allocator's release call; prctl so that torchrun's workers die with their launcher)."""
+    points (the allocator's release call; prctl so that torchrun's workers die with their launcher; madvise to drop
+    a checkpoint's pages after a converted load)."""
     assert not [p for p in PACKAGE.rglob("*") if p.suffix in (".c", ".h", ".cpp", ".so")]
     uses_ctypes = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "ctypes" in p.read_text())
-    assert uses_ctypes == ["accel/allocator.py", "training/distributed.py"], uses_ctypes
+    assert uses_ctypes == ["accel/allocator.py", "models/quantized.py", "training/distributed.py"], uses_ctypes
     for path in PACKAGE.rglob("*.py"):
         text = path.read_text()
         assert "-march=native" not in text and '"cc"' not in text and "'cc'" not in text, path
@@ -138,6 +139,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("methods",),  # how its parameters learn
     ("accel",),  # the speed levers behind one seam
     ("training",),  # the one loop, checkpoints, run directories, distribution, privacy, tracking
+    ("plan",),  # the memory plan of a recipe, before any weight loads
     ("reports",),  # the HTML report, model and data cards, from a run directory's files
     ("checks",),  # the data checks over a recipe's data
     ("orchestrator",),  # a recipe into runs, each in phases around fit()

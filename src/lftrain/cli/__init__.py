@@ -18,6 +18,7 @@ PLUGINS: tuple[str, ...] = (
     "lftrain.cli.generate",
     "lftrain.cli.evidence",
     "lftrain.cli.tune",
+    "lftrain.cli.plan",
     "lftrain.cli.data",
     "lftrain.cli.serve",
     "lftrain.cli.ui",

@@ -45,6 +45,11 @@ class ModelConfig(Section):
     """Make the model shallower before training by keeping only these blocks, e.g. `[0, 2, 5]`, or
     `every_other` (half of them, spread evenly, first and last kept: DistilBERT's student initialisation).
     Null keeps every layer. See docs/distillation.md."""
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """The dtype the weights are loaded in. `auto`: what trains is loaded in fp32 (full fine-tuning; the adapters and
+    heads of adapter runs); a frozen base is loaded in bf16/fp16 when `train.precision` computes in that dtype, else
+    fp32. An explicit dtype loads every weight in it (what trains is still kept in fp32). Weights are read straight
+    into their final dtype, tensor by tensor: the model never exists twice in memory (docs/large-models.md)."""
     init: Literal["pretrained", "random"] = "pretrained"
     """`random` re-initialises every weight before training: the same architecture from scratch, a baseline that
     shows what pre-training is worth (see docs/vision-audio.md)."""
@@ -217,6 +222,15 @@ class TrainConfig(Section):
     `batch_size` stays the effective batch. See docs/distributed.md."""
     gradient_checkpointing: bool = False
     """Recompute activations during the backward pass instead of storing them: less memory, ~30% more compute."""
+    optimizer: Literal["adamw", "adamw8bit"] = "adamw"
+    """`adamw`: fp32 moments (8 bytes per trained parameter). `adamw8bit`: block-wise 8-bit moments (bitsandbytes,
+    2 bytes per parameter) for large full fine-tunes; needs the `quantize` extra."""
+    memory_limit_mb: float | None = Field(None, gt=0)
+    """The memory this run may use (RAM on the CPU, the GPU's memory on a GPU); default: what is free when the run
+    starts. The memory plan (`lft plan`) refuses, before loading any weight, a recipe predicted not to fit."""
+    memory_plan: Literal["check", "warn", "off"] = "check"
+    """Before loading the weights, predict the peak memory (`lft plan`): `check` exits (code 2) when it does not
+    fit, naming changes that would; `warn` logs and goes on; `off` skips the plan."""
     curriculum: CurriculumConfig | None = None
     """Curriculum learning: rank examples by difficulty and let each step draw from the easiest share the pacing
     allows (see the `train.curriculum.*` keys and docs/semi-supervised.md). Null: every step sees all the data."""

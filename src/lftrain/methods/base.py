@@ -104,7 +104,7 @@ class Method:
         """Write the final model: a plain Hugging Face directory, or for adapter runs peft's format."""
         from lftrain.models.trained import save_trained_model
 
-        save_trained_model(model, tokenizer, out)
+        save_trained_model(model, tokenizer, out, source)
 
     def final_evaluation(self, out: RunOutputs) -> dict[str, dict[str, Any]]:
         return self.task.final_evaluation(out)

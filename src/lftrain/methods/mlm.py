@@ -242,8 +242,7 @@ def load_lm(source, *, causal: bool, trust_remote_code: bool, attention: str):
 
     cls = AutoModelForCausalLM if causal else AutoModelForMaskedLM
     try:
-        return cls.from_pretrained(source.path, attn_implementation=attention, dtype=torch.float32,
-                                   **load_kwargs(source, trust_remote_code))
+        return cls.from_pretrained(source.path, attn_implementation=attention, **load_kwargs(source, trust_remote_code))
     except (OSError, ValueError) as exc:
         raise InputError(f"{source.path}: cannot load as a {'causal' if causal else 'masked'} language model: "
                          f"{exc}") from None

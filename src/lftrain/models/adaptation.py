@@ -184,6 +184,12 @@ class _LoraBase(Section):
     modules_to_save: list[str] = []
     """Further modules that train in full and are saved with the adapter. The task head (and any weight
     the base checkpoint lacks, such as a new pooler) always is."""
+    quantize: Literal["nf4", "int8"] | None = None
+    """Freeze the base model quantized (QLoRA): `nf4` stores its Linear weights in 4-bit NormalFloat blocks of 64,
+    `int8` in 8 bits (LLM.int8()), through bitsandbytes (CPU and CUDA; the `quantize` extra). The adapters and the
+    task head stay fp32. Null: the base keeps `model.dtype`. See docs/large-models.md."""
+    double_quant: bool = True
+    """`nf4` only: quantize the blocks' scales too (QLoRA's double quantization, ~0.4 bits per weight less)."""
 
 
 @ADAPTATIONS.register("lora")

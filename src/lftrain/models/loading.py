@@ -26,12 +26,66 @@ CONVERTERS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A vetted model directory and how its weights may be read."""
+    """A vetted model directory and how its weights may be read: in which dtype, and quantized or not
+    (`with_loading`; a vetted source loads in fp32, unquantized, until the run says otherwise)."""
 
     path: Path
     safetensors: bool
     config: dict
     hub: dict | None = None  # {"id", "revision", "commit"} when the recipe named a Hub id
+    dtype: str = "fp32"  # bf16 | fp16 | fp32: what the weights are loaded in
+    quantize: str | None = None  # nf4 | int8: the frozen base's Linear weights (bitsandbytes)
+    double_quant: bool = True
+    compute: str = "fp32"  # the dtype a quantized layer computes in (the run's precision)
+
+    def with_loading(self, load: Loading) -> ModelSource:
+        from dataclasses import replace
+
+        return replace(self, dtype=load.dtype, quantize=load.quantize, double_quant=load.double_quant,
+                       compute=load.compute)
+
+
+@dataclass(frozen=True)
+class Loading:
+    """How a run loads its base model (resolve_loading): dtype, quantization, and why."""
+
+    dtype: str
+    quantize: str | None
+    double_quant: bool
+    compute: str
+    reason: str
+
+
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+_SHORT = {v: k for k, v in DTYPES.items()}
+
+
+def stored_dtype(config: dict) -> str | None:
+    """The dtype the checkpoint stores its weights in (config.json's `dtype` / `torch_dtype`), short form."""
+    value = config.get("dtype") or config.get("torch_dtype") or (config.get("text_config") or {}).get("dtype")
+    return _SHORT.get(str(value)) if value else None
+
+
+def resolve_loading(setting: str, precision: str, *, frozen_base: bool, quantize: str | None = None,
+                    double_quant: bool = True, config: dict | None = None) -> Loading:
+    """`model.dtype` for a run whose autocast `precision` is known. What trains needs fp32 master weights, so a
+    run that trains every weight (`frozen_base` False) loads in fp32 under `auto`; a frozen base is kept in the
+    dtype the run computes in (bf16/fp16), else fp32. A quantized base computes in the run's precision."""
+    compute = precision if precision in ("bf16", "fp16") else "fp32"
+    stored = stored_dtype(config or {})
+    if setting != "auto":
+        dtype, why = setting, "model.dtype"
+    elif not frozen_base:
+        dtype, why = "fp32", "every weight trains: fp32 master weights"
+    elif compute != "fp32":
+        dtype, why = compute, f"frozen base, computed in {compute} (train.precision)"
+    else:
+        dtype, why = "fp32", "frozen base, computed in fp32 (train.precision)"
+    if stored and stored != dtype:
+        why += f"; stored as {stored}"
+    if quantize:
+        why += f"; Linear weights {quantize} (bitsandbytes), computed in {compute}"
+    return Loading(dtype, quantize, double_quant, compute, why)
 
 
 def resolve_model_dir(spec: str, *, revision: str | None = None, allow_pickle: bool = False,
@@ -142,26 +196,49 @@ def _log_code_hashes(path: Path) -> None:
 
 
 def load_kwargs(source: ModelSource, trust_remote_code: bool) -> dict:
-    """Keyword arguments for every `from_pretrained` call on a vetted source."""
+    """Keyword arguments for every `from_pretrained` call on a vetted source: its dtype and quantization too.
+    transformers reads each tensor straight into its dtype (no fp32 copy first) and quantizes layer by layer."""
+    import torch
+
     # transformers reads .bin files with torch.load(weights_only=True); use_safetensors pins the choice.
-    return {"local_files_only": True, "trust_remote_code": trust_remote_code,
-            "use_safetensors": source.safetensors}
+    kwargs = {"local_files_only": True, "trust_remote_code": trust_remote_code,
+              "use_safetensors": source.safetensors, "dtype": getattr(torch, DTYPES[source.dtype])}
+    if source.quantize:
+        kwargs.update(quantization_kwargs(source))
+    return kwargs
+
+
+def quantization_kwargs(source: ModelSource) -> dict:
+    """bitsandbytes' config for a quantized base (QLoRA): NF4 blocks of 64 or LLM.int8(), on the run's device."""
+    import torch
+
+    from lftrain.extras import need
+    from lftrain.models.quantized import quiet_bitsandbytes
+
+    quiet_bitsandbytes()  # before the import, which logs
+    need("bitsandbytes", f"adaptation.quantize: {source.quantize}")
+    from transformers import BitsAndBytesConfig
+    compute = getattr(torch, DTYPES[source.compute])
+    if source.quantize == "nf4":
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
+                                    bnb_4bit_use_double_quant=source.double_quant,
+                                    bnb_4bit_quant_storage=torch.uint8)
+    else:
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    return {"quantization_config": config, "device_map": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
 def load_classifier(auto_class, source: ModelSource, labels, what: str, trust_remote_code: bool, **extra):
-    """`auto_class.from_pretrained` for a classifier of `labels` (fp32 master weights; the class names travel in
-    the config as id2label), or an input error saying the folder cannot be loaded as `what`."""
+    """`auto_class.from_pretrained` for a classifier of `labels` (the class names travel in the config as
+    id2label), or an input error saying the folder cannot be loaded as `what`."""
     return load_with_head(auto_class, source, what, trust_remote_code, num_labels=len(labels),
                           id2label=labels.id2label(), label2id=labels.label2id(), **extra)
 
 
 def load_with_head(auto_class, source: ModelSource, what: str, trust_remote_code: bool, **head):
-    """`auto_class.from_pretrained` in fp32 with the config overrides `head` (num_labels, problem_type, ...)."""
-    import torch
-
+    """`auto_class.from_pretrained` in the source's dtype with the config overrides `head` (num_labels, ...)."""
     try:
-        return auto_class.from_pretrained(source.path, dtype=torch.float32, **head,
-                                          **load_kwargs(source, trust_remote_code))
+        return auto_class.from_pretrained(source.path, **head, **load_kwargs(source, trust_remote_code))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{source.path}: cannot load as {what}: {exc}") from None
 

@@ -40,8 +40,11 @@ def is_adapter_dir(path: Path) -> bool:
 
 # ---- writing --------------------------------------------------------------------------------------------
 
-def save_trained_model(model: nn.Module, tokenizer, out: Path) -> None:
-    """Write `model` to `out` (replaced whole, via a temporary sibling, so a crash leaves the old one)."""
+def save_trained_model(model: nn.Module, tokenizer, out: Path, source=None) -> None:
+    """Write `model` to `out` (replaced whole, via a temporary sibling, so a crash leaves the old one). An adapter
+    records how its base was loaded (`source`: dtype, quantization) for inference to load it the same way."""
+    from lftrain.models.quantized import write_loading
+
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -55,6 +58,7 @@ def save_trained_model(model: nn.Module, tokenizer, out: Path) -> None:
             model.save_pretrained(tmp, safe_serialization=True, save_embedding_layers=False)
             labels = {str(i): name for i, name in sorted(config.id2label.items())}
             (tmp / LABELS).write_text(json.dumps({"id2label": labels}, indent=1, ensure_ascii=False))
+            write_loading(tmp, source)
         else:
             model.save_pretrained(tmp, safe_serialization=True)
     finally:
@@ -90,11 +94,14 @@ def resolve_run(path: str | Path) -> tuple[Path, Path]:
     return run_dir, run_dir / "model"
 
 
-def load_trained_model(model_dir: Path, task, *, base_fallback: str | None = None) -> TrainedModel:
+def load_trained_model(model_dir: Path, task, *, base_fallback: str | None = None,
+                       dequantized: bool = False) -> TrainedModel:
     """Load a run's model/ for inference, whatever the adaptation; sets `task.labels` from the saved labels.
 
     `task` builds the model class (its `load_model`); `base_fallback` (the recipe's `model.path`) is where
-    an adapter's base model is looked for when the path recorded in adapter_config.json no longer exists."""
+    an adapter's base model is looked for when the path recorded in adapter_config.json no longer exists. An
+    adapter's base loads as it trained (its dtype, quantized or not); `dequantized` then replaces quantized layers
+    by plain ones with the same values (to merge the adapter into)."""
     from lftrain.models.loading import ModelSource, vet_model_dir
 
     if not is_adapter_dir(model_dir):
@@ -116,7 +123,12 @@ def load_trained_model(model_dir: Path, task, *, base_fallback: str | None = Non
     base = vet_model_dir(str(_adapter_base(model_dir, base_fallback)), allow_pickle=False, trust_remote_code=False)
     task.restore_labels(_adapter_labels(model_dir))
     task.after_load(model_dir)
+    from lftrain.models.quantized import dequantize, read_loading
+
+    base = read_loading(model_dir, base)
     model = task.load_model(base, trust_remote_code=False, attention="eager")
+    if dequantized:
+        model = dequantize(model)
     model = PeftModel.from_pretrained(model, str(model_dir), is_trainable=False)
     tokenizer = _processor(task, ModelSource(path=model_dir, safetensors=True, config=base.config))
     return TrainedModel(model.eval(), tokenizer, task.labels.names if task.labels is not None else [], base.path)

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from lftrain.data.examples import Examples
     from lftrain.data.prepare import PreparedData
     from lftrain.methods.base import Method
-    from lftrain.models.loading import ModelSource
+    from lftrain.models.loading import Loading, ModelSource
+    from lftrain.plan import MemoryPlan
     from lftrain.tasks.base import Batches, Encoded, Task
     from lftrain.training.checkpoint import TrainState
     from lftrain.training.curriculum import CurriculumPlan
@@ -67,6 +68,7 @@ class Prepared:
     checks: CheckReport | None  # the data-check report (None when no check ran)
     ood: Examples | None  # eval.ood examples (None when not set)
     source: ModelSource
+    plan: MemoryPlan | None = None  # made before loading (None: train.memory_plan off, or several processes)
 
 
 @dataclass
@@ -166,7 +168,19 @@ def prepare_inputs(recipe: Recipe) -> Prepared:
                     recipe.method.type)
     check_curriculum(recipe, data)
     vet_data(recipe.train, data)
-    return Prepared(recipe, task, method, data, checks, ood, source())
+    plan = _plan_memory(recipe)  # train.memory_plan: exit 2 here, before any weight loads, when it would not fit
+    return Prepared(recipe, task, method, data, checks, ood, source(), plan)
+
+
+def _plan_memory(recipe: Recipe) -> MemoryPlan | None:
+    import os
+
+    from lftrain.plan import check
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the plan is of one process holding the whole model
+        log.info("memory plan: not made for a run on several processes")
+        return None
+    return check(recipe, recipe.train.memory_plan)
 
 
 def _check_streamable(recipe: Recipe, task: Task) -> None:
@@ -216,6 +230,9 @@ def open_session(p: Prepared, *, new_run: bool, allow_recipe_change: bool) -> Se
                          "gradient scaler); use bf16, or train.strategy ddp")
     log.info("precision: %s (%s); %d threads; device %s; memory allocator %s", precision, why, threads, device,
              allocator.describe())
+    loading = _loading(p, precision)
+    p.source = p.source.with_loading(loading)
+    log.info("weights: %s (%s)", loading.dtype, loading.reason)
     stats = p.data.stats
     log.info("data: %d train, %d eval, %d test rows", stats["train_rows"], stats["eval_rows"], stats["test_rows"])
     return Session(p, run, resuming, dctx, threads, device, precision, why)
@@ -235,9 +252,14 @@ def build_model(s: Session) -> Built:
     enc, encode = _encode_splits(p, tokenizer)
     _seed_everything(cfg.seed)  # before loading: the new head's initialisation depends on it
     attention = accel.attention(p.recipe.model.attention, s.device, cfg.accel)
-    model = load_adapted_model(p, attention).to(s.device)
+    model = load_adapted_model(p, attention)
+    if not p.source.quantize:  # bitsandbytes placed a quantized model on its device as it loaded
+        model = model.to(s.device)
     train_enc, fit_task = p.method.prepare(model, enc["train"], data=p.data, recipe=p.recipe, encode=encode,
                                            precision=s.precision, device=s.device, tokenizer=tokenizer)
+    prepare_model = getattr(fit_task, "prepare_model", None)  # optional: a task's (e.g. SFT's chunked loss)
+    if prepare_model is not None:
+        prepare_model(model, distributed=s.dctx is not None)
     hooks = accel.install(model, cfg.accel, accel.Run(
         s.device, s.precision, distributed=s.dctx is not None, compiled=cfg.compile,
         checkpointing=cfg.gradient_checkpointing, augments_input=fit_task.augments_input,
@@ -274,19 +296,36 @@ def _encode_splits(p: Prepared, tokenizer) -> tuple[dict[str, Encoded], Callable
     return enc, encode
 
 
+def _loading(p: Prepared, precision: str) -> Loading:
+    """How this run loads its base model: `model.dtype` and `adaptation.quantize` for this precision."""
+    from lftrain.models.loading import resolve_loading
+
+    adaptation = p.recipe.adaptation
+    return resolve_loading(p.recipe.model.dtype, precision, frozen_base=adaptation.type not in ("full", "freeze"),
+                           quantize=getattr(adaptation, "quantize", None),
+                           double_quant=getattr(adaptation, "double_quant", True), config=p.source.config)
+
+
 def load_adapted_model(p: Prepared, attention: str) -> torch.nn.Module:
     """The method's model for the task, made as the recipe says: re-initialised, shallower, adapted, dropout set."""
     from lftrain.models.adaptation import build_adaptation
     from lftrain.models.layers import set_dropout_rate
     from lftrain.models.loading import reinitialise
+    from lftrain.models.quantized import master_weights, release_checkpoint_pages
     from lftrain.models.student import drop_layers
 
     recipe = p.recipe
     model = p.method.load_model(p.source, trust_remote_code=recipe.model.trust_remote_code, attention=attention)
+    released = release_checkpoint_pages(model)
+    if released:
+        log.debug("released %d MB of checkpoint pages the converted weights no longer use", released)
     if recipe.model.init == "random":  # the same architecture from scratch (a baseline for pre-training)
         log.info("model.init: random: %d modules re-initialised", reinitialise(model))
     model = drop_layers(model, recipe.model.keep_layers)  # a shallower student (model.keep_layers)
     model = build_adaptation(recipe.adaptation).apply(model)  # may wrap it (adapters)
+    cast = master_weights(model)  # what trains keeps fp32 master weights, whatever the base was loaded in
+    if cast:
+        log.info("%d trained tensors kept in fp32 (the base is %s)", cast, p.source.dtype)
     if recipe.model.dropout is not None:
         log.info("dropout set to %g in %d modules (model.dropout)", recipe.model.dropout,
                  set_dropout_rate(model, recipe.model.dropout))
@@ -347,6 +386,9 @@ def _manifest(s: Session, b: Built, o: Schedule) -> dict:
         extra["privacy"] = o.privacy.manifest()  # the ε spent is added when training ends
     if p.checks:
         extra["licences"] = p.checks.licences
+    if p.plan is not None:  # what was predicted, beside what the run then measures (docs/large-models.md)
+        extra["memory_plan"] = {"total_mb": p.plan.total_mb, "available_mb": p.plan.available_mb,
+                                "components_mb": p.plan.components}
     return build_manifest(seed=cfg.seed, threads=s.threads, precision=s.precision, precision_reason=s.precision_reason,
                           device=str(s.device), data_files=_data_files(p), model_dir=p.source.path,
                           model_files=model_files(p.source.path), model_hub=p.source.hub, extra=extra)

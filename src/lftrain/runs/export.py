@@ -96,7 +96,8 @@ def _merge_adapter(run_dir: Path, model_dir: Path, dest: Path) -> None:
 
     recipe = load_recipe(run_dir / "recipe.yaml")
     task = build_task(recipe.task)
-    trained = load_trained_model(model_dir, task, base_fallback=recipe.model.path)
+    # A quantized (QLoRA) base is dequantized first: the adapter merges into the weights it trained against.
+    trained = load_trained_model(model_dir, task, base_fallback=recipe.model.path, dequantized=True)
     merged = trained.model.merge_and_unload()  # the base model class (e.g. BertForSequenceClassification)
     merged.config.name_or_path = ""  # the export stands alone; don't point at the base directory
     merged.save_pretrained(dest, safe_serialization=True)

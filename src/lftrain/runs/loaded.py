@@ -33,7 +33,10 @@ class LoadedRun:
         wanted = self.recipe.train.precision
         self.precision, _ = resolve_precision("auto" if wanted == "fp16" and self.device.type == "cpu" else wanted,
                                               self.device)
-        self.model = trained.model.to(self.device)
+        from lftrain.models.quantized import is_quantized
+
+        # bitsandbytes placed a quantized base on its device as it loaded (and refuses to move an int8 one)
+        self.model = trained.model if is_quantized(trained.model) else trained.model.to(self.device)
         self.model.eval()
         from lftrain.accel import install_for_inference
 

@@ -118,8 +118,7 @@ def prompt_baseline(model_spec: str, texts: list[str], names: list[str], shots: 
     tokenizer = load_tokenizer(source, trust_remote_code)
     with activity(f"loading {model_spec}"):
         try:
-            model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32,
-                                                         **load_kwargs(source, trust_remote_code)).eval()
+            model = AutoModelForCausalLM.from_pretrained(source.path, **load_kwargs(source, trust_remote_code)).eval()
         except (OSError, ValueError) as exc:
             raise InputError(f"{model_spec}: cannot load as a causal language model: {exc}") from None
     chat = bool(getattr(tokenizer, "chat_template", None))

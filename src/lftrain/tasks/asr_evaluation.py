@@ -173,7 +173,7 @@ def _native_base(task, out, split: str, enc: dict, n: int, bs: int, common: dict
     native = SpeechProcessor.from_dir(Path(source.path), None, cfg.language)
     if native.features.n_samples <= out.tokenizer.features.n_samples:
         return None
-    model = load_whisper(Path(source.path)).to(common["device"])
+    model = load_whisper(source).to(common["device"])
     native.configure_generation(model)
     examples = getattr(out.data, split).subset(enc["example_index"][:n])
     native_enc = task.encode(native, examples)

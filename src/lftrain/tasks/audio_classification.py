@@ -34,6 +34,7 @@ class AudioClassification(ClassificationTask):
 
     serve_input = AudioInput
     pipeline_tag = "audio-classification"
+    auto_model = "AutoModelForAudioClassification"
 
     token_inputs = False
     requires = ("soundfile",)

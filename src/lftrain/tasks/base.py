@@ -67,6 +67,9 @@ class TaskView:
     def loss_sum(self, outputs, batch: dict[str, Any]):
         return self.task.loss_sum(outputs, batch)
 
+    def prepare_model(self, model, *, distributed: bool) -> None:
+        """Nothing by default: the method's loss reads the model's real outputs (e.g. preference log-probs)."""
+
 
 class Task(ABC):
     Config: ClassVar[type[Section]]
@@ -87,6 +90,7 @@ class Task(ABC):
     serve_bare_strings: ClassVar[bool] = False  # a bare string in a request stands for serve_input's first field
     chat: ClassVar[bool] = False  # a chat model: `lft generate` / `lft chat`, OpenAI-style serving, GGUF export
     pipeline_tag: ClassVar[str | None] = None  # the Hub's pipeline tag for the model card (None: none fits)
+    auto_model: ClassVar[str] = "AutoModel"  # the transformers auto class of load_model (the memory plan's skeleton)
     private_training: ClassVar[bool] = False  # train.privacy applies: one loss term per row, so a row is the unit
     ui_form: ClassVar[bool] = False  # the web UI's recipe form describes it (one text column, one label column)
     probe_baseline: ClassVar[bool] = False  # `lft compare --base` fits a linear probe on the base model's features
@@ -237,6 +241,9 @@ class Task(ABC):
                                          if isinstance(v, float)) + f"  (n={metrics.get('n')})"
 
     # ---- the saved model ---------------------------------------------------------------------------------
+    def prepare_model(self, model, *, distributed: bool) -> None:  # noqa: B027  (an optional hook)
+        """Called once the model is built for training (adapted, on its device), before the speed levers."""
+
     def before_save(self, model) -> None:  # noqa: B027  (an optional hook)
         """Make the final model self-contained before it is written (regression folds its target scaling in)."""
 

@@ -48,6 +48,7 @@ class CausalLMSFT(Task):
     serve_input, serve_bare_strings = PromptInput, True
     chat = True
     pipeline_tag = "text-generation"
+    auto_model = "AutoModelForCausalLM"
     lower_is_better = frozenset({"loss", "perplexity"})
 
     generative = True
@@ -90,6 +91,10 @@ class CausalLMSFT(Task):
         attends only to itself), instead of padding each to the longest."""
         pack_length: int | None = Field(None, gt=1)
         """Row length when packing (default: `max_length`)."""
+        chunked_loss: Literal["auto", "on", "off"] = "auto"
+        """Compute the loss 1,024 tokens at a time without keeping the vocabulary-sized logits (models/chunked_loss.py).
+        `auto`: on when one row's fp32 logits would take 256 MB or more (e.g. a 128k vocabulary at 2,048 tokens) and
+        the run is one process."""
         generation: GenerationConfig = Field(default_factory=GenerationConfig)
         """Generation on held-out prompts when training ends: exact match, chrF, samples, the base model's scores."""
 
@@ -102,6 +107,7 @@ class CausalLMSFT(Task):
     def __init__(self, config: Config) -> None:
         super().__init__(config)  # no classes (labels stay None): responses are free text
         self.template: str | None = None
+        self.chunked_head: Any = None  # the LM head whose loss is computed in chunks (prepare_model)
 
     # ---- data -------------------------------------------------------------------------------------------
     def extract(self, table: Table, *, normalize: bool, with_labels: bool = True,
@@ -159,14 +165,13 @@ class CausalLMSFT(Task):
 
     # ---- model ----------------------------------------------------------------------------------------
     def load_model(self, source, *, trust_remote_code: bool, attention: str):
-        import torch
         from transformers import AutoModelForCausalLM
 
         from lftrain.models.loading import load_kwargs
 
         try:
             return AutoModelForCausalLM.from_pretrained(source.path, attn_implementation=attention,
-                                                        dtype=torch.float32, **load_kwargs(source, trust_remote_code))
+                                                        **load_kwargs(source, trust_remote_code))
         except (OSError, ValueError) as exc:
             raise InputError(f"{source.path}: cannot load as a causal language model: {exc}") from None
 
@@ -253,12 +258,30 @@ class CausalLMSFT(Task):
     def loss_units(batch: dict[str, Any]) -> int:
         return int((batch["labels"] != IGNORE).sum())
 
-    @staticmethod
-    def loss_sum(outputs, batch: dict[str, Any]):
+    def prepare_model(self, model, *, distributed: bool) -> None:
+        """`task.chunked_loss`: the LM head hands its input to `loss_sum`, which computes the loss in chunks.
+        Not under several processes: FSDP shards the head's weight outside the forward pass."""
+        from lftrain.models import chunked_loss
+
+        hf = getattr(model, "get_base_model", lambda: model)()
+        setting, row = self.config.chunked_loss, self.config.pack_length or self.config.max_length
+        wanted = setting == "on" or (setting == "auto" and hf.config.get_text_config().vocab_size * row * 4 >= 2**28)
+        if wanted and distributed:
+            log.info("task.chunked_loss: off (several processes)")
+            return
+        if wanted:
+            self.chunked_head = chunked_loss.install(model)
+            log.info("task.chunked_loss: %s", "on" if self.chunked_head is not None else "off (no plain LM head)")
+
+    def loss_sum(self, outputs, batch: dict[str, Any]):
         import torch.nn.functional as F
 
-        logits = outputs.logits.float()
         labels = batch["labels"][:, batch["keep"]]
+        if self.chunked_head is not None and self.chunked_head.training:
+            from lftrain.models.chunked_loss import loss_sum
+
+            return loss_sum(outputs.logits, self.chunked_head, labels)  # the head's input: hidden states
+        logits = outputs.logits.float()
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE,
                                reduction="sum")
 

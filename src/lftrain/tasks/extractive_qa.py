@@ -35,6 +35,7 @@ class ExtractiveQA(Task):
 
     serve_input = QAInput
     pipeline_tag = "question-answering"
+    auto_model = "AutoModelForQuestionAnswering"
 
     default_metric = "f1"
     cacheable = False  # the windows carry their contexts (strings) for decoding

@@ -30,6 +30,7 @@ class ImageClassification(ClassificationTask):
 
     serve_input = ImageInput
     pipeline_tag = "image-classification"
+    auto_model = "AutoModelForImageClassification"
 
     token_inputs = False
     requires = ("PIL",)

@@ -87,14 +87,16 @@ class SpeechProcessor:
         self.tokenizer.save_pretrained(str(path))
 
 
-def load_whisper(path: Path, attention: str = "eager"):
-    """`WhisperForConditionalGeneration` from a vetted local folder (safetensors, no remote code), in float32."""
-    import torch
+def load_whisper(source, attention: str = "eager"):
+    """`WhisperForConditionalGeneration` from a vetted source (safetensors, no remote code), in its dtype."""
     from transformers import WhisperForConditionalGeneration
 
+    from lftrain.models.loading import load_kwargs
+
+    path = source.path
     try:
         return WhisperForConditionalGeneration.from_pretrained(path, attn_implementation=attention,
-                                                               dtype=torch.float32, local_files_only=True,
-                                                               use_safetensors=True)
+                                                               **{**load_kwargs(source, False),
+                                                                  "use_safetensors": True})
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot load as a Whisper model (WhisperForConditionalGeneration): {exc}") from None

@@ -63,6 +63,7 @@ class SpeechRecognition(Task):
 
     serve_input = AudioInput
     pipeline_tag = "automatic-speech-recognition"
+    auto_model = "AutoModelForSpeechSeq2Seq"
     lower_is_better = frozenset({"loss", "wer", "cer"})
 
     generative = True
@@ -177,7 +178,7 @@ class SpeechRecognition(Task):
         return SpeechProcessor.from_dir(Path(source.path), self.config.window_seconds, self.config.language)
 
     def load_model(self, source, *, trust_remote_code: bool, attention: str):
-        model = load_whisper(Path(source.path), attention)
+        model = load_whisper(source, attention)
         processor = self.load_processor(source)
         frames = processor.features.frames
         if frames is not None and frames // 2 != model.config.max_source_positions:

@@ -48,6 +48,7 @@ class TextClassification(ClassificationTask):
 
     serve_input, serve_bare_strings = TextInput, True
     pipeline_tag = "text-classification"
+    auto_model = "AutoModelForSequenceClassification"
     private_training = True
     ui_form = True
     probe_baseline = True

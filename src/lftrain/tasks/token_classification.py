@@ -39,6 +39,7 @@ class TokenClassification(ClassificationTask):
 
     serve_input, serve_bare_strings = WordsInput, True
     pipeline_tag = "token-classification"
+    auto_model = "AutoModelForTokenClassification"
 
     default_metric = "f1"
     data_checks = False

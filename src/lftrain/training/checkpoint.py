@@ -95,8 +95,8 @@ def _safetensors(model: torch.nn.Module) -> Callable[[BinaryIO], object]:
     documented one (8-byte header length, JSON header, data); `load_file` reads it back in the tests."""
     from safetensors.torch import _remove_duplicate_names
 
-    sd = model.state_dict()
-    metadata = {}
+    sd = _checkpointed_state(model)
+    metadata = {PARTIAL: "trained"} if len(sd) < len(model.state_dict()) else {}
     for kept, removed in _remove_duplicate_names(sd).items():
         for name in removed:
             metadata[name] = kept
@@ -119,6 +119,40 @@ def _safetensors(model: torch.nn.Module) -> Callable[[BinaryIO], object]:
                 f.write(t.cpu().reshape(-1).view(torch.uint8).numpy().data)
 
     return produce
+
+
+PARTIAL = "lftrain_partial"  # metadata of a checkpoint holding what trains (and the buffers), not the frozen base
+
+
+def _frozen_base(model: torch.nn.Module) -> set[str]:
+    """State names of an adapter run's frozen base: it never changes and is loaded again from the base model on
+    resume, so a checkpoint need not copy it (a 1B base is 2.5 GB per checkpoint in bf16; a quantized one cannot
+    be written back through load_state_dict at all). Empty for other runs: their checkpoint holds everything."""
+    from lftrain.models.layers import unwrap
+
+    if unwrap(model) is model:  # not an adapter (peft) model
+        return set()
+    kept = {n for n, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
+    kept |= {n for n, _ in model.named_buffers(remove_duplicate=False)}  # e.g. batch-norm statistics
+    return set(model.state_dict()) - kept
+
+
+def _checkpointed_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    frozen = _frozen_base(model)
+    return {k: v for k, v in model.state_dict().items() if k not in frozen}
+
+
+def load_model_state(model: torch.nn.Module, file: Path) -> None:
+    """Load a checkpoint's model.safetensors; a partial one (an adapter run's) must cover everything that trains."""
+    from safetensors import safe_open
+
+    with safe_open(str(file), "pt") as f:
+        partial = (f.metadata() or {}).get(PARTIAL)
+    missing, unexpected = load_model(model, str(file), strict=not partial)
+    if partial:
+        lost = sorted(set(missing) - _frozen_base(model))
+        if lost or unexpected:
+            raise RuntimeError(f"{file}: does not match the model (missing {lost[:3]}, unexpected {unexpected[:3]})")
 
 
 def _disk_full(exc: BaseException | None) -> bool:
@@ -236,7 +270,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) ->
     if dist_checkpoint.check_compatible(path, model):  # sharded (FSDP) checkpoint: torch.distributed.checkpoint
         dist_checkpoint.load(path, model, optimizer)
     else:
-        load_model(model, str(path / "model.safetensors"))
+        load_model_state(model, path / "model.safetensors")
         # weights_only: a checkpoint file is data; a pickle that tries to build arbitrary objects is refused
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
         set_rng_state(torch.load(path / "rng.pt", weights_only=True))
@@ -271,7 +305,7 @@ def load_weights(path: Path, model: torch.nn.Module) -> None:
 
     if dist_checkpoint.check_compatible(path, model):  # sharded (FSDP) checkpoint, also into one process
         return dist_checkpoint.load_weights(path, model)
-    load_model(model, str(path / "model.safetensors"))
+    load_model_state(model, path / "model.safetensors")
 
 
 def save_distributed(ctx, root: Path, model: torch.nn.Module, optimizer, scheduler, state: TrainState, keep: int,

@@ -1,4 +1,4 @@
-"""AdamW with the usual parameter groups, and warm-up + decay schedules."""
+"""AdamW with the usual parameter groups (fp32 or 8-bit moments), and warm-up + decay schedules."""
 
 from __future__ import annotations
 
@@ -33,9 +33,22 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
         scale = cfg.layer_lr_decay ** (n_layers + 1 - _depth(name, n_layers)) if cfg.layer_lr_decay else 1.0
         wd = 0.0 if _no_decay(name, p) else cfg.weight_decay
         groups.setdefault((cfg.lr * scale, wd), []).append(p)
+    params = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+    if getattr(cfg, "optimizer", "adamw") == "adamw8bit":
+        return _adamw8bit(params, cfg.lr)
     # The fused kernel runs the whole update in one pass per tensor (CPU and CUDA); same maths as foreach.
-    return torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()],
-                             lr=cfg.lr, fused=True)
+    return torch.optim.AdamW(params, lr=cfg.lr, fused=True)
+
+
+def _adamw8bit(params: list[dict], lr: float) -> torch.optim.Optimizer:
+    """bitsandbytes' AdamW with block-wise 8-bit moments (Dettmers et al. 2022): 2 bytes of state per parameter
+    instead of 8; tensors under 4,096 elements keep fp32 moments (bitsandbytes' own rule)."""
+    from lftrain.extras import need
+    from lftrain.models.quantized import quiet_bitsandbytes
+
+    quiet_bitsandbytes()  # before the import, which logs
+    bnb = need("bitsandbytes", "train.optimizer: adamw8bit")
+    return bnb.optim.AdamW8bit(params, lr=lr)
 
 
 def warmup_steps(cfg, total_steps: int) -> int:
