@@ -213,9 +213,7 @@ def quantization_kwargs(source: ModelSource) -> dict:
     import torch
 
     from lftrain.extras import need
-    from lftrain.models.quantized import quiet_bitsandbytes
 
-    quiet_bitsandbytes()  # before the import, which logs
     need("bitsandbytes", f"adaptation.quantize: {source.quantize}")
     from transformers import BitsAndBytesConfig
     compute = getattr(torch, DTYPES[source.compute])

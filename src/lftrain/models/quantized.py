@@ -10,7 +10,6 @@ also the CUDA path, and peft adapts its layers natively (docs/large-models.md).
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,6 @@ import torch
 from torch import nn
 
 LOADING_FILE = "base_loading.json"  # beside an adapter: how its base was loaded when it trained
-
-
-def quiet_bitsandbytes() -> None:
-    """bitsandbytes warns at import when a Hub kernel cannot be fetched (it falls back to its own CPU kernel), and
-    on every int8 matmul of a bf16 input (cast to fp16, by design): neither is the user's to act on."""
-    for name in ("bitsandbytes", "kernels"):  # also set on `import lftrain`; kept for callers that reset logging
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def is_quantized(model: nn.Module) -> bool:

@@ -44,9 +44,7 @@ def _adamw8bit(params: list[dict], lr: float) -> torch.optim.Optimizer:
     """bitsandbytes' AdamW with block-wise 8-bit moments (Dettmers et al. 2022): 2 bytes of state per parameter
     instead of 8; tensors under 4,096 elements keep fp32 moments (bitsandbytes' own rule)."""
     from lftrain.extras import need
-    from lftrain.models.quantized import quiet_bitsandbytes
 
-    quiet_bitsandbytes()  # before the import, which logs
     bnb = need("bitsandbytes", "train.optimizer: adamw8bit")
     return bnb.optim.AdamW8bit(params, lr=lr)
 
