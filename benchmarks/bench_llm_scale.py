@@ -11,7 +11,8 @@ loss on every token, so each example is 48 tokens long and a step is exactly `--
 row: the plan's worst case is the real shape, and TRL (BFD packing to the same row length) fits the same rows.
 LoRA r=8 on q/k/v/o/gate/up/down, `--steps` optimiser steps.
 
-Each configuration trains in its own child (`lft train`'s Python function); peak RSS is the child's, tokens/s is
+Each configuration trains in its own child (`lft train`'s Python function, on the allocator `lft train` picks:
+tcmalloc, else jemalloc; TRL's child too); peak RSS is the child's, tokens/s is
 the training tokens of steps 2.. over their time (step 1 warms the kernels). The plan is made in the parent, before
 any weight loads, exactly as `lft plan` makes it. MFU: model FLOPs (4 x matmul weights per token for a frozen base:
 forward and input gradient; 6 x for full fine-tuning) over the bf16 matmul peak measured in this run.
@@ -28,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import child_env, default_threads, format_table, run_measured, write_results
+from _common import default_threads, format_table, lft_child_env, run_measured, write_results
 
 SHAPE = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
          "num_key_value_heads": 4}
@@ -259,7 +260,8 @@ def main() -> int:
     per_example = tokens_per_example(recipe(PEER, model, train, evals, args, args.work / "probe"))
     weights = matmul_weights(model)
     peak = measure_peak(args.threads, "bf16")["flops_per_s"]
-    env = child_env(args.threads)
+    # both children on the allocator `lft train` re-executes itself on, so neither peak carries glibc's heaps
+    env = lft_child_env(args.threads)
     rows, results = [], {}
     names = args.only or list(CONFIGS)
     jobs = [(n, "lftrain") for n in names] + ([(PEER, "trl")] if not args.no_peer and PEER in names else [])

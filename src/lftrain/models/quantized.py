@@ -10,6 +10,8 @@ also the CUDA path, and peft adapts its layers natively (docs/large-models.md).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,60 @@ def master_weights(model: nn.Module) -> int:
     return n
 
 
+def _checkpoint_maps() -> list[tuple[int, int]]:
+    """Address ranges of this process's private maps of .safetensors files (how transformers reads them)."""
+    ranges = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            parts = line.split()
+            if len(parts) >= 6 and parts[-1].endswith(".safetensors") and parts[1].endswith("p"):
+                start, end = (int(x, 16) for x in parts[0].split("-"))
+                ranges.append((start, end))
+    return ranges
+
+
+def _madvise():
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc.madvise
+
+
+@contextmanager
+def paging_out_checkpoint(source: Any, every_s: float = 0.1) -> Iterator[None]:
+    """While a converted checkpoint loads, hand its read pages back to the kernel every `every_s`.
+
+    Each weight is read once and converted into a copy, but the file's map keeps every page read resident until
+    the load ends: a 1.1B bf16 checkpoint loaded as NF4 peaked at 3.0 GB, for 0.7 GB of weights. MADV_PAGEOUT
+    reclaims what the kernel would under memory pressure and never loses data (a page written to is kept), so it
+    is safe beside tensors that still read the map; a later read faults the page back in."""
+    import sys
+    import threading
+
+    from lftrain.models.loading import stored_dtype
+
+    converted = source is not None and (source.quantize or stored_dtype(source.config) not in (None, source.dtype))
+    if not (converted and sys.platform.startswith("linux")):
+        yield
+        return
+    madvise, stop = _madvise(), threading.Event()
+
+    def page_out() -> None:
+        while not stop.wait(every_s):
+            for start, end in _checkpoint_maps():
+                if madvise(start, end - start, 21) != 0:  # MADV_PAGEOUT (Linux 5.4+); older kernels: stop
+                    return
+
+    thread = threading.Thread(target=page_out, name="lftrain-page-out", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def release_checkpoint_pages(model: nn.Module) -> int:
     """Drop the resident pages of checkpoint mappings that no tensor of `model` lives in; returns MB dropped.
 
@@ -43,22 +99,14 @@ def release_checkpoint_pages(model: nn.Module) -> int:
     resident, and those pages count in the process's memory: a 1.1B bf16 checkpoint quantized to NF4 measured
     2.0 GB of them beside its 0.6 GB of weights (docs/large-models.md). A map no tensor of the model lives in is
     a private one nobody writes to, so its pages are copies of the file: dropping them loses nothing."""
-    import ctypes
     import sys
 
     if not sys.platform.startswith("linux"):
         return 0
-    ranges = []
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            parts = line.split()
-            if len(parts) >= 6 and parts[-1].endswith(".safetensors") and parts[1].endswith("p"):
-                start, end = (int(x, 16) for x in parts[0].split("-"))
-                ranges.append((start, end))
+    ranges = _checkpoint_maps()
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
                 for t in [*model.parameters(), *model.buffers()]}
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise = _madvise()
     page, released = 4096, 0
     for start, end in ranges:
         # the model's own zero-copy weights (stored as loaded) stay; the gaps between them go
@@ -66,7 +114,7 @@ def release_checkpoint_pages(model: nn.Module) -> int:
         at = start
         for lo, hi in [*kept, (end, end)]:
             gap_start, gap_end = -(-at // page) * page, lo // page * page
-            if gap_end > gap_start and libc.madvise(gap_start, gap_end - gap_start, 4) == 0:  # MADV_DONTNEED
+            if gap_end > gap_start and madvise(gap_start, gap_end - gap_start, 4) == 0:  # MADV_DONTNEED
                 released += gap_end - gap_start
             at = max(at, hi)
     return released >> 20

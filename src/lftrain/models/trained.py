@@ -123,10 +123,11 @@ def load_trained_model(model_dir: Path, task, *, base_fallback: str | None = Non
     base = vet_model_dir(str(_adapter_base(model_dir, base_fallback)), allow_pickle=False, trust_remote_code=False)
     task.restore_labels(_adapter_labels(model_dir))
     task.after_load(model_dir)
-    from lftrain.models.quantized import dequantize, read_loading, release_checkpoint_pages
+    from lftrain.models.quantized import dequantize, paging_out_checkpoint, read_loading, release_checkpoint_pages
 
     base = read_loading(model_dir, base)
-    model = task.load_model(base, trust_remote_code=False, attention="eager")
+    with paging_out_checkpoint(base):
+        model = task.load_model(base, trust_remote_code=False, attention="eager")
     release_checkpoint_pages(model)  # a quantized base holds copies: the file's pages are not needed
     if dequantized:
         model = dequantize(model)

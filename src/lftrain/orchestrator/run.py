@@ -311,11 +311,12 @@ def load_adapted_model(p: Prepared, attention: str) -> torch.nn.Module:
     from lftrain.models.adaptation import build_adaptation
     from lftrain.models.layers import set_dropout_rate
     from lftrain.models.loading import reinitialise
-    from lftrain.models.quantized import master_weights, release_checkpoint_pages
+    from lftrain.models.quantized import master_weights, paging_out_checkpoint, release_checkpoint_pages
     from lftrain.models.student import drop_layers
 
     recipe = p.recipe
-    model = p.method.load_model(p.source, trust_remote_code=recipe.model.trust_remote_code, attention=attention)
+    with paging_out_checkpoint(p.source):
+        model = p.method.load_model(p.source, trust_remote_code=recipe.model.trust_remote_code, attention=attention)
     released = release_checkpoint_pages(model)
     if released:
         log.debug("released %d MB of checkpoint pages the converted weights no longer use", released)
