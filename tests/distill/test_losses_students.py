@@ -89,7 +89,7 @@ def test_drop_layers_keeps_the_right_blocks_and_reloads(tmp_path):
 
 
 def test_teacher_batches_carry_cached_rows():
-    from lftrain.methods.distill import _concat, _WithTeacher
+    from lftrain.methods.distill import _with_unlabelled, _WithTeacher
     from lftrain.tasks.text_classification import TextClassification
 
     task = TextClassification(TextClassification.Config(pad_to_multiple_of=1))  # exact widths
@@ -97,7 +97,7 @@ def test_teacher_batches_carry_cached_rows():
            "token_type_ids": np.zeros(5, np.int8), "labels": np.array([1, 0])}
     unl = {"input_ids": np.array([4, 4, 4], np.int32), "offsets": np.array([0, 3]),
            "token_type_ids": np.zeros(3, np.int8)}
-    enc = _concat(lab, unl)
+    enc = _with_unlabelled(lab, unl)
     enc["teacher_logits"] = np.arange(6, dtype=np.float32).reshape(3, 2)
     batch = _WithTeacher(task).collate(enc, np.array([2, 0]), 0)
     assert batch["input_ids"].tolist() == [[4, 4, 4], [5, 6, 0]]

@@ -25,7 +25,11 @@ def tfidf_features(texts: list[str]):
 
     # min_df=2 drops hapaxes (most of the vocabulary, no signal across folds); sublinear tf for long texts.
     vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True, dtype=np.float32)
-    return vec.fit_transform(texts)
+    try:
+        return vec.fit_transform(texts)
+    except ValueError:  # no word occurs twice (one unspaced string a row: protein or DNA sequences): characters
+        vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, sublinear_tf=True, dtype=np.float32)
+        return vec.fit_transform(texts)
 
 
 def encoder_features(texts: list[str], model_dir, max_length: int, batch_size: int = 64) -> np.ndarray:

@@ -61,3 +61,14 @@ def pad_token_rows(encoded: dict, indices: np.ndarray, fills: dict[str, int], mu
             out[n][r, : e - s] = encoded[n][s:e]
         out["attention_mask"][r, : e - s] = 1
     return {n: torch.from_numpy(a) for n, a in out.items()}
+
+
+def append_rows(first: dict[str, np.ndarray], second: dict[str, np.ndarray], labels: np.ndarray) -> dict:
+    """One flat per-token layout (ids, offsets, token types where kept, a label per row) holding the rows of
+    `first`, then those of `second` with `labels` as theirs."""
+    out = {"input_ids": np.concatenate([first["input_ids"], second["input_ids"]]),
+           "offsets": np.concatenate([first["offsets"], second["offsets"][1:] + first["offsets"][-1]]),
+           "labels": np.concatenate([first["labels"], labels.astype(first["labels"].dtype)])}
+    if "token_type_ids" in first:
+        out["token_type_ids"] = np.concatenate([first["token_type_ids"], second["token_type_ids"]])
+    return out

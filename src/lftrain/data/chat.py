@@ -181,8 +181,25 @@ def resolve_template(tokenizer, override: str | None) -> tuple[str, str]:
 
 
 def render(tokenizer, template: str, messages: list[dict], *, generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
-                                         add_generation_prompt=generation_prompt)
+    """The conversation as the template writes it. A template without a system role (Gemma 2's raises on one)
+    gets the system message as the start of the first user turn, as those families' own docs advise."""
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                             add_generation_prompt=generation_prompt)
+    except TemplateError as exc:
+        if not (messages and messages[0]["role"] == "system" and "system" in str(exc).lower()):
+            raise
+    return render(tokenizer, template, fold_system(messages), generation_prompt=generation_prompt)
+
+
+def fold_system(messages: list[dict]) -> list[dict]:
+    """A leading system message merged into the user turn after it (or made a user turn of its own)."""
+    system, rest = messages[0]["content"], messages[1:]
+    if rest and rest[0]["role"] == "user":
+        return [{**rest[0], "content": f"{system}\n\n{rest[0]['content']}"}, *rest[1:]]
+    return [{"role": "user", "content": system}, *rest]
 
 
 def render_with_spans(tokenizer, template: str, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:

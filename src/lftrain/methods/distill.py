@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from lftrain.config.base import Section
+from lftrain.data.batching import append_rows
 from lftrain.methods.base import METHODS, Method
 from lftrain.tasks.base import TaskView
 
@@ -95,7 +96,8 @@ class Distill(Method):
         from lftrain.methods.teacher import teacher_outputs
 
         parts = [data.train] + ([data.unlabeled] if data.unlabeled is not None else [])
-        encoded = _concat(train_encoded, encode(data.unlabeled)) if data.unlabeled is not None else train_encoded
+        encoded = (_with_unlabelled(train_encoded, encode(data.unlabeled)) if data.unlabeled is not None
+                   else train_encoded)
         if self.config.hidden_weight > 0:
             self._plan_hidden(model)
         teacher_layers = [t for _, t in self.pairs]
@@ -170,15 +172,10 @@ class _WithTeacher(TaskView):
         return batch
 
 
-def _concat(labelled: dict[str, np.ndarray], unlabelled: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One flat token array for both (same layout as the task's encoding); unlabelled rows get label IGNORE."""
-    n_unl = len(unlabelled["offsets"]) - 1
-    return {
-        "input_ids": np.concatenate([labelled["input_ids"], unlabelled["input_ids"]]),
-        "offsets": np.concatenate([labelled["offsets"], unlabelled["offsets"][1:] + labelled["offsets"][-1]]),
-        "token_type_ids": np.concatenate([labelled["token_type_ids"], unlabelled["token_type_ids"]]),
-        "labels": np.concatenate([labelled["labels"], np.full(n_unl, IGNORE, dtype=labelled["labels"].dtype)]),
-    }
+def _with_unlabelled(labelled: dict[str, np.ndarray], unlabelled: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Both in one layout; unlabelled rows get label IGNORE (the teacher's outputs are their targets)."""
+    n = len(unlabelled["offsets"]) - 1
+    return append_rows(labelled, unlabelled, np.full(n, IGNORE, dtype=labelled["labels"].dtype))
 
 
 def _teacher_config(ref) -> dict:

@@ -165,7 +165,7 @@ class LMView:
         return np.diff(encoded["offsets"])
 
     def collate(self, encoded: dict[str, np.ndarray], indices: np.ndarray, pad_id: int) -> dict[str, Any]:
-        arrays = {k: encoded[k] for k in ("input_ids", "offsets", "token_type_ids")}
+        arrays = {k: encoded[k] for k in ("input_ids", "offsets", "token_type_ids") if k in encoded}
         batch = self.base.collate(arrays, indices, pad_id)
         ids, attention = batch["input_ids"].numpy(), batch["attention_mask"].numpy().astype(bool)
         if self.causal:

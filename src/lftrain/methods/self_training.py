@@ -32,6 +32,7 @@ import numpy as np
 from pydantic import Field
 
 from lftrain.config.base import Section
+from lftrain.data.batching import append_rows
 from lftrain.methods.base import METHODS, Method
 
 log = logging.getLogger("lftrain")
@@ -208,19 +209,9 @@ class SelfTraining(Method):
                         "quantile", float(probs.max(1).max()))
             return train_encoded, self.task
         chosen = encode(data.unlabeled.subset(idx))
-        return _append(train_encoded, chosen, pseudo), self.task
+        return append_rows(train_encoded, chosen, pseudo), self.task
 
 
 def _write_stats(run_dir: Path, stats: dict) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / PSEUDO_FILE).write_text(json.dumps(stats, indent=1))
-
-
-def _append(labelled: dict[str, np.ndarray], extra: dict[str, np.ndarray], labels: np.ndarray) -> dict:
-    """One flat token array (the task's layout): the labelled rows, then the pseudo-labelled ones."""
-    return {
-        "input_ids": np.concatenate([labelled["input_ids"], extra["input_ids"]]),
-        "offsets": np.concatenate([labelled["offsets"], extra["offsets"][1:] + labelled["offsets"][-1]]),
-        "token_type_ids": np.concatenate([labelled["token_type_ids"], extra["token_type_ids"]]),
-        "labels": np.concatenate([labelled["labels"], labels.astype(labelled["labels"].dtype)]),
-    }

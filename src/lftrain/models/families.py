@@ -11,11 +11,11 @@ rather than from a list of model names:
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 log = logging.getLogger("lftrain")
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what an encoder's forward may take
 
 
 def ensure_pad_token(tokenizer) -> None:
@@ -36,27 +36,46 @@ def takes_token_types(tokenizer) -> bool:
     return "token_type_ids" in getattr(tokenizer, "model_input_names", ())
 
 
+def text_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """A text batch's model inputs: token types only where the encoding kept them (`token_types`)."""
+    return {k: batch[k] for k in TEXT_INPUTS if k in batch}
+
+
 def token_types(enc, tokenizer) -> list[list[int]] | None:
     """The encoding's token type ids where the model takes them, else None."""
     return enc["token_type_ids"] if takes_token_types(tokenizer) and "token_type_ids" in enc else None
 
 
-def is_byte_level(tokenizer) -> bool:
-    """A byte-level BPE tokenizer (its pre-tokenizer maps bytes to symbols, GPT-2's scheme)."""
+def _byte_level_steps(tokenizer) -> list:
+    """The ByteLevel steps of a fast tokenizer's pre-tokenizer (alone or inside a Sequence)."""
+    from tokenizers import pre_tokenizers
+
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return False
-    try:
-        spec: Any = json.loads(backend.to_str()).get("pre_tokenizer")
-    except (ValueError, AttributeError):
-        return False
-    return "ByteLevel" in json.dumps(spec)
+    step = getattr(backend, "pre_tokenizer", None)
+    if isinstance(step, pre_tokenizers.ByteLevel):
+        return [step]
+    found, i = [], 0
+    while isinstance(step, pre_tokenizers.Sequence):
+        try:
+            part = step[i]
+        except IndexError:
+            break
+        if isinstance(part, pre_tokenizers.ByteLevel):
+            found.append(part)
+        i += 1
+    return found
 
 
-def for_split_words(tokenizer, load):
-    """The tokenizer to encode pre-split words with: a byte-level BPE one without a prefix space is loaded again
-    by `load(add_prefix_space=True)`; any other is returned as it is."""
-    if not is_byte_level(tokenizer) or getattr(tokenizer, "add_prefix_space", None):
-        return tokenizer
-    log.info("byte-level BPE tokenizer: loaded with add_prefix_space=True for pre-split words")
-    return load(add_prefix_space=True)
+def for_split_words(tokenizer):
+    """`tokenizer`, made to encode pre-split words as running text does: a byte-level BPE one (RoBERTa,
+    GPT-2-style) gets a prefix space before each word, so a word inside a sentence is the token it is in text.
+    Saved with the model, so an exported folder encodes words the same way."""
+    steps = [s for s in _byte_level_steps(tokenizer) if not s.add_prefix_space]
+    for step in steps:
+        step.add_prefix_space = True
+    if steps:
+        tokenizer.init_kwargs["add_prefix_space"] = True  # written to tokenizer_config.json as well
+        if hasattr(tokenizer, "add_prefix_space"):
+            tokenizer.add_prefix_space = True
+        log.info("byte-level BPE tokenizer: a prefix space before each pre-split word")
+    return tokenizer

@@ -241,13 +241,19 @@ def load_with_head(auto_class, source: ModelSource, what: str, trust_remote_code
         raise ModelLoadError(f"{source.path}: cannot load as {what}: {exc}") from None
 
 
-def load_tokenizer(source: ModelSource, trust_remote_code: bool):
+def load_tokenizer(source: ModelSource, trust_remote_code: bool, **kwargs):
+    """The model's tokenizer (`kwargs`: tokenizer options such as add_prefix_space), with a pad token."""
     from transformers import AutoTokenizer
 
+    from lftrain.models.families import ensure_pad_token
+
     try:
-        return AutoTokenizer.from_pretrained(source.path, local_files_only=True, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source.path, local_files_only=True,
+                                                  trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{source.path}: cannot load the tokenizer: {exc}") from None
+    ensure_pad_token(tokenizer)
+    return tokenizer
 
 
 def model_files(path: Path) -> list[Path]:

@@ -24,6 +24,7 @@ from lftrain.data.batching import pad_token_rows
 from lftrain.data.examples import Examples
 from lftrain.data.readers import Table, is_missing
 from lftrain.errors import DataError
+from lftrain.models.families import takes_token_types, text_inputs
 from lftrain.tasks.base import TASKS, Task
 from lftrain.tasks.inputs import QAInput
 
@@ -125,7 +126,7 @@ class ExtractiveQA(Task):
         cfg = self.config
         enc = tokenizer(ex.fields["question"], ex.fields["context"], truncation="only_second",
                         max_length=cfg.max_length, stride=cfg.stride, return_overflowing_tokens=True,
-                        return_offsets_mapping=True, return_token_type_ids=True)
+                        return_offsets_mapping=True, return_token_type_ids=takes_token_types(tokenizer))
         ids, types, spans, starts, ends = [], [], [], [], []
         for w in range(len(enc["input_ids"])):
             sequence = enc.sequence_ids(w)
@@ -133,13 +134,14 @@ class ExtractiveQA(Task):
             example = enc["overflow_to_sample_mapping"][w]
             start, end = _target(span, ex.fields["label"][example])
             ids.append(enc["input_ids"][w])
-            types.append(enc["token_type_ids"][w])
+            if "token_type_ids" in enc:
+                types.append(enc["token_type_ids"][w])
             spans.append(span)
             starts.append(start)
             ends.append(end)
         lengths = np.asarray([len(x) for x in ids], dtype=np.int64)
         out = {"input_ids": np.concatenate(ids).astype(np.int32),
-               "token_type_ids": np.concatenate(types).astype(np.int8),
+               **({"token_type_ids": np.concatenate(types).astype(np.int8)} if types else {}),
                "char_spans": np.concatenate(spans).astype(np.int32).reshape(-1, 2),
                "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
                "example": np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64),
@@ -166,7 +168,7 @@ class ExtractiveQA(Task):
 
     @staticmethod
     def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
-        return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+        return text_inputs(batch)
 
     # ---- loss, decoding, metrics ------------------------------------------------------------------------
     def loss_units(self, batch: dict[str, Any]) -> int:

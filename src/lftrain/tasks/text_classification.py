@@ -16,6 +16,7 @@ from lftrain.data.examples import Examples, clean_text
 from lftrain.data.labels import label_key
 from lftrain.data.readers import Table, is_missing
 from lftrain.errors import DataError
+from lftrain.models.families import takes_token_types, text_inputs, token_types
 from lftrain.tasks.base import TASKS, ClassificationTask
 from lftrain.tasks.inputs import TextInput
 
@@ -187,7 +188,7 @@ class TextClassification(ClassificationTask):
             return pooled.wrap_encoder(encoder, **head)
         # A model saved with mean pooling keeps it whatever `pooling` says: its head was trained on that input.
         return load_with_head(AutoModelForSequenceClassification, source, "a sequence classifier", trust_remote_code,
-                              attn_implementation=attention, **head)
+                              attn_implementation=attention, **head, **self._pad_head(source))
 
     def head(self) -> dict[str, Any]:
         """The head's config: how many outputs and what they mean (id2label; problem_type for other losses)."""
@@ -195,19 +196,29 @@ class TextClassification(ClassificationTask):
         return {"num_labels": len(self.labels), "id2label": self.labels.id2label(),
                 "label2id": self.labels.label2id()}
 
+    def prepare_tokenizer(self, tokenizer) -> None:
+        self.pad_token_id = tokenizer.pad_token_id
+
+    def _pad_head(self, source) -> dict[str, Any]:
+        """A decoder classifier reads each row's last token, found through config.pad_token_id: a checkpoint
+        without one (Llama 3, Mistral) gets the tokenizer's, else batches of more than one row fail."""
+        pad = getattr(self, "pad_token_id", None)
+        return {"pad_token_id": pad} if source.config.get("pad_token_id") is None and pad is not None else {}
+
     def encode(self, tokenizer, ex: Examples) -> dict[str, np.ndarray]:
         """Tokenise into flat arrays (ids, offsets, type ids, labels): compact, and cacheable without pickle."""
         pair = ex.fields.get("text_pair")
         enc = tokenizer(ex.fields["text"], pair, truncation=True, max_length=self.config.max_length,
-                        return_token_type_ids=True)
+                        return_token_type_ids=takes_token_types(tokenizer))
         ids = enc["input_ids"]
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         out = {
             "input_ids": np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(lengths.sum())),
             "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-            "token_type_ids": np.fromiter((t for x in enc["token_type_ids"] for t in x), dtype=np.int8,
-                                          count=int(lengths.sum())),
         }
+        types = token_types(enc, tokenizer)
+        if types is not None:
+            out["token_type_ids"] = np.fromiter((t for x in types for t in x), dtype=np.int8, count=int(lengths.sum()))
         labels = self.label_array(ex)
         if labels is not None:
             out["labels"] = labels
@@ -234,4 +245,4 @@ class TextClassification(ClassificationTask):
     # ---- model inputs (loss, metrics and predictions: ClassificationTask) -----------------------------
     @staticmethod
     def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
-        return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+        return text_inputs(batch)

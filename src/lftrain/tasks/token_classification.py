@@ -112,6 +112,14 @@ class TokenClassification(ClassificationTask):
         return [self.config.text]
 
     # ---- model ------------------------------------------------------------------------------------------
+    def load_processor(self, source, trust_remote_code: bool = False):
+        """The tokenizer for pre-split words: a byte-level BPE one (RoBERTa) with a prefix space before every
+        word, so a word is encoded as it is inside running text."""
+        from lftrain.models.families import for_split_words
+        from lftrain.models.loading import load_tokenizer
+
+        return for_split_words(load_tokenizer(source, trust_remote_code))
+
     def load_model(self, source, *, trust_remote_code: bool, attention: str):
         from transformers import AutoModelForTokenClassification
 
@@ -264,9 +272,14 @@ def _words(tokenizer, ex: Examples) -> tuple[list[tuple], list[np.ndarray]]:
             spans.append(np.asarray([(s, s + len(w)) for s, w in zip(starts, words)], dtype=np.int64))
         return ex.fields["tokens"], spans
     split = tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str
-    pieces = [split(text) for text in ex.fields["text"]]
-    return ([tuple(w for w, _ in p) for p in pieces],
-            [np.asarray([span for _, span in p], dtype=np.int64).reshape(-1, 2) for p in pieces])
+    words, spans = [], []
+    for text in ex.fields["text"]:
+        # the words as the text writes them: a byte-level pre-tokenizer returns them in its byte alphabet ("Ġgood")
+        found = [(a + len(text[a:b]) - len(text[a:b].lstrip()), b) for _, (a, b) in split(text)]
+        found = [(a, b) for a, b in found if b > a]
+        words.append(tuple(text[a:b].rstrip() for a, b in found))
+        spans.append(np.asarray(found, dtype=np.int64).reshape(-1, 2))
+    return words, spans
 
 
 def _first_subwords(word_ids: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
