@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -100,6 +101,7 @@ def child_lftrain(args) -> None:
     args.result.write_text(json.dumps({"planned": {"total_mb": plan["total_mb"], "components": plan["components_mb"]},
                                        "samples_per_second": [r["samples_per_second"] for r in steps],
                                        "train_seconds": result.train_seconds, "steps": result.steps}))
+    shutil.rmtree(result.run_dir)  # a full 1.1B run leaves ~10 GB of checkpoints; only the figures are kept
 
 
 def child_trl(args) -> None:

@@ -105,7 +105,7 @@ def test_metadata_llama_cpp_reads(full_run, tmp_path):
         "attention.head_count": 4, "attention.head_count_kv": 2, "vocab_size": 300, "rope.dimension_count": 8}
     assert meta["llama.rope.freq_base"] == pytest.approx(10000.0)
     assert meta["llama.attention.layer_norm_rms_epsilon"] == pytest.approx(1e-6)
-    assert (meta["tokenizer.ggml.model"], meta["tokenizer.ggml.pre"]) == ("gpt2", "gpt2")
+    assert (meta["tokenizer.ggml.model"], meta["tokenizer.ggml.pre"]) == ("gpt2", "gpt-2")
     tokens, types = meta["tokenizer.ggml.tokens"], meta["tokenizer.ggml.token_type"]
     assert tokens[:3] == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] and types[:3] == [3, 3, 3]  # CONTROL
     assert set(types[3:]) == {1} and len(meta["tokenizer.ggml.merges"]) > 0

