@@ -134,24 +134,52 @@ def make_esm(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
+def sentencepiece_bpe(specials: list[str], prefix_space: bool):
+    """A SentencePiece BPE tokenizer as Hugging Face converts one (Llama 2, Mistral, Phi-3 with a `▁` put before
+    the text; Gemma without): `▁` for spaces, byte-fallback pieces <0x00>..<0xFF>, `specials` first."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    trainer = Tokenizer(models.BPE())
+    trainer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
+    trainer.train_from_iterator(corpus(), trainers.BpeTrainer(vocab_size=300, special_tokens=specials))
+    learnt = json.loads(trainer.to_str())["model"]
+    pieces = specials + [f"<0x{b:02X}>" for b in range(256)]
+    pieces += [p for p, _ in sorted(learnt["vocab"].items(), key=lambda kv: kv[1]) if p not in specials]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split()) for m in learnt["merges"]]
+    tok = Tokenizer(models.BPE(vocab={p: i for i, p in enumerate(pieces)}, merges=merges, byte_fallback=True,
+                               unk_token="<unk>", fuse_unk=True))
+    tok.normalizer = normalizers.Sequence(([normalizers.Prepend("\u2581")] if prefix_space else []) +
+                                          [normalizers.Replace(" ", "\u2581")])
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()] +
+                                    ([decoders.Strip(" ", 1, 0)] if prefix_space else []))
+    return tok
+
+
 def decoder_tokenizer(family: str):
-    """Byte-level BPE with the family's chat markers. llama3 and mistral ship no pad token, as the real ones."""
+    """The family's tokenizer kind (byte-level BPE: Llama 3, Qwen; SentencePiece BPE: Mistral, Phi-3, Gemma) with
+    its chat markers. llama3 and mistral ship no pad token, as the real ones."""
     from transformers import PreTrainedTokenizerFast
 
     if family.startswith("gemma"):
-        specials = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"]
+        specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
         eos, template = "<end_of_turn>", GEMMA
+    elif family in ("mistral", "phi3"):
+        specials, eos, template = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"], "<|im_end|>", CHATML
     else:
         specials, eos, template = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], "<|im_end|>", CHATML
-    vocab, merges = byte_bpe(specials, size=400)
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    if family in ("mistral", "phi3") or family.startswith("gemma"):
+        tok = sentencepiece_bpe(specials, prefix_space=not family.startswith("gemma"))
+    else:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
+        vocab, merges = byte_bpe(specials, size=400)
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
     pad = None if family in ("llama3", "mistral") else specials[0]
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=pad,
-                                   bos_token="<bos>" if family.startswith("gemma") else "<|im_start|>",
+    bos = "<bos>" if family.startswith("gemma") else "<s>" if "<s>" in specials else "<|im_start|>"
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=pad, bos_token=bos,
+                                   unk_token="<unk>" if "<unk>" in specials else None,
                                    model_input_names=["input_ids", "attention_mask"])
     fast.chat_template = template
     return fast
@@ -171,9 +199,9 @@ def decoder_config(family: str, tok):
     if family == "mistral":
         return T.MistralConfig(sliding_window=None, **small)
     if family == "gemma2":
-        return T.Gemma2Config(head_dim=8, sliding_window=16, **small)
+        return T.Gemma2Config(head_dim=8, query_pre_attn_scalar=8, sliding_window=16, **small)  # as the real ones
     if family == "gemma3":
-        return T.Gemma3TextConfig(head_dim=8, sliding_window=16, **small)
+        return T.Gemma3TextConfig(head_dim=8, query_pre_attn_scalar=8, sliding_window=16, **small)
     assert family == "phi3"
     return T.Phi3Config(**small)
 

@@ -202,8 +202,66 @@ def test_errors_are_clear(full_run, tmp_path, capsys):
 def test_other_architectures_refused(tmp_path):
     from transformers import GPT2Config
 
-    from lftrain.models.gguf_export import llama_config
+    from lftrain.models.gguf_export import write_gguf
 
     GPT2Config(n_layer=1, n_embd=8, n_head=2, architectures=["GPT2LMHeadModel"]).save_pretrained(tmp_path)
-    with pytest.raises(InputError, match="supported for Llama-architecture causal LMs.*GPT2LMHeadModel"):
-        llama_config(tmp_path)
+    with pytest.raises(InputError, match="supported for the causal LMs LlamaForCausalLM.*holds GPT2LMHeadModel"):
+        write_gguf(tmp_path, tmp_path / "x.gguf", "f16", name="x")
+
+
+FAMILIES = {"llama3": "llama", "phi3": "phi3"}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_is_written_as_llama_cpp_names_it(family, tmp_path):
+    """Every architecture the export writes reads back (transformers' GGUF reader, which undoes llama.cpp's
+    conventions: Gemma's norm offset, Llama's rope order) to the same logits and greedy tokens."""
+    from lftrain.models.gguf_export import _metadata, convert_folder
+    from tests.families.conftest import make_decoder
+
+    folder = make_decoder(family, tmp_path / family)
+    file = convert_folder(folder, "f16", source=folder, name=family)
+    check = json.loads((file.parent / "export.json").read_text())["check"]
+    assert _metadata(file, "general.architecture") == FAMILIES[family]
+    assert check["max_rel_logit_diff"] < 0.01 and check["greedy_identical"] == check["prompts"]
+    assert check["tokenizer_identical"] and check["chat_template_identical"]
+
+
+def test_llama3_rope_scaling_is_carried(tmp_path):
+    """Llama 3.1/3.2's frequency scaling goes into the `rope_freqs` divisors llama.cpp applies: 1 for the fast
+    frequencies, the full factor for the slow ones, as transformers computes them."""
+    import torch
+    from gguf import GGUFReader
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from lftrain.models.gguf_archs import llama3_rope_divisors
+
+    rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    config = LlamaConfig(hidden_size=64, num_attention_heads=2, max_position_embeddings=256, rope_parameters=rope)
+    plain = 1.0 / 500000.0 ** (torch.arange(0, 32, 2).float() / 32)
+    scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
+    divisors = llama3_rope_divisors({**rope}, 32)
+    np.testing.assert_allclose(plain.numpy() / divisors, scaled.numpy(), rtol=1e-5)
+    assert divisors[0] == 1.0 and divisors[-1] == 32.0
+    from tests.families.conftest import make_decoder
+
+    folder = make_decoder("llama3", tmp_path / "l")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["rope_parameters"] = {**rope, "original_max_position_embeddings": 16}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    from lftrain.models.gguf_export import write_gguf
+
+    write_gguf(folder, tmp_path / "l.gguf", "f16", name="l")
+    tensors = {t.name: np.asarray(t.data) for t in GGUFReader(str(tmp_path / "l.gguf")).tensors}
+    assert tensors["rope_freqs.weight"].shape == (4,)
+
+
+@pytest.mark.parametrize("family", ["mistral", "qwen2", "qwen3", "gemma2", "gemma3"])
+def test_families_not_written_yet_are_refused(family, tmp_path):
+    from lftrain.models.gguf_export import write_gguf
+    from tests.families.conftest import make_decoder
+
+    with pytest.raises(InputError, match="supported for the causal LMs LlamaForCausalLM, Phi3ForCausalLM"):
+        write_gguf(make_decoder(family, tmp_path / family), tmp_path / "x.gguf", "f16", name="x")

@@ -1,15 +1,14 @@
 """GGUF export of a causal-LM run: one file that llama.cpp, Ollama and LM Studio run (`lft export --format gguf`).
 
 Written with the `gguf` package's writer from a plain Hugging Face folder (export.py merges adapters first):
-- metadata: the Llama hyperparameters llama.cpp reads (`llama.context_length`, `embedding_length`, `block_count`,
-  `feed_forward_length`, head counts, rope base, RMS-norm epsilon, vocabulary size) and the tokenizer
-  (`tokenizer.ggml.model = gpt2`: byte-level BPE tokens, token types, merges, bos/eos/pad/unk ids, whether BOS
-  is added, the pre-tokenizer name and the chat template), so the file needs nothing beside it;
-- tensors under llama.cpp's names (`gguf.get_tensor_name_map`). Hugging Face's Llama rotates the two halves of
-  each head's query/key vector (`rotate_half`); llama.cpp rotates adjacent pairs. The q/k projection rows are
-  therefore reordered per head (first half, second half -> interleaved), which leaves every attention score
-  unchanged; tests/sft/test_gguf_export.py checks this against both rope conventions. A tied lm_head is not
-  written: without an `output.weight`, llama.cpp uses the embedding (as SmolLM2's own GGUF files do).
+- metadata: the hyperparameters llama.cpp reads for the architecture (gguf_archs.py: Llama, Mistral, Qwen2/3,
+  Phi-3, Gemma 2/3; rope base and scaling, head sizes, sliding windows, soft-capping) and the tokenizer, so the
+  file needs nothing beside it: byte-level BPE as `gpt2` (tokens, types, merges, the pre-tokenizer's name) or
+  SentencePiece BPE as `llama` (pieces, scores that reproduce the merge order, byte pieces), bos/eos/pad/unk ids,
+  whether BOS is added, and the chat template;
+- tensors under llama.cpp's names (`gguf.get_tensor_name_map`), with the architecture's conventions applied
+  (Llama's q/k rows reordered per head for llama.cpp's rope layout, Gemma's norms stored as 1 + weight). A tied
+  lm_head is not written: without an `output.weight`, llama.cpp uses the embedding (as SmolLM2's own files do).
 - `f16`: matrices in float16, norms in float32. `q8_0`: matrices whose rows split into 32-value blocks as Q8_0
   (int8 with one float16 scale per block, ~8.5 bits a weight), others float16, norms float32.
 
@@ -22,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from lftrain.errors import InputError
+from lftrain.models.gguf_archs import Arch, add_rope, arch_of, head_dim
 
 log = logging.getLogger("lftrain")
 GGUF_TYPES = ("f16", "q8_0")
@@ -45,6 +46,7 @@ TOLERANCE = {"f16": {"max_rel_logit_diff": 0.03, "teacher_forced_argmax_agreemen
              "q8_0": {"max_rel_logit_diff": 0.5, "teacher_forced_argmax_agreement": 0.9}}
 # What llama.cpp calls the pre-tokenizers we can describe: its regexes match these Hugging Face pre-tokenizers.
 _BYTE_LEVEL = {"type": "ByteLevel", "use_regex": True}
+_BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # SentencePiece's byte-fallback pieces
 
 
 def gguf_file_name(gguf_type: str) -> str:
@@ -58,9 +60,12 @@ def convert_folder(folder: Path, gguf_type: str, *, source: Path, name: str) -> 
 
     if gguf_type not in GGUF_TYPES:
         raise InputError(f"--gguf-type {gguf_type}: choose one of {', '.join(GGUF_TYPES)}")
-    file = folder / gguf_file_name(gguf_type)
-    tensors = write_gguf(folder, file, gguf_type, name=name)
-    check = check_gguf(folder, file, gguf_type)
+    alone = folder / ".gguf"  # read back from a folder of its own: beside config.json, transformers would take
+    alone.mkdir()             # the Hugging Face architecture name (mistral) over the file's (llama)
+    written = alone / gguf_file_name(gguf_type)
+    tensors = write_gguf(folder, written, gguf_type, name=name)
+    check = check_gguf(folder, written, gguf_type)
+    file = written.rename(folder / written.name)
     for p in folder.iterdir():  # the GGUF file holds weights, tokenizer and chat template
         if p != file:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
@@ -73,59 +78,33 @@ def convert_folder(folder: Path, gguf_type: str, *, source: Path, name: str) -> 
 # ---- writing --------------------------------------------------------------------------------------------
 
 def write_gguf(model_dir: Path, dest: Path, gguf_type: str, *, name: str) -> dict[str, int]:
-    """Write the Llama model in `model_dir` (a Hugging Face folder) to the GGUF file `dest`; returns the count of
+    """Write the causal LM in `model_dir` (a Hugging Face folder) to the GGUF file `dest`; returns the count of
     tensors per GGUF type."""
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from lftrain.extras import need
 
     gguf = need("gguf", "GGUF export")
-    config = llama_config(model_dir)
+    config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
+    arch = arch_of(config, model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    writer = gguf.GGUFWriter(str(dest), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+    writer = gguf.GGUFWriter(str(dest), gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, arch.gguf)])
     writer.add_type("model")
     writer.add_name(name)
-    _add_hyperparameters(writer, config, gguf_type)
+    rope_tensors = _add_hyperparameters(writer, arch, config, gguf_type)
     _add_tokenizer(writer, tokenizer, config.vocab_size)
-    counts = _add_tensors(writer, model_dir, config, gguf_type)
+    counts = _add_tensors(writer, model_dir, arch, config, gguf_type)
+    for tensor_name, data in rope_tensors:
+        writer.add_tensor(tensor_name, data)
+        counts["F32"] += 1
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return counts
+    return dict(counts)
 
 
-def llama_config(model_dir: Path):
-    """The model's transformers config, if it is a Llama causal LM this export can describe; else InputError."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
-    archs = config.architectures or [config.model_type]
-    if config.model_type != "llama" or "LlamaForCausalLM" not in archs:
-        raise InputError(f"--format gguf: supported for Llama-architecture causal LMs (SmolLM2, Llama 3, ...); "
-                         f"{model_dir} holds {', '.join(archs)}")
-    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
-    unsupported = {"attention_bias": getattr(config, "attention_bias", False),
-                   "mlp_bias": getattr(config, "mlp_bias", False),
-                   f"rope type {rope.get('rope_type')!r}": rope.get("rope_type", "default") != "default",
-                   "head_dim != hidden_size / num_attention_heads":
-                       _head_dim(config) * config.num_attention_heads != config.hidden_size}
-    bad = [what for what, flag in unsupported.items() if flag]
-    if bad:
-        raise InputError(f"--format gguf: {model_dir} uses {', '.join(bad)}, which this export does not write yet")
-    return config
-
-
-def _head_dim(config) -> int:
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-
-
-def _rope_theta(config) -> float:
-    rope = getattr(config, "rope_parameters", None) or {}
-    return float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
-
-
-def _add_hyperparameters(w, config, gguf_type: str) -> None:
+def _add_hyperparameters(w, arch: Arch, config, gguf_type: str) -> list:
     import gguf
 
     w.add_context_length(config.max_position_embeddings)
@@ -134,30 +113,64 @@ def _add_hyperparameters(w, config, gguf_type: str) -> None:
     w.add_feed_forward_length(config.intermediate_size)
     w.add_head_count(config.num_attention_heads)
     w.add_head_count_kv(config.num_key_value_heads or config.num_attention_heads)
-    w.add_rope_dimension_count(_head_dim(config))
-    w.add_rope_freq_base(_rope_theta(config))
+    w.add_key_length(head_dim(config))  # Qwen3 and Gemma: not hidden size / heads
+    w.add_value_length(head_dim(config))
     w.add_layer_norm_rms_eps(float(config.rms_norm_eps))
     w.add_vocab_size(config.vocab_size)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if gguf_type == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    arch.hyperparameters(w, config)
+    return add_rope(w, config)
 
 
 def _add_tokenizer(w, tokenizer, vocab_size: int) -> None:
+    from gguf import TokenType
+
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     model = spec.get("model") or {}
     decoder = (spec.get("decoder") or {}).get("type")
-    if model.get("type") != "BPE" or decoder != "ByteLevel":
-        raise InputError(f"--format gguf: the tokenizer is {model.get('type')} with a {decoder} decoder; this "
-                         "export writes byte-level BPE tokenizers (GPT-2 style, as SmolLM2 and Llama 3 use)")
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
     tokens, types = _vocab(tokenizer, vocab_size)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(_pre_tokenizer_name(spec.get("pre_tokenizer")))
+    if model.get("type") == "BPE" and decoder == "ByteLevel":  # GPT-2 style: SmolLM2, Llama 3, Qwen, Phi-4
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(_pre_tokenizer_name(spec.get("pre_tokenizer")))
+        w.add_token_merges(merges)
+        w.add_add_space_prefix(False)
+    elif model.get("type") == "BPE" and model.get("byte_fallback"):  # SentencePiece BPE: Gemma, Mistral, Phi-3
+        w.add_tokenizer_model("llama")
+        w.add_token_scores(_sentencepiece_scores(tokens, merges))
+        types = [int(TokenType.BYTE) if _BYTE_PIECE.fullmatch(t) else int(TokenType.UNKNOWN)
+                 if i == tokenizer.unk_token_id else k for i, (t, k) in enumerate(zip(tokens, types))]
+        w.add_add_space_prefix(_prepends_space(spec))
+    else:
+        raise InputError(f"--format gguf: the tokenizer is {model.get('type')} with a {decoder} decoder; this "
+                         "export writes byte-level BPE (GPT-2 style) and SentencePiece BPE (byte fallback) tokenizers")
     w.add_token_list(tokens)
     w.add_token_types(types)
-    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []])
     _add_special_tokens(w, tokenizer)
     if isinstance(tokenizer.chat_template, str):
         w.add_chat_template(tokenizer.chat_template)
+
+
+def _sentencepiece_scores(tokens: list[str], merges: list[str]) -> list[float]:
+    """llama.cpp's SentencePiece tokenizer joins the neighbouring pieces whose join scores highest; scoring each
+    piece by minus the rank of the merge that makes it reproduces the BPE merge order (pieces no merge makes, such
+    as single characters and bytes, score below every merge)."""
+    rank: dict[str, int] = {}
+    for i, merge in enumerate(merges):
+        rank.setdefault(merge.replace(" ", ""), i)
+    return [-float(rank[t]) if t in rank else -float(len(merges) + i) for i, t in enumerate(tokens)]
+
+
+def _prepends_space(spec: dict) -> bool:
+    """Whether the tokenizer puts a `▁` before the text (Llama 2, Mistral, Phi-3: yes; Gemma: no)."""
+    steps = []
+    for part in (spec.get("normalizer"), spec.get("pre_tokenizer")):
+        part = part or {}
+        steps += part.get("normalizers") or part.get("pretokenizers") or [part]
+    return any((s.get("type") == "Prepend" and s.get("prepend") == "\u2581") or
+               (s.get("type") == "Metaspace" and s.get("prepend_scheme", "always") in ("first", "always"))
+               for s in steps)
 
 
 def _pre_tokenizer_name(pre: dict | None) -> str:
@@ -213,7 +226,6 @@ def _add_special_tokens(w, tokenizer) -> None:
     # Whether the tokenizer itself puts BOS/EOS around a text (llama.cpp does the same when told to).
     w.add_add_bos_token(len(with_special) > len(plain) and with_special[0] == tokenizer.bos_token_id)
     w.add_add_eos_token(len(with_special) > len(plain) and with_special[-1] == tokenizer.eos_token_id)
-    w.add_add_space_prefix(False)
 
 
 def permute_rope(weight: np.ndarray, heads: int) -> np.ndarray:
@@ -224,10 +236,10 @@ def permute_rope(weight: np.ndarray, heads: int) -> np.ndarray:
     return weight.reshape(heads, 2, d // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
-def _add_tensors(w, model_dir: Path, config, gguf_type: str) -> dict[str, int]:
+def _add_tensors(w, model_dir: Path, arch: Arch, config, gguf_type: str) -> Counter[str]:
     import gguf
 
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    names = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, arch.gguf), config.num_hidden_layers)
     counts: Counter[str] = Counter()
     for hf_name, data in _weights(model_dir):
         if hf_name == "lm_head.weight" and config.tie_word_embeddings:
@@ -235,14 +247,16 @@ def _add_tensors(w, model_dir: Path, config, gguf_type: str) -> dict[str, int]:
         name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
             raise InputError(f"--format gguf: no llama.cpp name for the tensor {hf_name} of {model_dir}")
-        if hf_name.endswith("self_attn.q_proj.weight"):
+        if arch.permute_qk and hf_name.endswith("self_attn.q_proj.weight"):
             data = permute_rope(data, config.num_attention_heads)
-        elif hf_name.endswith("self_attn.k_proj.weight"):
+        elif arch.permute_qk and hf_name.endswith("self_attn.k_proj.weight"):
             data = permute_rope(data, config.num_key_value_heads or config.num_attention_heads)
+        elif arch.norm_shift and hf_name.endswith("norm.weight"):
+            data = data + arch.norm_shift
         array, qtype = _encode(data, gguf_type)
         w.add_tensor(name, array, raw_dtype=qtype)
         counts[qtype.name if qtype is not None else str(array.dtype)] += 1
-    return dict(counts)
+    return counts
 
 
 def _weights(model_dir: Path):
@@ -282,7 +296,8 @@ def check_gguf(model_dir: Path, file: Path, gguf_type: str) -> dict[str, Any]:
 
     common = {"local_files_only": True, "dtype": torch.float32, "attn_implementation": "eager"}
     reference = AutoModelForCausalLM.from_pretrained(model_dir, **common).eval()
-    restored = AutoModelForCausalLM.from_pretrained(file.parent, gguf_file=file.name, **common).eval()
+    restored = AutoModelForCausalLM.from_pretrained(file.parent, gguf_file=file.name, config=_read_config(file),
+                                                    **common).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     restored_tok = AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name, local_files_only=True)
     prompts = probe_prompts(tokenizer)
@@ -304,6 +319,17 @@ def check_gguf(model_dir: Path, file: Path, gguf_type: str) -> dict[str, Any]:
     log.info("GGUF %s read back: %d/%d greedy continuations identical, logits within %.2g of their spread",
              gguf_type, result["greedy_identical"], result["prompts"], result["max_rel_logit_diff"])
     return result
+
+
+def _read_config(file: Path):
+    """The file's config as transformers reads it, except that a `llama` file whose name says Mistral stays Llama:
+    transformers renames it `mistral` and then finds no weight map for that name (llama.cpp's own files too)."""
+    from transformers import AutoConfig, LlamaConfig
+
+    config = AutoConfig.from_pretrained(file.parent, gguf_file=file.name)
+    if config.model_type == "mistral" and _metadata(file, "general.architecture") == "llama":
+        config = LlamaConfig(**{k: v for k, v in config.to_dict().items() if k != "model_type"})
+    return config
 
 
 def _metadata(file: Path, key: str):
