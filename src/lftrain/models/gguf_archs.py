@@ -1,14 +1,13 @@
-"""The decoder architectures GGUF export writes (Llama, Phi-3), as llama.cpp names and computes them.
+"""The decoder architectures GGUF export writes, as llama.cpp names and computes them: Llama only so far.
 
 Each `Arch` says what differs from the common case (`gguf_export.py` writes the rest):
 - `permute_qk`: llama.cpp's `llama` architecture rotates adjacent pairs of each head's vector, Hugging Face the
-  two halves; the q/k rows are reordered per head. Phi-3 uses the halves in llama.cpp too (NEOX rope type).
-- `norm_shift`: for architectures whose RMSNorm multiplies by (1 + weight) (Gemma; not yet written).
-- `hyperparameters`: the architecture's own metadata (Phi-3's original context and sliding window).
+  two halves; the q/k rows are reordered per head (architectures on llama.cpp's NEOX rope type would not be).
 - `refuse`: what the architecture's llama.cpp graph cannot compute, so the file would run a different model.
-RoPE scaling is carried for every architecture: linear and YaRN as metadata, Llama 3's as the `rope_freqs`
-tensor of per-frequency divisors (as llama.cpp's converter writes it), Phi-3's LongRoPE as its two factor
-tensors. Other rope types are refused.
+Llama 3.1/3.2's RoPE scaling is carried as the `rope_freqs` tensor of per-frequency divisors (what llama.cpp's
+converter writes); other rope types are refused. Tried and taken out again, for lack of a file llama.cpp and
+transformers both read back as the same model: Phi-3 (llama.cpp refused our SentencePiece vocabulary), Qwen2/3,
+Mistral, Gemma 2/3 (docs/models.md).
 """
 
 from __future__ import annotations
@@ -28,8 +27,6 @@ class Arch:
     gguf: str  # gguf.MODEL_ARCH member
     classes: tuple[str, ...]  # the transformers causal-LM classes written as this architecture
     permute_qk: bool = False
-    norm_shift: float = 0.0
-    hyperparameters: Callable[[Any, Any], None] = lambda w, config: None
     refuse: Callable[[Any], dict[str, bool]] = field(default=lambda config: {})
 
 
@@ -45,29 +42,15 @@ def rope_parameters(config, layer_type: str = "full_attention") -> dict:
     return {**rope, "rope_theta": float(theta), "rope_type": rope.get("rope_type") or rope.get("type") or "default"}
 
 
-def _original_context(config) -> int:
-    rope = rope_parameters(config)
-    return int(rope.get("original_max_position_embeddings") or
-               getattr(config, "original_max_position_embeddings", None) or config.max_position_embeddings)
-
-
-def _phi3(w, config) -> None:
-    w.add_rope_scaling_orig_ctx_len(_original_context(config))
-    w.add_sliding_window(int(config.sliding_window or 0))  # llama.cpp computes Phi-3 without it either way
-
-
-def _no_bias(config) -> dict[str, bool]:
+def _llama_refuse(config) -> dict[str, bool]:
     return {"attention_bias": bool(getattr(config, "attention_bias", False)),
-            "mlp_bias": bool(getattr(config, "mlp_bias", False))}
+            "mlp_bias": bool(getattr(config, "mlp_bias", False)),
+            "head_dim != hidden_size / num_attention_heads":
+                head_dim(config) * config.num_attention_heads != config.hidden_size}
 
 
-# Qwen2/3, Mistral and Gemma 2/3 are not written yet: their files did not yet read back to the same model
-# (Qwen's pre-tokenizer name and head size, Mistral's SentencePiece read-back, Gemma's logits); see docs/models.md.
-ARCHS = {
-    "llama": Arch("LLAMA", ("LlamaForCausalLM",), permute_qk=True, refuse=_no_bias),
-    "phi3": Arch("PHI3", ("Phi3ForCausalLM",), hyperparameters=_phi3),
-}
-ROPE_TYPES = ("default", "linear", "yarn", "llama3", "longrope")
+ARCHS = {"llama": Arch("LLAMA", ("LlamaForCausalLM",), permute_qk=True, refuse=_llama_refuse)}
+ROPE_TYPES = ("default", "llama3")
 
 
 def arch_of(config, where) -> Arch:
@@ -79,9 +62,8 @@ def arch_of(config, where) -> Arch:
         raise InputError(f"--format gguf: supported for the causal LMs {names}; {where} holds {', '.join(archs)}")
     rope = rope_parameters(config)
     bad = [what for what, flag in {**arch.refuse(config),
-                                   f"rope type {rope['rope_type']!r}": rope["rope_type"] not in ROPE_TYPES,
-                                   "LongRoPE outside Phi-3": rope["rope_type"] == "longrope" and arch.gguf != "PHI3",
-                                   }.items() if flag]
+                                   f"rope type {rope['rope_type']!r}": rope["rope_type"] not in ROPE_TYPES}.items()
+           if flag]
     if bad:
         raise InputError(f"--format gguf: {where} uses {', '.join(bad)}, which llama.cpp's {arch.gguf.lower()} "
                          "architecture does not compute")
@@ -93,26 +75,11 @@ def add_rope(w, config) -> list[tuple[str, np.ndarray]]:
     import gguf
 
     rope = rope_parameters(config)
-    dims = int(head_dim(config) * rope.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0)))
+    dims = head_dim(config)
     w.add_rope_dimension_count(dims)
     w.add_rope_freq_base(rope["rope_theta"])
-    kind, factor = rope["rope_type"], rope.get("factor")
-    if kind == "linear":
-        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-        w.add_rope_scaling_factor(float(factor))
-    elif kind == "yarn":
-        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
-        w.add_rope_scaling_factor(float(factor))
-        w.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
-        for key, add in (("attention_factor", w.add_rope_scaling_yarn_attn_factor),
-                         ("beta_fast", w.add_rope_scaling_yarn_beta_fast),
-                         ("beta_slow", w.add_rope_scaling_yarn_beta_slow)):
-            if rope.get(key) is not None:
-                add(float(rope[key]))
-    elif kind == "llama3":
+    if rope["rope_type"] == "llama3":
         return [(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", llama3_rope_divisors(rope, dims))]
-    elif kind == "longrope":
-        return _longrope(w, config, rope, dims)
     return []
 
 
@@ -125,15 +92,3 @@ def llama3_rope_divisors(rope: dict, dims: int) -> np.ndarray:
     wavelen = 2 * math.pi / freqs
     smooth = np.clip((old / wavelen - low) / (high - low), 0.0, 1.0)
     return (1.0 / ((1 - smooth) / factor + smooth)).astype(np.float32)
-
-
-def _longrope(w, config, rope: dict, dims: int) -> list[tuple[str, np.ndarray]]:
-    import gguf
-
-    original = _original_context(config)  # written with Phi-3's other metadata (_phi3)
-    scale = config.max_position_embeddings / original
-    attn = rope.get("attention_factor") or (1.0 if scale <= 1 else math.sqrt(1 + math.log(scale) / math.log(original)))
-    w.add_rope_scaling_attn_factors(float(attn))
-    names = gguf.TENSOR_NAMES
-    return [(names[gguf.MODEL_TENSOR.ROPE_FACTORS_LONG] + ".weight", np.asarray(rope["long_factor"], np.float32)),
-            (names[gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT] + ".weight", np.asarray(rope["short_factor"], np.float32))]

@@ -1,14 +1,13 @@
 """GGUF export of a causal-LM run: one file that llama.cpp, Ollama and LM Studio run (`lft export --format gguf`).
 
 Written with the `gguf` package's writer from a plain Hugging Face folder (export.py merges adapters first):
-- metadata: the hyperparameters llama.cpp reads for the architecture (gguf_archs.py: Llama, Mistral, Qwen2/3,
-  Phi-3, Gemma 2/3; rope base and scaling, head sizes, sliding windows, soft-capping) and the tokenizer, so the
-  file needs nothing beside it: byte-level BPE as `gpt2` (tokens, types, merges, the pre-tokenizer's name) or
-  SentencePiece BPE as `llama` (pieces, scores that reproduce the merge order, byte pieces), bos/eos/pad/unk ids,
-  whether BOS is added, and the chat template;
-- tensors under llama.cpp's names (`gguf.get_tensor_name_map`), with the architecture's conventions applied
-  (Llama's q/k rows reordered per head for llama.cpp's rope layout, Gemma's norms stored as 1 + weight). A tied
-  lm_head is not written: without an `output.weight`, llama.cpp uses the embedding (as SmolLM2's own files do).
+- metadata: the hyperparameters llama.cpp reads for the architecture (gguf_archs.py: Llama; rope base and Llama
+  3's scaling) and the tokenizer, so the file needs nothing beside it: byte-level BPE as `gpt2`
+  (tokens, types, merges, the pre-tokenizer's name), bos/eos/pad/unk ids, whether BOS is added, the chat template;
+- tensors under llama.cpp's names (`gguf.get_tensor_name_map`). Llama's q/k rows are reordered per head, because
+  Hugging Face rotates the two halves of each head's vector and llama.cpp adjacent pairs (every attention score
+  stays the same; tests/sft/test_gguf_export.py checks both conventions). A tied lm_head is not written: without
+  an `output.weight`, llama.cpp uses the embedding (as SmolLM2's own files do).
 - `f16`: matrices in float16, norms in float32. `q8_0`: matrices whose rows split into 32-value blocks as Q8_0
   (int8 with one float16 scale per block, ~8.5 bits a weight), others float16, norms float32.
 
@@ -21,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -30,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from lftrain.errors import InputError
-from lftrain.models.gguf_archs import Arch, add_rope, arch_of, head_dim
+from lftrain.models.gguf_archs import Arch, add_rope, arch_of
 
 log = logging.getLogger("lftrain")
 GGUF_TYPES = ("f16", "q8_0")
@@ -46,7 +44,6 @@ TOLERANCE = {"f16": {"max_rel_logit_diff": 0.03, "teacher_forced_argmax_agreemen
              "q8_0": {"max_rel_logit_diff": 0.5, "teacher_forced_argmax_agreement": 0.9}}
 # What llama.cpp calls the pre-tokenizers we can describe: its regexes match these Hugging Face pre-tokenizers.
 _BYTE_LEVEL = {"type": "ByteLevel", "use_regex": True}
-_BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # SentencePiece's byte-fallback pieces
 
 
 def gguf_file_name(gguf_type: str) -> str:
@@ -91,7 +88,7 @@ def write_gguf(model_dir: Path, dest: Path, gguf_type: str, *, name: str) -> dic
     writer = gguf.GGUFWriter(str(dest), gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, arch.gguf)])
     writer.add_type("model")
     writer.add_name(name)
-    rope_tensors = _add_hyperparameters(writer, arch, config, gguf_type)
+    rope_tensors = _add_hyperparameters(writer, config, gguf_type)
     _add_tokenizer(writer, tokenizer, config.vocab_size)
     counts = _add_tensors(writer, model_dir, arch, config, gguf_type)
     for tensor_name, data in rope_tensors:
@@ -104,7 +101,7 @@ def write_gguf(model_dir: Path, dest: Path, gguf_type: str, *, name: str) -> dic
     return dict(counts)
 
 
-def _add_hyperparameters(w, arch: Arch, config, gguf_type: str) -> list:
+def _add_hyperparameters(w, config, gguf_type: str) -> list:
     import gguf
 
     w.add_context_length(config.max_position_embeddings)
@@ -113,64 +110,30 @@ def _add_hyperparameters(w, arch: Arch, config, gguf_type: str) -> list:
     w.add_feed_forward_length(config.intermediate_size)
     w.add_head_count(config.num_attention_heads)
     w.add_head_count_kv(config.num_key_value_heads or config.num_attention_heads)
-    w.add_key_length(head_dim(config))  # Qwen3 and Gemma: not hidden size / heads
-    w.add_value_length(head_dim(config))
     w.add_layer_norm_rms_eps(float(config.rms_norm_eps))
     w.add_vocab_size(config.vocab_size)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if gguf_type == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    arch.hyperparameters(w, config)
     return add_rope(w, config)
 
 
 def _add_tokenizer(w, tokenizer, vocab_size: int) -> None:
-    from gguf import TokenType
-
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     model = spec.get("model") or {}
     decoder = (spec.get("decoder") or {}).get("type")
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
-    tokens, types = _vocab(tokenizer, vocab_size)
-    if model.get("type") == "BPE" and decoder == "ByteLevel":  # GPT-2 style: SmolLM2, Llama 3, Qwen, Phi-4
-        w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre(_pre_tokenizer_name(spec.get("pre_tokenizer")))
-        w.add_token_merges(merges)
-        w.add_add_space_prefix(False)
-    elif model.get("type") == "BPE" and model.get("byte_fallback"):  # SentencePiece BPE: Gemma, Mistral, Phi-3
-        w.add_tokenizer_model("llama")
-        w.add_token_scores(_sentencepiece_scores(tokens, merges))
-        types = [int(TokenType.BYTE) if _BYTE_PIECE.fullmatch(t) else int(TokenType.UNKNOWN)
-                 if i == tokenizer.unk_token_id else k for i, (t, k) in enumerate(zip(tokens, types))]
-        w.add_add_space_prefix(_prepends_space(spec))
-    else:
+    if model.get("type") != "BPE" or decoder != "ByteLevel":
         raise InputError(f"--format gguf: the tokenizer is {model.get('type')} with a {decoder} decoder; this "
-                         "export writes byte-level BPE (GPT-2 style) and SentencePiece BPE (byte fallback) tokenizers")
+                         "export writes byte-level BPE tokenizers (GPT-2 style, as SmolLM2 and Llama 3 use)")
+    tokens, types = _vocab(tokenizer, vocab_size)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(_pre_tokenizer_name(spec.get("pre_tokenizer")))
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []])
+    w.add_add_space_prefix(False)
     w.add_token_list(tokens)
     w.add_token_types(types)
     _add_special_tokens(w, tokenizer)
     if isinstance(tokenizer.chat_template, str):
         w.add_chat_template(tokenizer.chat_template)
-
-
-def _sentencepiece_scores(tokens: list[str], merges: list[str]) -> list[float]:
-    """llama.cpp's SentencePiece tokenizer joins the neighbouring pieces whose join scores highest; scoring each
-    piece by minus the rank of the merge that makes it reproduces the BPE merge order (pieces no merge makes, such
-    as single characters and bytes, score below every merge)."""
-    rank: dict[str, int] = {}
-    for i, merge in enumerate(merges):
-        rank.setdefault(merge.replace(" ", ""), i)
-    return [-float(rank[t]) if t in rank else -float(len(merges) + i) for i, t in enumerate(tokens)]
-
-
-def _prepends_space(spec: dict) -> bool:
-    """Whether the tokenizer puts a `▁` before the text (Llama 2, Mistral, Phi-3: yes; Gemma: no)."""
-    steps = []
-    for part in (spec.get("normalizer"), spec.get("pre_tokenizer")):
-        part = part or {}
-        steps += part.get("normalizers") or part.get("pretokenizers") or [part]
-    return any((s.get("type") == "Prepend" and s.get("prepend") == "\u2581") or
-               (s.get("type") == "Metaspace" and s.get("prepend_scheme", "always") in ("first", "always"))
-               for s in steps)
 
 
 def _pre_tokenizer_name(pre: dict | None) -> str:
@@ -251,8 +214,6 @@ def _add_tensors(w, model_dir: Path, arch: Arch, config, gguf_type: str) -> Coun
             data = permute_rope(data, config.num_attention_heads)
         elif arch.permute_qk and hf_name.endswith("self_attn.k_proj.weight"):
             data = permute_rope(data, config.num_key_value_heads or config.num_attention_heads)
-        elif arch.norm_shift and hf_name.endswith("norm.weight"):
-            data = data + arch.norm_shift
         array, qtype = _encode(data, gguf_type)
         w.add_tensor(name, array, raw_dtype=qtype)
         counts[qtype.name if qtype is not None else str(array.dtype)] += 1
